@@ -1,0 +1,62 @@
+# Every target that needs Python goes through uv and the committed lock file.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV_RUN := uv run --locked
+
+CRD_FILE := crds/modeldeploy.dev_modeldeployments.yaml
+
+.PHONY: help uv sync test test-unit test-integration lint format crds models \
+        cluster cluster-down demo bench bench-server bench-operator bench-rollback
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+uv: ## install uv from PyPI when it is missing
+	@command -v uv >/dev/null 2>&1 || { echo "installing uv from PyPI"; python3 -m pip install --user --quiet uv; }
+
+sync: uv ## create the locked environment in .venv
+	uv sync --locked
+
+test: sync models ## run every test, the integration tests against a real local cluster included
+	$(UV_RUN) pytest
+
+test-unit: sync models ## run the unit tests only
+	$(UV_RUN) pytest tests/unit
+
+test-integration: sync models ## run the integration tests only
+	$(UV_RUN) pytest -m integration tests/integration
+
+lint: sync ## ruff and mypy
+	$(UV_RUN) ruff check .
+	$(UV_RUN) ruff format --check .
+	$(UV_RUN) mypy operator/modeldeploy server_image/modelserver tests scripts examples
+
+format: sync
+	$(UV_RUN) ruff check --fix .
+	$(UV_RUN) ruff format .
+
+crds: sync ## regenerate crds/ from operator/modeldeploy/api.py
+	$(UV_RUN) python -m modeldeploy.crdgen --output $(CRD_FILE)
+
+models: sync ## train the sample models into examples/models/
+	$(UV_RUN) python examples/train_models.py --output examples/models
+
+cluster: sync ## start a local cluster and print its kubeconfig path
+	@scripts/cluster.sh up
+
+cluster-down: ## stop the local cluster and remove its state
+	@scripts/cluster.sh down
+
+demo: sync models ## run the demo on a local cluster
+	$(UV_RUN) python scripts/demo.py
+
+bench: bench-server bench-operator bench-rollback ## every benchmark
+
+bench-server: sync models ## our server vs MLServer, side by side
+	scripts/bench_server.sh
+
+bench-operator: sync ## 300 ModelDeployments on the local cluster
+	$(UV_RUN) python scripts/bench_operator.py
+
+bench-rollback: sync models ## time from first bad request to traffic back on stable
+	$(UV_RUN) python scripts/bench_rollback.py
