@@ -1,0 +1,635 @@
+"""The ModelDeployment API (modeldeploy.dev/v1alpha1): the one source of the CRD schema.
+
+Every cross-field rule exists twice on purpose: as a pydantic validator, so the operator
+and `modeldeploy` tooling reject bad objects with a clear message, and as a CEL rule in
+`x-kubernetes-validations`, so the API server rejects them before they are stored.
+`tests/unit/test_api.py` checks both against the same invalid examples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "modeldeploy.dev"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["md"]
+CATEGORIES = ["all", "modeldeploy"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+SHA256_PATTERN = r"^[a-fA-F0-9]{64}$"
+URI_PATTERN = r"^(file:///.+|https?://[^/\s]+.*|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+)$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN),
+    Field(json_schema_extra={"format": "duration"}),
+]
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a duration such as `30s`, `5m`, `1m30s` or `250ms`."""
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 1h or 250ms")
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(value))
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry."""
+    entry = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class ApiModel(BaseModel):
+    """Base of spec objects: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+    )
+
+
+class StatusModel(BaseModel):
+    """Base of status objects: tolerant of fields written by newer operators."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        use_enum_values=True,
+    )
+
+
+# --- spec -------------------------------------------------------------------------------
+
+
+class ModelFormat(StrEnum):
+    XGBOOST = "xgboost"
+    SKLEARN = "sklearn"
+    SKLEARN_JOBLIB = "sklearn-joblib"
+
+
+_SHA_FOR_HTTP_RULE = "!self.uri.startsWith('http') || has(self.sha256) || self.allowUnpinned"
+_UNSAFE_FORMAT_RULE = "self.format != 'sklearn-joblib' || self.allowUnsafeFormat"
+
+
+class ModelSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                _SHA_FOR_HTTP_RULE,
+                "model.sha256 is required for http(s) URIs; pin the artifact's digest "
+                "or set model.allowUnpinned: true",
+                ".sha256",
+            ),
+            cel(
+                _UNSAFE_FORMAT_RULE,
+                "model.format sklearn-joblib loads a pickle, which runs code; "
+                "set model.allowUnsafeFormat: true to accept that, or use format sklearn (skops)",
+                ".allowUnsafeFormat",
+            ),
+        )
+    )
+
+    name: Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN, max_length=63)] = Field(
+        description="Name the model is served under: /v2/models/{name} and /v1/models/{name}.",
+    )
+    version: Annotated[str, StringConstraints(min_length=1, max_length=63)] = Field(
+        description="Version of the model, shown in status and metrics (e.g. 2.1.0).",
+    )
+    uri: Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)] = Field(
+        description=(
+            "Where the artifact lives: file:///path, http(s)://host/path, or "
+            "pvc://claim-name/path/in/volume (mounted read-only into the pod)."
+        ),
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^(file|https?|pvc)://')",
+                "model.uri must start with file://, http://, https:// or pvc://",
+            )
+        ),
+    )
+    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] | None = Field(
+        default=None,
+        description="SHA-256 of the artifact (64 hex characters); the server refuses a mismatch.",
+    )
+    format: ModelFormat = Field(
+        default=ModelFormat.XGBOOST,
+        description=(
+            "Artifact format: xgboost (native JSON/UBJ), sklearn (skops, safe loading) or "
+            "sklearn-joblib (pickle; runs code on load, needs allowUnsafeFormat)."
+        ),
+    )
+    allow_unsafe_format: bool = Field(
+        default=False,
+        description="Accept the sklearn-joblib format, whose loading executes code.",
+    )
+    allow_unpinned: bool = Field(
+        default=False,
+        description="Accept an http(s) artifact without a sha256 pin.",
+    )
+
+    @model_validator(mode="after")
+    def _check_pins(self) -> ModelSpec:
+        if self.uri.startswith("http") and self.sha256 is None and not self.allow_unpinned:
+            raise ValueError(
+                "model.sha256 is required for http(s) URIs; pin the artifact's digest "
+                "or set model.allowUnpinned: true"
+            )
+        if self.format == ModelFormat.SKLEARN_JOBLIB and not self.allow_unsafe_format:
+            raise ValueError(
+                "model.format sklearn-joblib loads a pickle, which runs code; "
+                "set model.allowUnsafeFormat: true to accept that, or use format sklearn (skops)"
+            )
+        return self
+
+
+class ResourceRequirements(ApiModel):
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Maximum resources, e.g. {memory: 2Gi}."
+    )
+
+
+class EnvVar(ApiModel):
+    name: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Name of the environment variable."
+    )
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (default Equal)."
+    )
+    value: str | None = Field(default=None, description="Taint value to match with Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ServerSpec(ApiModel):
+    image: str | None = Field(
+        default=None,
+        description="Inference server image; defaults to the operator's configured image.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy of the server container."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements,
+        description="Resources of the server container.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Extra environment variables of the server container."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels the server pods must run on."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the server pods tolerate."
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64, description="Server worker processes; default chosen by server."
+    )
+    startup_timeout: Duration = Field(
+        default="300s",
+        description="How long a pod may take to download and load the model before restarting.",
+    )
+
+
+class TrafficRouter(StrEnum):
+    REPLICAS = "replicas"
+    GATEWAY_API = "gatewayAPI"
+
+
+class ParentReference(ApiModel):
+    name: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Name of the Gateway."
+    )
+    namespace: str | None = Field(
+        default=None, description="Namespace of the Gateway; defaults to the route's namespace."
+    )
+    section_name: str | None = Field(default=None, description="Listener name on the Gateway.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Listener port.")
+
+
+class GatewayAPITraffic(ApiModel):
+    parent_refs: list[ParentReference] = Field(
+        min_length=1, description="Gateways the HTTPRoute attaches to."
+    )
+    hostnames: list[str] = Field(default_factory=list, description="Hostnames the route serves.")
+    path_prefix: str = Field(
+        default="/", description="Path prefix the route matches (all model paths by default)."
+    )
+
+
+_GATEWAY_BLOCK_RULE = "(self.router == 'gatewayAPI') == has(self.gatewayAPI)"
+_GATEWAY_BLOCK_MESSAGE = "traffic.gatewayAPI must be set exactly when traffic.router is gatewayAPI"
+
+
+class TrafficSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_GATEWAY_BLOCK_RULE, _GATEWAY_BLOCK_MESSAGE))
+    )
+
+    router: TrafficRouter = Field(
+        default=TrafficRouter.REPLICAS,
+        description=(
+            "How traffic is split: replicas (canary share of ready pods behind one Service; "
+            "no mesh needed) or gatewayAPI (weighted HTTPRoute backendRefs)."
+        ),
+    )
+    gateway_api: GatewayAPITraffic | None = Field(
+        default=None,
+        alias="gatewayAPI",
+        description="HTTPRoute settings; required exactly when router is gatewayAPI.",
+    )
+
+    @model_validator(mode="after")
+    def _gateway_block_matches_router(self) -> TrafficSpec:
+        if (self.router == TrafficRouter.GATEWAY_API) != (self.gateway_api is not None):
+            raise ValueError(_GATEWAY_BLOCK_MESSAGE)
+        return self
+
+
+_STEPS_RULE = "self.isSorted() && self.all(x, self.exists_one(y, y == x))"
+_STEPS_MESSAGE = "rollout.steps must be strictly increasing, each within 1..100"
+
+
+class RolloutSpec(ApiModel):
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default=[10, 25, 50],
+        min_length=1,
+        max_length=20,
+        description="Canary traffic percentages, walked in order; promotion follows the last.",
+        json_schema_extra=validations(cel(_STEPS_RULE, _STEPS_MESSAGE)),
+    )
+    interval: Duration = Field(
+        default="60s", description="Time between analyses; each Pass advances one step."
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="Failed analyses before an automatic rollback."
+    )
+    inconclusive_limit: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description=(
+            "Consecutive inconclusive analyses (too little traffic, metrics backend errors) "
+            "before a rollback with reason AnalysisInconclusive."
+        ),
+    )
+    progress_deadline: Duration = Field(
+        default="600s",
+        description="Canary pods must be ready within this time, else the canary is rolled back.",
+    )
+    paused: bool = Field(
+        default=False, description="Hold the canary at its current step; analysis still runs."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_strictly_increasing(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(_STEPS_MESSAGE)
+        return steps
+
+
+class SecretKeyRef(ApiModel):
+    name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] = Field(
+        description="Name of a Secret in the ModelDeployment's namespace."
+    )
+    key: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="Key within the Secret."
+    )
+
+
+class PrometheusSpec(ApiModel):
+    url: Annotated[str, StringConstraints(pattern=r"^https?://.+")] = Field(
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+    )
+    bearer_token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token sent with every query."
+    )
+    ca_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a PEM CA bundle to verify https URLs."
+    )
+    timeout: Duration = Field(default="10s", description="Timeout of one query.")
+
+
+class SLOSpec(ApiModel):
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="Highest tolerated canary error ratio (0..1)."
+    )
+    max_latency_p99: Duration = Field(
+        default="250ms", description="Highest tolerated canary p99 latency."
+    )
+    count_rejected_requests: bool = Field(
+        default=True,
+        description=(
+            "Count 4xx (rejected inputs) as errors too: a model that rejects inputs the "
+            "stable accepted is a regression."
+        ),
+    )
+
+
+class MetricCheck(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.min) || has(self.max)", "a metric check needs min, max or both"),
+            cel(
+                "!has(self.min) || !has(self.max) || self.min <= self.max",
+                "a metric check's min must not exceed its max",
+            ),
+        )
+    )
+
+    name: Annotated[str, StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63)] = Field(
+        description="Name of the check, shown in status and events."
+    )
+    query: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description=(
+            "PromQL returning one number; templated with {{ namespace }}, {{ name }}, "
+            "{{ track }}, {{ interval }}, {{ model }} and {{ version }}."
+        )
+    )
+    min: float | None = Field(default=None, description="Lowest passing value.")
+    max: float | None = Field(default=None, description="Highest passing value.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MetricCheck:
+        if self.min is None and self.max is None:
+            raise ValueError(f"metric check {self.name}: a metric check needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"metric check {self.name}: min must not exceed max")
+        return self
+
+
+class BackendErrorPolicy(StrEnum):
+    HOLD = "Hold"
+    FAIL = "Fail"
+
+
+class AnalysisSpec(ApiModel):
+    prometheus: PrometheusSpec | None = Field(
+        default=None, description="Prometheus to query; defaults to the operator's configured one."
+    )
+    min_requests: int = Field(
+        default=20,
+        ge=0,
+        description="Fewer canary requests in an interval make the analysis NoData, not a failure.",
+    )
+    slo: SLOSpec = Field(default_factory=SLOSpec, description="Built-in error-rate and p99 checks.")
+    metrics: list[MetricCheck] = Field(
+        default_factory=list, max_length=20, description="Extra checks written in PromQL."
+    )
+    backend_errors: BackendErrorPolicy = Field(
+        default=BackendErrorPolicy.HOLD,
+        description=(
+            "What an unreachable metrics backend or a failing query means: Hold (inconclusive, "
+            "the step is held) or Fail (counts as a failed check)."
+        ),
+    )
+
+
+class WebhookSpec(ApiModel):
+    url_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the webhook URL (Slack-compatible incoming webhook)."
+    )
+
+
+class NotificationSpec(ApiModel):
+    webhook: WebhookSpec | None = Field(
+        default=None, description="Posted on promotion, rollback and failed checks."
+    )
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: ModelSpec = Field(description="The model to serve.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Serving pods of the stable track.")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="The inference server pods.")
+    traffic: TrafficSpec = Field(
+        default_factory=TrafficSpec, description="How traffic is split during a canary."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="Canary steps, pacing and deadlines."
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec, description="How each canary step is judged."
+    )
+    notifications: NotificationSpec = Field(
+        default_factory=NotificationSpec, description="Where rollout outcomes are announced."
+    )
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    PROMOTING = "Promoting"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    NO_DATA = "NoData"
+    ERROR = "Error"
+
+
+class Outcome(StrEnum):
+    DEPLOYED = "Deployed"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    SUPERSEDED = "Superseded"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(StatusModel):
+    type: str = Field(description="Condition type: Available, Progressing, Ready, ...")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason of the last transition.")
+    message: str = Field(default="", description="Human-readable detail.")
+    last_transition_time: datetime = Field(description="When the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, description="Generation of the spec this condition was set for."
+    )
+
+
+class StableStatus(StatusModel):
+    revision: str = Field(description="Hash of the pod-shaping spec of the stable track.")
+    version: str = Field(description="Model version served by the stable track.")
+    replicas: int = Field(default=0, description="Pods the stable Deployment has.")
+    ready_replicas: int = Field(default=0, description="Ready pods of the stable track.")
+
+
+class CanaryStatus(StatusModel):
+    revision: str = Field(description="Hash of the pod-shaping spec of the canary track.")
+    version: str = Field(description="Model version served by the canary track.")
+    step: int = Field(default=0, description="Index into rollout.steps of the current step.")
+    weight: int = Field(default=0, description="Desired canary traffic percentage now.")
+    actual_weight: int | None = Field(
+        default=None, description="Traffic percentage the router achieved (replica ratio)."
+    )
+    failed_checks: int = Field(default=0, description="Failed analyses so far.")
+    inconclusive_checks: int = Field(
+        default=0, description="Consecutive inconclusive analyses so far."
+    )
+    started_at: datetime = Field(description="When the canary started.")
+    ready_at: datetime | None = Field(default=None, description="When canary pods became ready.")
+    last_step_at: datetime | None = Field(
+        default=None, description="When the current step began; the next analysis is due then."
+    )
+    replicas: int = Field(default=0, description="Pods the canary Deployment has.")
+    ready_replicas: int = Field(default=0, description="Ready pods of the canary track.")
+
+
+class CheckResult(StatusModel):
+    name: str = Field(description="Check name.")
+    query: str = Field(default="", description="The PromQL that was run.")
+    value: float | None = Field(default=None, description="The query's result.")
+    min: float | None = Field(default=None, description="Lowest passing value.")
+    max: float | None = Field(default=None, description="Highest passing value.")
+    verdict: Verdict = Field(description="Pass, Fail, NoData or Error.")
+    message: str = Field(default="", description="Why, in words.")
+
+
+class AnalysisStatus(StatusModel):
+    at: datetime = Field(description="When the analysis ran.")
+    revision: str = Field(default="", description="Canary revision the analysis judged.")
+    step: int = Field(default=0, description="Step the analysis judged.")
+    verdict: Verdict = Field(description="Overall verdict: the worst of the checks.")
+    requests: float | None = Field(default=None, description="Canary requests in the window.")
+    checks: list[CheckResult] = Field(default_factory=list, description="Each check's result.")
+
+
+class HistoryEntry(StatusModel):
+    revision: str = Field(description="Revision the entry is about.")
+    version: str = Field(description="Model version of that revision.")
+    outcome: Outcome = Field(description="Deployed, Promoted, RolledBack or Superseded.")
+    reason: str = Field(default="", description="Why, in words.")
+    at: datetime = Field(description="When it happened.")
+
+
+HISTORY_LIMIT = 10
+
+
+class ModelDeploymentStatus(StatusModel):
+    phase: Phase = Field(default=Phase.PENDING, description="Where the deployment stands.")
+    message: str = Field(default="", description="Human-readable summary of the phase.")
+    observed_generation: int | None = Field(
+        default=None, description="Last spec generation the operator acted on."
+    )
+    revision: str | None = Field(
+        default=None, description="Hash of the pod-shaping spec the user asked for."
+    )
+    stable: StableStatus | None = Field(default=None, description="The stable track.")
+    canary: CanaryStatus | None = Field(default=None, description="The canary, while one runs.")
+    last_analysis: AnalysisStatus | None = Field(
+        default=None, description="The most recent analysis with every check's value."
+    )
+    rejected_revision: str | None = Field(
+        default=None,
+        description="A rolled-back revision that is not retried until the spec changes or retry.",
+    )
+    handled_requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Manual requests (promote, abort, retry) already acted on, by annotation.",
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Standard conditions: Available, Progressing, Ready, ...",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        max_length=HISTORY_LIMIT,
+        description=f"The last {HISTORY_LIMIT} outcomes, newest first.",
+    )
+
+
+class ObjectMeta(StatusModel):
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(BaseModel):
+    """A whole object as read from the API server or an example file."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    api_version: Literal["modeldeploy.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version"},
+    {"name": "Weight", "type": "integer", "jsonPath": ".status.canary.weight"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+]
