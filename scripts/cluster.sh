@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# A local Kubernetes cluster for tests and the demo.
+#
+#   scripts/cluster.sh up          start it (idempotent); the LAST line on stdout is the
+#                                  kubeconfig path, everything else goes to stderr
+#   scripts/cluster.sh down        stop it and remove its state (idempotent)
+#   scripts/cluster.sh kubeconfig  print the kubeconfig path of a running cluster
+#   scripts/cluster.sh status      say which cluster would be / is used
+#
+# Which cluster, in order of preference:
+#   1. MODELDEPLOY_KUBECONFIG=<path>: that cluster, used as is (never created or deleted);
+#   2. kind, when docker and kind are installed and `docker info` answers;
+#   3. local processes started by `kwokctl --runtime binary`: etcd, kube-apiserver,
+#      kube-controller-manager, kube-scheduler and kwok with two fake nodes, from the
+#      binaries that scripts/build-binaries.sh builds (or finds) in the cache.
+# MODELDEPLOY_CLUSTER_RUNTIME=kind|binary forces 2 or 3.
+#
+# Environment: MODELDEPLOY_CLUSTER_NAME (default modeldeploy), MODELDEPLOY_CACHE
+# (default ~/.cache/modeldeploy), KUBEBUILDER_ASSETS (envtest binaries, used if present).
+# Gateway API standard CRDs (version in scripts/versions.env) are installed in every
+# cluster this script starts, from the sigs.k8s.io/gateway-api module's own files.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+NAME="${MODELDEPLOY_CLUSTER_NAME:-modeldeploy}"
+CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
+STATE="$CACHE/clusters/$NAME"          # our own bookkeeping for this cluster
+export KWOK_WORKDIR="$CACHE/kwok"       # kwokctl's work dir (never ~/.kwok)
+KWOK_CLUSTER_DIR="$KWOK_WORKDIR/clusters/$NAME"
+NODES=("$NAME-node-0" "$NAME-node-1")
+
+T0=$SECONDS
+log() { printf '[cluster %s %3ds] %s\n' "$NAME" "$((SECONDS - T0))" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ "$NAME" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "bad cluster name '$NAME' (lowercase, digits, '-')"
+
+kind_works() {
+    command -v kind >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 &&
+        timeout 10 docker info >/dev/null 2>&1
+}
+
+chosen_runtime() {
+    if [[ -n "${MODELDEPLOY_KUBECONFIG:-}" ]]; then echo external; return; fi
+    case "${MODELDEPLOY_CLUSTER_RUNTIME:-}" in
+        kind | binary) echo "$MODELDEPLOY_CLUSTER_RUNTIME"; return ;;
+        "" | auto) ;;
+        *) die "MODELDEPLOY_CLUSTER_RUNTIME must be kind, binary or auto" ;;
+    esac
+    # a cluster of this name that already exists keeps its runtime
+    if [[ -f "$STATE/runtime" ]]; then cat "$STATE/runtime"; return; fi
+    if kind_works; then echo kind; else echo binary; fi
+}
+
+# ------------------------------------------------------------------ binaries
+load_binaries() {
+    local out
+    out="$("$here/build-binaries.sh" "$@")" || return $?
+    eval "$out"
+    export PATH="$(dirname "$KUBECTL_BIN"):$PATH"
+    export KWOK_KUBECTL_BINARY="$KUBECTL_BIN"
+}
+
+kc() { "$KUBECTL_BIN" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# ------------------------------------------------------------------ gateway API CRDs
+install_gateway_api() {
+    local dir bundle
+    bundle="$(kc get crd httproutes.gateway.networking.k8s.io \
+        -o jsonpath='{.metadata.annotations.gateway\.networking\.k8s\.io/bundle-version}' 2>/dev/null || true)"
+    if [[ "$bundle" == "$GATEWAY_API_VERSION" ]]; then
+        log "Gateway API CRDs $GATEWAY_API_VERSION already installed"
+    else
+        command -v go >/dev/null 2>&1 || die "go is needed to fetch the Gateway API CRDs (module sigs.k8s.io/gateway-api)"
+        mkdir -p "$CACHE/src"
+        dir="$(cd "$CACHE/src" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+            sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        [[ -d "$dir/config/crd/standard" ]] || die "no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
+        log "installing Gateway API $GATEWAY_API_VERSION standard CRDs"
+        kc apply --server-side --force-conflicts -f "$dir/config/crd/standard/" >&2
+    fi
+    local crds
+    crds="$(kc get crd -o name | grep '\.gateway\.networking\.k8s\.io$' || true)"
+    [[ -n "$crds" ]] || die "Gateway API CRDs missing after install"
+    # shellcheck disable=SC2086
+    kc wait --for condition=Established --timeout=60s $crds >/dev/null
+}
+
+# ------------------------------------------------------------------ kind
+kind_up() {
+    KUBECONFIG_PATH="$STATE/kubeconfig"
+    mkdir -p "$STATE"
+    if ! kind get clusters 2>/dev/null | grep -qx "$NAME"; then
+        log "creating kind cluster (image ${MODELDEPLOY_KIND_NODE_IMAGE:-$KIND_NODE_IMAGE})"
+        kind create cluster --name "$NAME" --image "${MODELDEPLOY_KIND_NODE_IMAGE:-$KIND_NODE_IMAGE}" \
+            --kubeconfig "$KUBECONFIG_PATH" --wait 120s >&2 8>&- || return 1
+    fi
+    kind get kubeconfig --name "$NAME" >"$KUBECONFIG_PATH"
+    echo kind >"$STATE/runtime"
+}
+
+# ------------------------------------------------------------------ kwok binary runtime
+kwok_running() {
+    [[ -f "$KWOK_CLUSTER_DIR/kubeconfig.yaml" ]] &&
+        "$KUBECTL_BIN" --kubeconfig "$KWOK_CLUSTER_DIR/kubeconfig.yaml" --request-timeout=5s \
+            get --raw /readyz >/dev/null 2>&1
+}
+
+kwok_pids() { # pids of the processes kwokctl started for this cluster, alive or not
+    local f
+    for f in "$KWOK_CLUSTER_DIR"/pids/*.pid; do
+        [[ -f "$f" ]] && tr -dc '0-9\n' <"$f" && echo
+    done | grep -E '^[0-9]+$' || true
+}
+
+kill_leftovers() { # stop any process of this cluster still alive, by pid
+    local pid left=()
+    for pid in $(kwok_pids); do
+        # only what runs from our binaries/workdir: a recycled pid is left alone
+        if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/$pid/cmdline | grep -q -e "$CACHE" -e "$KWOK_CLUSTER_DIR" -e "${KUBEBUILDER_ASSETS:-/nonexistent}"; then
+            left+=("$pid")
+        fi
+    done
+    ((${#left[@]})) || return 0
+    log "stopping leftover processes: ${left[*]}"
+    kill "${left[@]}" 2>/dev/null || true
+    local i
+    for i in $(seq 1 50); do
+        local alive=()
+        for pid in "${left[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+        ((${#alive[@]})) || return 0
+        sleep 0.2
+    done
+    kill -9 "${alive[@]}" 2>/dev/null || true
+}
+
+kwok_up() {
+    load_binaries || die "the local control plane binaries could not be built (see above)"
+    KUBECONFIG_PATH="$KWOK_CLUSTER_DIR/kubeconfig.yaml"
+    mkdir -p "$STATE"
+    if kwok_running; then
+        log "cluster already running"
+    else
+        if [[ -d "$KWOK_CLUSTER_DIR" ]]; then
+            log "found a stopped cluster: starting it again"
+            # 8>&-: the processes kwokctl starts must not inherit our lock
+            if ! "$KWOKCTL_BIN" start cluster --name "$NAME" --timeout 120s \
+                >"$STATE/start.log" 2>&1 8>&- || ! kwok_running; then
+                log "restart failed; recreating the cluster"
+                "$KWOKCTL_BIN" delete cluster --name "$NAME" >&2 2>&1 || true
+                kill_leftovers
+                rm -rf "$KWOK_CLUSTER_DIR"
+            fi
+        fi
+        if ! kwok_running; then
+            log "creating cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+            if ! "$KWOKCTL_BIN" create cluster --name "$NAME" --runtime binary \
+                --kubeconfig "" \
+                --config "$here/kwok/stages.yaml" \
+                --kube-authorization --kube-admission \
+                --etcd-binary "$ETCD_BIN" \
+                --kube-apiserver-binary "$KUBE_APISERVER_BIN" \
+                --kube-controller-manager-binary "$KUBE_CONTROLLER_MANAGER_BIN" \
+                --kube-scheduler-binary "$KUBE_SCHEDULER_BIN" \
+                --kwok-controller-binary "$KWOK_BIN" \
+                --timeout 180s --wait 120s >"$STATE/create.log" 2>&1 8>&-; then
+                tail -n 40 "$STATE/create.log" >&2
+                for f in "$KWOK_CLUSTER_DIR"/logs/*.log; do
+                    [[ -f "$f" ]] || continue
+                    echo "--- tail of $f" >&2
+                    tail -n 15 "$f" >&2
+                done
+                "$KWOKCTL_BIN" delete cluster --name "$NAME" >/dev/null 2>&1 || true
+                kill_leftovers
+                rm -rf "$KWOK_CLUSTER_DIR"
+                die "kwokctl create cluster failed (log: $STATE/create.log)"
+            fi
+        fi
+    fi
+    echo binary >"$STATE/runtime"
+
+    # two fake nodes, managed by kwok (its stages make them and their pods Ready)
+    local n
+    for n in "${NODES[@]}"; do
+        cat <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $n
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: $n
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+---
+EOF
+    done | kc apply --server-side -f - >/dev/null
+    kc wait --for condition=Ready --timeout=60s "${NODES[@]/#/node/}" >/dev/null ||
+        die "kwok nodes did not become Ready"
+}
+
+# ------------------------------------------------------------------ commands
+cmd_up() {
+    local rt; rt="$(chosen_runtime)"
+    case "$rt" in
+        external)
+            [[ -f "$MODELDEPLOY_KUBECONFIG" ]] || die "MODELDEPLOY_KUBECONFIG=$MODELDEPLOY_KUBECONFIG: no such file"
+            log "using the cluster of MODELDEPLOY_KUBECONFIG as is"
+            KUBECONFIG_PATH="$MODELDEPLOY_KUBECONFIG"
+            if command -v kubectl >/dev/null 2>&1 && [[ -z "${KUBECTL_BIN:-}" ]]; then KUBECTL_BIN=kubectl; fi
+            if [[ -n "${KUBECTL_BIN:-}" ]]; then
+                kc get --raw /readyz >/dev/null || die "the cluster of MODELDEPLOY_KUBECONFIG does not answer"
+            fi
+            echo "$KUBECONFIG_PATH"
+            return
+            ;;
+        kind)
+            if ! kind_up; then
+                if [[ "${MODELDEPLOY_CLUSTER_RUNTIME:-}" == kind ]]; then die "kind create cluster failed"; fi
+                log "kind failed; falling back to local processes"
+                rm -rf "$STATE"
+                kwok_up
+            fi
+            ;;
+        binary) kwok_up ;;
+    esac
+    if [[ -z "${KUBECTL_BIN:-}" ]]; then
+        if load_binaries --no-build 2>/dev/null; then :; else KUBECTL_BIN="$(command -v kubectl)"; fi
+    fi
+    install_gateway_api
+    log "ready in $((SECONDS - T0))s"
+    echo "$KUBECONFIG_PATH"
+}
+
+cmd_down() {
+    if [[ -n "${MODELDEPLOY_KUBECONFIG:-}" ]]; then
+        log "MODELDEPLOY_KUBECONFIG is set: that cluster is not ours to stop"
+        return 0
+    fi
+    local rt=""
+    [[ -f "$STATE/runtime" ]] && rt="$(cat "$STATE/runtime")"
+    if [[ "$rt" == kind ]] || { [[ -z "$rt" ]] && kind_works && kind get clusters 2>/dev/null | grep -qx "$NAME"; }; then
+        log "deleting kind cluster"
+        kind delete cluster --name "$NAME" >&2 || true
+    fi
+    if [[ -d "$KWOK_CLUSTER_DIR" ]]; then
+        log "deleting local cluster"
+        local kwokctl=""
+        if load_binaries --no-build >/dev/null 2>&1; then
+            kwokctl="$KWOKCTL_BIN"
+        else
+            kwokctl="$(ls -d "$CACHE"/bin/kwok-*/kwokctl 2>/dev/null | head -n1 || true)"
+        fi
+        if [[ -n "$kwokctl" ]]; then
+            "$kwokctl" delete cluster --name "$NAME" >/dev/null 2>&1 8>&- || true
+        fi
+        kill_leftovers
+        rm -rf "$KWOK_CLUSTER_DIR"
+    fi
+    rm -rf "$STATE"
+    log "down"
+}
+
+cmd_kubeconfig() {
+    local rt; rt="$(chosen_runtime)"
+    case "$rt" in
+        external) echo "$MODELDEPLOY_KUBECONFIG" ;;
+        kind) [[ -f "$STATE/kubeconfig" ]] || die "no kind cluster $NAME (run: make cluster)"; echo "$STATE/kubeconfig" ;;
+        binary) [[ -f "$KWOK_CLUSTER_DIR/kubeconfig.yaml" ]] || die "no local cluster $NAME (run: make cluster)"
+            echo "$KWOK_CLUSTER_DIR/kubeconfig.yaml" ;;
+    esac
+}
+
+cmd_status() {
+    local rt; rt="$(chosen_runtime)"
+    echo "cluster: $NAME"
+    echo "runtime: $rt"
+    echo "cache:   $CACHE"
+    if [[ "$rt" == binary ]]; then
+        if load_binaries --no-build 2>/dev/null; then
+            echo "binaries: present"
+            if kwok_running; then echo "state:   running ($KWOK_CLUSTER_DIR/kubeconfig.yaml)"; else echo "state:   not running"; fi
+        else
+            echo "binaries: not built yet (scripts/build-binaries.sh)"
+        fi
+    fi
+}
+
+# one `up`/`down` at a time per cluster name
+mkdir -p "$CACHE/clusters"
+exec 8>"$CACHE/clusters/$NAME.lock"
+flock 8
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    kubeconfig) cmd_kubeconfig ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 up|down|kubeconfig|status" >&2; exit 2 ;;
+esac
