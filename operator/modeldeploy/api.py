@@ -509,8 +509,19 @@ class Condition(StatusModel):
     )
 
 
+class TrackTemplate(StatusModel):
+    """What shapes a track's pods; its hash is the revision."""
+
+    model: ModelSpec = Field(description="The model the track serves.")
+    server: ServerSpec = Field(description="The server settings, with the image resolved.")
+
+
 class StableStatus(StatusModel):
     revision: str = Field(description="Hash of the pod-shaping spec of the stable track.")
+    template: TrackTemplate | None = Field(
+        default=None,
+        description="Pod-shaping spec of the stable track, kept so a canary can be undone.",
+    )
     version: str = Field(description="Model version served by the stable track.")
     replicas: int = Field(default=0, description="Pods the stable Deployment has.")
     ready_replicas: int = Field(default=0, description="Ready pods of the stable track.")

@@ -1,0 +1,325 @@
+"""Pure builders of the objects a ModelDeployment owns.
+
+Names, for a ModelDeployment `NAME`:
+- Deployment `NAME-stable` and, during a canary, Deployment `NAME-canary`;
+- Service `NAME`: what clients call; selects the serving pods of both tracks, so with the
+  replicas router the canary's share of ready pods is its share of traffic;
+- Services `NAME-stable` and `NAME-canary`: one track each (Gateway API backends, debugging);
+- HTTPRoute `NAME` with the gatewayAPI router.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+from urllib.parse import urlparse
+
+from modeldeploy.api import (
+    API_VERSION,
+    KIND,
+    ModelDeploymentSpec,
+    ServerSpec,
+    TrackTemplate,
+    duration_seconds,
+)
+
+SERVER_PORT = 8080
+CACHE_DIR = "/var/cache/modelserver"
+PVC_MOUNT = "/mnt/models"
+SERVER_USER = 65532
+FIELD_MANAGER = "modeldeploy"
+HASH_ANNOTATION = "modeldeploy.dev/applied-hash"
+MD_LABEL = "modeldeploy.dev/modeldeployment"
+TRACK_LABEL = "modeldeploy.dev/track"
+REVISION_LABEL = "modeldeploy.dev/revision"
+MANAGED_BY = "modeldeploy"
+STARTUP_PERIOD_SECONDS = 5
+
+
+def revision_of(template: TrackTemplate) -> str:
+    """A stable hash of what shapes the pods; replicas and rollout settings are not in it."""
+    canonical = json.dumps(template.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def template_of(spec: ModelDeploymentSpec, default_image: str) -> TrackTemplate:
+    server = spec.server.model_copy(update={"image": spec.server.image or default_image})
+    return TrackTemplate(model=spec.model, server=server)
+
+
+def deployment_name(name: str, track: str) -> str:
+    return f"{name}-{track}"
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {MD_LABEL: name, "app.kubernetes.io/component": "model-server"}
+
+
+def track_selector(name: str, track: str) -> dict[str, str]:
+    return {**selector_labels(name), TRACK_LABEL: track}
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modelserver",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "modeldeploy",
+        MD_LABEL: name,
+    }
+
+
+def track_labels(name: str, track: str, revision: str, version: str) -> dict[str, str]:
+    return {
+        **common_labels(name),
+        "app.kubernetes.io/version": _label_value(version),
+        TRACK_LABEL: track,
+        REVISION_LABEL: revision,
+    }
+
+
+def _label_value(value: str) -> str:
+    """Label values allow 63 of [A-Za-z0-9_.-], starting and ending alphanumeric."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63]
+    return cleaned.strip("-_.") or "unknown"
+
+
+def _metadata(
+    name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any]
+) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner]}
+
+
+def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the manifest with a hash of itself, so an unchanged child is not re-applied."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations[HASH_ANNOTATION] = digest
+    return manifest
+
+
+def model_location(uri: str) -> tuple[str, dict[str, Any] | None]:
+    """The URI the server is given and, for pvc://claim/path, the volume to mount."""
+    if not uri.startswith("pvc://"):
+        return uri, None
+    parsed = urlparse(uri)
+    volume = {
+        "name": "model",
+        "persistentVolumeClaim": {"claimName": parsed.netloc, "readOnly": True},
+    }
+    return f"{PVC_MOUNT}{parsed.path}", volume
+
+
+def server_env(
+    name: str, track: str, template: TrackTemplate, model_uri: str
+) -> list[dict[str, Any]]:
+    model = template.model
+    env: list[dict[str, Any]] = [
+        {"name": "MODELSERVER_MODEL_URI", "value": model_uri},
+        {"name": "MODELSERVER_MODEL_FORMAT", "value": str(model.format)},
+        {"name": "MODELSERVER_MODEL_NAME", "value": model.name},
+        {"name": "MODELSERVER_MODEL_VERSION", "value": model.version},
+        {"name": "MODELSERVER_TRACK", "value": track},
+        {"name": "MODELSERVER_DEPLOYMENT", "value": name},
+        {
+            "name": "MODELSERVER_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {"name": "MODELSERVER_PORT", "value": str(SERVER_PORT)},
+        {"name": "MODELSERVER_CACHE_DIR", "value": CACHE_DIR},
+    ]
+    if model.sha256:
+        env.append({"name": "MODELSERVER_MODEL_SHA256", "value": model.sha256.lower()})
+    if model.allow_unpinned:
+        env.append({"name": "MODELSERVER_ALLOW_UNPINNED", "value": "true"})
+    if model.allow_unsafe_format:
+        env.append({"name": "MODELSERVER_ALLOW_UNSAFE_FORMATS", "value": "true"})
+    if template.server.workers is not None:
+        env.append({"name": "MODELSERVER_WORKERS", "value": str(template.server.workers)})
+    for extra in template.server.env:
+        env.append(extra.model_dump(by_alias=True, exclude_none=True))
+    return env
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _resources(server: ServerSpec) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    if server.resources.requests:
+        resources["requests"] = dict(server.resources.requests)
+    if server.resources.limits:
+        resources["limits"] = dict(server.resources.limits)
+    return resources
+
+
+def pod_template(name: str, track: str, revision: str, template: TrackTemplate) -> dict[str, Any]:
+    server = template.server
+    model_uri, model_volume = model_location(template.model.uri)
+    startup_failures = math.ceil(duration_seconds(server.startup_timeout) / STARTUP_PERIOD_SECONDS)
+    mounts: list[dict[str, Any]] = [
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if model_volume is not None:
+        mounts.append({"name": "model", "mountPath": PVC_MOUNT, "readOnly": True})
+        volumes.append(model_volume)
+    container: dict[str, Any] = {
+        "name": "modelserver",
+        "image": server.image,
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "env": server_env(name, track, template, model_uri),
+        "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS, startup_failures),
+        "readinessProbe": _probe("/v2/health/ready", 5, 2),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "resources": _resources(server),
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if server.image_pull_policy is not None:
+        container["imagePullPolicy"] = server.image_pull_policy
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SERVER_USER,
+            "runAsGroup": SERVER_USER,
+            "fsGroup": SERVER_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if server.node_selector:
+        spec["nodeSelector"] = dict(server.node_selector)
+    if server.tolerations:
+        spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
+        ]
+    return {
+        "metadata": {
+            "labels": track_labels(name, track, revision, template.model.version),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(SERVER_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": spec,
+    }
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    uid: str,
+    track: str,
+    revision: str,
+    template: TrackTemplate,
+    replicas: int,
+) -> dict[str, Any]:
+    labels = track_labels(name, track, revision, template.model.version)
+    return with_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _metadata(
+                deployment_name(name, track), namespace, labels, owner_reference(name, uid)
+            ),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": track_selector(name, track)},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+                },
+                "template": pod_template(name, track, revision, template),
+            },
+        }
+    )
+
+
+def service(name: str, namespace: str, uid: str, track: str | None = None) -> dict[str, Any]:
+    """The client Service (track None) or one track's Service."""
+    service_name = name if track is None else f"{name}-{track}"
+    selector = selector_labels(name) if track is None else track_selector(name, track)
+    labels = common_labels(name) if track is None else {**common_labels(name), TRACK_LABEL: track}
+    return with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(service_name, namespace, labels, owner_reference(name, uid)),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [
+                    {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                ],
+            },
+        }
+    )
+
+
+def http_route(name: str, namespace: str, spec: ModelDeploymentSpec, weight: int) -> dict[str, Any]:
+    """Weighted HTTPRoute over the per-track Services; owner reference added by the caller."""
+    gateway = spec.traffic.gateway_api
+    assert gateway is not None, "the gatewayAPI router needs traffic.gatewayAPI"
+    parent_refs = [ref.model_dump(by_alias=True, exclude_none=True) for ref in gateway.parent_refs]
+    route_spec: dict[str, Any] = {
+        "parentRefs": parent_refs,
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": gateway.path_prefix}}],
+                "backendRefs": [
+                    {"name": f"{name}-stable", "port": 80, "weight": 100 - weight},
+                    {"name": f"{name}-canary", "port": 80, "weight": weight},
+                ],
+            }
+        ],
+    }
+    if gateway.hostnames:
+        route_spec["hostnames"] = list(gateway.hostnames)
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace, "labels": common_labels(name)},
+        "spec": route_spec,
+    }
+
+
+def owned(manifest: dict[str, Any], name: str, uid: str) -> dict[str, Any]:
+    """Add the owner reference and hash to a manifest built without them (routes)."""
+    manifest["metadata"]["ownerReferences"] = [owner_reference(name, uid)]
+    return with_hash(manifest)

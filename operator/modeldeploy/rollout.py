@@ -1,0 +1,629 @@
+"""The rollout decision core: (spec, status, observations, now) -> next status and actions.
+
+Pure: no I/O, no clock, no randomness. The shell (`reconciler.py`) observes the cluster,
+runs an analysis when `analysis_due` says so, calls `decide`, and applies the result.
+All state that must survive a restart lives in the returned status.
+
+Manual requests are annotations whose value changes each time they are made (a
+timestamp, say); a value already recorded in `status.handledRequests` is not acted on
+again. Precedence, strongest first: abort, promote, analysis. A paused canary still runs
+its analyses and is still rolled back by failed checks (safety never pauses), but it does
+not advance and inconclusive analyses are not counted against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from modeldeploy.api import (
+    HISTORY_LIMIT,
+    AnalysisStatus,
+    CanaryStatus,
+    Condition,
+    ConditionStatus,
+    HistoryEntry,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Outcome,
+    Phase,
+    StableStatus,
+    TrackTemplate,
+    Verdict,
+    duration_seconds,
+)
+from modeldeploy.routers import router_for
+
+PROMOTE_ANNOTATION = "modeldeploy.dev/promote"
+ABORT_ANNOTATION = "modeldeploy.dev/abort"
+RETRY_ANNOTATION = "modeldeploy.dev/retry"
+MANUAL_ANNOTATIONS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION)
+
+# How soon to look again while waiting for pods; analyses have their own schedule.
+POLL_SECONDS = 5.0
+
+
+class Reason(StrEnum):
+    """Event and condition reasons; each transition has its own."""
+
+    STABLE_DEPLOYED = "StableDeployed"
+    STABLE_READY = "StableReady"
+    STABLE_NOT_READY = "StableNotReady"
+    SCALED = "Scaled"
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_READY = "CanaryReady"
+    STEP_ADVANCED = "StepAdvanced"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    PAUSED = "Paused"
+    PROMOTION_STARTED = "PromotionStarted"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    FAILED_CHECKS = "FailedChecks"
+    ABORTED = "Aborted"
+    MANUAL_PROMOTION = "ManualPromotion"
+    RETRY_REQUESTED = "RetryRequested"
+    SUPERSEDED = "CanarySuperseded"
+    REVERTED = "CanaryCancelled"
+    REVISION_REJECTED = "RevisionRejected"
+    COMPLETE = "Complete"
+
+
+class Track(StrEnum):
+    STABLE = "stable"
+    CANARY = "canary"
+
+
+@dataclass(frozen=True)
+class TrackObservation:
+    """What the cluster says about one track's Deployment."""
+
+    exists: bool = False
+    revision: str | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    rolled_out: bool = False  # the Deployment's controller caught up with its latest spec
+
+    def serving(self, revision: str, replicas: int) -> bool:
+        """Runs `revision` with at least `replicas` ready pods (at least one if replicas is 0)."""
+        return (
+            self.exists
+            and self.revision == revision
+            and self.rolled_out
+            and self.ready_replicas >= replicas
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    spec: ModelDeploymentSpec
+    generation: int
+    revision: str
+    template: TrackTemplate
+    status: ModelDeploymentStatus
+    stable: TrackObservation
+    canary: TrackObservation
+    annotations: dict[str, str]
+    now: datetime
+    analysis: AnalysisStatus | None = None
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    revision: str
+    template: TrackTemplate
+    replicas: int
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    type: str  # Normal or Warning
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: Reason
+    message: str
+
+
+@dataclass
+class Decision:
+    status: ModelDeploymentStatus
+    stable: TrackPlan | None
+    canary: TrackPlan | None  # None: no canary Deployment should exist
+    weight: int  # canary traffic percentage the router must give now
+    events: list[EventRecord] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    requeue_after: float | None = None
+    outcome: Outcome | None = None  # set when a canary ended in this decision
+
+
+def interval_seconds(spec: ModelDeploymentSpec) -> float:
+    return duration_seconds(spec.rollout.interval)
+
+
+def next_analysis_at(spec: ModelDeploymentSpec, canary: CanaryStatus) -> datetime | None:
+    """When the current step's next analysis is due; None while the canary is not serving."""
+    if canary.last_step_at is None:
+        return None
+    return canary.last_step_at + timedelta(seconds=interval_seconds(spec))
+
+
+def analysis_due(observation: Observation) -> bool:
+    canary = observation.status.canary
+    if canary is None or canary.revision != observation.revision:
+        return False
+    due = next_analysis_at(observation.spec, canary)
+    return due is not None and observation.now >= due
+
+
+def new_requests(annotations: dict[str, str], handled: dict[str, str]) -> set[str]:
+    return {
+        name
+        for name in MANUAL_ANNOTATIONS
+        if name in annotations and handled.get(name) != annotations[name]
+    }
+
+
+class _Builder:
+    """Accumulates one decision; every transition below is a method."""
+
+    def __init__(self, observation: Observation) -> None:
+        self.o = observation
+        self.status = observation.status.model_copy(deep=True)
+        self.status.observed_generation = observation.generation
+        self.status.revision = observation.revision
+        self.events: list[EventRecord] = []
+        self.notifications: list[Notification] = []
+        self.outcome: Outcome | None = None
+        self.router = router_for(observation.spec.traffic.router)
+        self.pending = new_requests(observation.annotations, observation.status.handled_requests)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def event(self, reason: Reason, message: str, *, warning: bool = False) -> None:
+        self.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
+
+    def handle(self, annotation: str) -> None:
+        self.status.handled_requests[annotation] = self.o.annotations[annotation]
+        self.pending.discard(annotation)
+
+    def condition(self, kind: str, true: bool, reason: Reason | str, message: str) -> None:
+        status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+        for existing in self.status.conditions:
+            if existing.type == kind:
+                if existing.status != status:
+                    existing.last_transition_time = self.o.now
+                existing.status = status
+                existing.reason = reason
+                existing.message = message
+                existing.observed_generation = self.o.generation
+                return
+        self.status.conditions.append(
+            Condition(
+                type=kind,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=self.o.now,
+                observed_generation=self.o.generation,
+            )
+        )
+
+    def record(self, revision: str, version: str, outcome: Outcome, reason: str) -> None:
+        entry = HistoryEntry(
+            revision=revision, version=version, outcome=outcome, reason=reason, at=self.o.now
+        )
+        self.status.history = [entry, *self.status.history][:HISTORY_LIMIT]
+
+    def stable_plan(self, canary: TrackPlan | None, weight: int) -> TrackPlan | None:
+        """Stable keeps its full size, unless a router needs room (a 100% step)."""
+        stable = self.status.stable
+        if stable is None or stable.template is None:
+            return None
+        replicas = self.o.spec.replicas
+        if canary is not None and self.status.phase != Phase.PROMOTING:
+            replicas = self.router.replicas(replicas, weight).stable
+        return TrackPlan(stable.revision, stable.template, replicas)
+
+    def desired_plan(self, replicas: int) -> TrackPlan:
+        return TrackPlan(self.o.revision, self.o.template, replicas)
+
+    def refresh_stable_counts(self) -> None:
+        if self.status.stable is not None:
+            self.status.stable.replicas = self.o.stable.replicas
+            self.status.stable.ready_replicas = self.o.stable.ready_replicas
+
+    def availability(self) -> None:
+        stable = self.status.stable
+        ready = self.o.stable.ready_replicas
+        wanted = self.o.spec.replicas
+        if stable is None or not self.o.stable.exists:
+            self.condition("Available", False, Reason.STABLE_NOT_READY, "no stable pods yet")
+            self.condition("Ready", False, Reason.STABLE_NOT_READY, "no stable pods yet")
+            return
+        available = ready >= 1 or wanted == 0
+        self.condition(
+            "Available",
+            available,
+            Reason.STABLE_READY if available else Reason.STABLE_NOT_READY,
+            f"stable {stable.version} has {ready}/{wanted} ready pods",
+        )
+        complete = ready >= wanted
+        self.condition(
+            "Ready",
+            complete,
+            Reason.STABLE_READY if complete else Reason.STABLE_NOT_READY,
+            f"{ready}/{wanted} stable pods ready",
+        )
+
+    def decision(self, canary: TrackPlan | None, weight: int, requeue: float | None) -> Decision:
+        self.refresh_stable_counts()
+        self.availability()
+        return Decision(
+            status=self.status,
+            stable=self.stable_plan(canary, weight),
+            canary=canary,
+            weight=weight,
+            events=self.events,
+            notifications=self.notifications,
+            requeue_after=requeue,
+            outcome=self.outcome,
+        )
+
+    # -- transitions -------------------------------------------------------------
+
+    def first_deploy(self) -> Decision:
+        spec = self.o.spec
+        self.status.stable = StableStatus(
+            revision=self.o.revision,
+            version=spec.model.version,
+            template=self.o.template,
+        )
+        self.status.phase = Phase.PENDING
+        self.status.message = f"deploying {spec.model.version} as the first stable revision"
+        self.condition("Progressing", True, Reason.STABLE_DEPLOYED, self.status.message)
+        self.event(
+            Reason.STABLE_DEPLOYED,
+            f"deploying model {spec.model.name} {spec.model.version} "
+            f"(revision {self.o.revision}) as stable",
+        )
+        return self.decision(None, 0, POLL_SECONDS)
+
+    def steady(self) -> Decision:
+        """No canary: keep the stable track at the spec's replicas."""
+        stable = self.status.stable
+        assert stable is not None
+        wanted = self.o.spec.replicas
+        serving = self.o.stable.serving(stable.revision, wanted)
+        rejected = self.status.rejected_revision
+        if self.status.phase == Phase.PENDING and serving:
+            self.record(stable.revision, stable.version, Outcome.DEPLOYED, "first deployment")
+        if rejected is not None and rejected == self.o.revision:
+            self.status.phase = Phase.ROLLED_BACK
+            self.status.message = (
+                f"revision {rejected} was rolled back; stable {stable.version} serves. "
+                f"Change the model or annotate {RETRY_ANNOTATION} to try it again"
+            )
+            self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
+        elif serving:
+            self.status.phase = Phase.AVAILABLE
+            self.status.message = f"stable {stable.version} serves all traffic"
+            self.condition("Progressing", False, Reason.COMPLETE, self.status.message)
+        else:
+            already_serving = self.status.phase not in (Phase.PENDING,)
+            self.status.phase = Phase.AVAILABLE if already_serving else Phase.PENDING
+            self.status.message = (
+                f"stable {stable.version}: {self.o.stable.ready_replicas}/{wanted} pods ready"
+            )
+        if self.o.stable.exists and self.o.stable.replicas != wanted:
+            self.event(Reason.SCALED, f"scaling stable from {self.o.stable.replicas} to {wanted}")
+        return self.decision(self.retained_canary(), 0, None if serving else POLL_SECONDS)
+
+    def retained_canary(self) -> TrackPlan | None:
+        """A rolled-back canary stays, scaled to zero, until a new revision replaces it."""
+        rejected = self.status.rejected_revision
+        if self.o.canary.exists and rejected is not None and rejected == self.o.revision:
+            return self.desired_plan(0)
+        return None
+
+    def start_canary(self, reason: str) -> Decision:
+        spec = self.o.spec
+        self.status.canary = CanaryStatus(
+            revision=self.o.revision,
+            version=spec.model.version,
+            started_at=self.o.now,
+        )
+        self.status.last_analysis = None
+        self.status.phase = Phase.PROGRESSING
+        self.status.message = (
+            f"canary {spec.model.version} started; waiting for its pods to become ready"
+        )
+        self.condition("Progressing", True, Reason.CANARY_STARTED, self.status.message)
+        stable = self.status.stable
+        assert stable is not None
+        self.event(
+            Reason.CANARY_STARTED,
+            f"canary {spec.model.version} (revision {self.o.revision}) started against stable "
+            f"{stable.version}{reason}; steps {spec.rollout.steps}",
+        )
+        return self.waiting_for_canary()
+
+    def canary_replicas(self, weight: int) -> int:
+        return self.router.replicas(self.o.spec.replicas, weight).canary
+
+    def waiting_for_canary(self) -> Decision:
+        canary = self.status.canary
+        assert canary is not None
+        first_weight = self.o.spec.rollout.steps[0]
+        replicas = self.canary_replicas(first_weight)
+        canary.replicas = self.o.canary.replicas
+        canary.ready_replicas = self.o.canary.ready_replicas
+        if self.o.canary.serving(canary.revision, replicas):
+            canary.ready_at = self.o.now
+            canary.last_step_at = self.o.now
+            canary.weight = first_weight
+            canary.actual_weight = self.router.achieved_weight(
+                first_weight, self.o.stable.ready_replicas, self.o.canary.ready_replicas
+            )
+            self.status.message = f"canary {canary.version} ready; at {first_weight}% traffic"
+            self.condition("Progressing", True, Reason.CANARY_READY, self.status.message)
+            self.event(Reason.CANARY_READY, f"canary pods ready; {first_weight}% of traffic")
+            return self.decision(
+                self.desired_plan(replicas), first_weight, interval_seconds(self.o.spec)
+            )
+        deadline = duration_seconds(self.o.spec.rollout.progress_deadline)
+        waited = (self.o.now - canary.started_at).total_seconds()
+        if waited >= deadline:
+            return self.roll_back(
+                Reason.PROGRESS_DEADLINE_EXCEEDED,
+                f"canary pods never became ready within {self.o.spec.rollout.progress_deadline} "
+                f"({self.o.canary.ready_replicas}/{replicas} ready)",
+            )
+        return self.decision(self.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited))
+
+    def walking(self) -> Decision:
+        """A ready canary at some step: judge it, advance it, or hold it."""
+        canary = self.status.canary
+        assert canary is not None
+        spec = self.o.spec
+        analysis = self.o.analysis
+        if analysis is not None:
+            analysis.revision = canary.revision
+            analysis.step = canary.step
+            self.status.last_analysis = analysis
+            outcome = self.judge(analysis)
+            if outcome is not None:
+                return outcome
+        weight = spec.rollout.steps[canary.step]
+        canary.weight = weight
+        canary.replicas = self.o.canary.replicas
+        canary.ready_replicas = self.o.canary.ready_replicas
+        canary.actual_weight = self.router.achieved_weight(
+            weight, self.o.stable.ready_replicas, self.o.canary.ready_replicas
+        )
+        if spec.rollout.paused:
+            self.status.message = f"paused at step {canary.step + 1} ({weight}%)"
+            self.condition("Progressing", True, Reason.PAUSED, self.status.message)
+        due = next_analysis_at(spec, canary)
+        assert due is not None
+        wait = max(0.0, (due - self.o.now).total_seconds())
+        return self.decision(self.desired_plan(self.canary_replicas(weight)), weight, wait)
+
+    def judge(self, analysis: AnalysisStatus) -> Decision | None:
+        """Apply one analysis verdict; a Decision when it ends the walk, else None."""
+        canary = self.status.canary
+        assert canary is not None
+        spec = self.o.spec
+        canary.last_step_at = self.o.now
+        if analysis.verdict == Verdict.FAIL:
+            canary.failed_checks += 1
+            canary.inconclusive_checks = 0
+            failed = "; ".join(
+                f"{c.name} {c.value} outside [{c.min}, {c.max}]" if c.value is not None else c.name
+                for c in analysis.checks
+                if c.verdict == Verdict.FAIL
+            )
+            summary = failed or "analysis failed"
+            self.event(
+                Reason.ANALYSIS_FAILED,
+                f"step {canary.step + 1}: {summary} "
+                f"(failed checks {canary.failed_checks}/{spec.rollout.failure_threshold})",
+                warning=True,
+            )
+            self.notifications.append(Notification(Reason.ANALYSIS_FAILED, summary))
+            if canary.failed_checks >= spec.rollout.failure_threshold:
+                return self.roll_back(
+                    Reason.FAILED_CHECKS,
+                    f"{canary.failed_checks} failed analyses reached the threshold "
+                    f"{spec.rollout.failure_threshold}; last: {summary}",
+                )
+            return None
+        if analysis.verdict in (Verdict.NO_DATA, Verdict.ERROR):
+            reasons = "; ".join(c.message for c in analysis.checks if c.verdict != Verdict.PASS)
+            if spec.rollout.paused:
+                return None
+            canary.inconclusive_checks += 1
+            self.event(
+                Reason.ANALYSIS_INCONCLUSIVE,
+                f"step {canary.step + 1} held: {analysis.verdict} "
+                f"({canary.inconclusive_checks}/{spec.rollout.inconclusive_limit}): {reasons}",
+                warning=True,
+            )
+            if canary.inconclusive_checks >= spec.rollout.inconclusive_limit:
+                return self.roll_back(
+                    Reason.ANALYSIS_INCONCLUSIVE,
+                    f"{canary.inconclusive_checks} consecutive analyses were inconclusive "
+                    f"({analysis.verdict}): {reasons}",
+                )
+            return None
+        canary.inconclusive_checks = 0
+        if spec.rollout.paused:
+            return None
+        if canary.step + 1 >= len(spec.rollout.steps):
+            return self.start_promotion(
+                f"all {len(spec.rollout.steps)} steps passed their analyses"
+            )
+        canary.step += 1
+        weight = spec.rollout.steps[canary.step]
+        canary.weight = weight
+        self.status.message = f"canary {canary.version} at step {canary.step + 1} ({weight}%)"
+        self.condition("Progressing", True, Reason.STEP_ADVANCED, self.status.message)
+        self.event(
+            Reason.STEP_ADVANCED,
+            f"analysis passed; canary {canary.version} advanced to step {canary.step + 1} "
+            f"of {len(spec.rollout.steps)} ({weight}%)",
+        )
+        return None
+
+    def start_promotion(self, why: str) -> Decision:
+        canary = self.status.canary
+        assert canary is not None
+        self.status.phase = Phase.PROMOTING
+        self.status.message = f"promoting {canary.version}: {why}"
+        self.condition("Progressing", True, Reason.PROMOTION_STARTED, self.status.message)
+        self.event(Reason.PROMOTION_STARTED, self.status.message)
+        return self.promoting()
+
+    def promoting(self) -> Decision:
+        """Stable takes the canary's template; the canary keeps serving until stable is ready."""
+        canary = self.status.canary
+        stable = self.status.stable
+        assert canary is not None
+        assert stable is not None
+        wanted = self.o.spec.replicas
+        canary_plan = self.desired_plan(self.canary_replicas(canary.weight))
+        if self.o.stable.serving(self.o.revision, wanted):
+            self.outcome = Outcome.PROMOTED
+            took = (self.o.now - canary.started_at).total_seconds()
+            self.record(canary.revision, canary.version, Outcome.PROMOTED, self.status.message)
+            self.event(
+                Reason.PROMOTED,
+                f"{canary.version} promoted to stable after {took:.0f}s; replaced {stable.version}",
+            )
+            self.notifications.append(
+                Notification(Reason.PROMOTED, f"{canary.version} promoted to stable")
+            )
+            self.status.stable = StableStatus(
+                revision=self.o.revision, version=canary.version, template=self.o.template
+            )
+            self.status.canary = None
+            self.status.rejected_revision = None
+            self.status.phase = Phase.AVAILABLE
+            self.status.message = f"stable {canary.version} serves all traffic"
+            self.condition("Progressing", False, Reason.COMPLETE, self.status.message)
+            return self.decision(None, 0, None)
+        # The stable track rolls to the new template now; the canary holds its share.
+        self.status.stable = StableStatus(
+            revision=self.o.revision,
+            version=canary.version,
+            template=self.o.template,
+            replicas=stable.replicas,
+            ready_replicas=stable.ready_replicas,
+        )
+        self.status.phase = Phase.PROMOTING
+        return self.decision(canary_plan, canary.weight, POLL_SECONDS)
+
+    def roll_back(self, reason: Reason, message: str) -> Decision:
+        canary = self.status.canary
+        stable = self.status.stable
+        assert canary is not None
+        assert stable is not None
+        self.outcome = Outcome.ROLLED_BACK
+        self.status.rejected_revision = canary.revision
+        self.record(canary.revision, canary.version, Outcome.ROLLED_BACK, f"{reason}: {message}")
+        self.status.canary = None
+        self.status.phase = Phase.ROLLED_BACK
+        self.status.message = f"canary {canary.version} rolled back ({reason}): {message}"
+        self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
+        self.event(
+            Reason.ROLLED_BACK,
+            f"canary {canary.version} rolled back, all traffic on stable {stable.version}: "
+            f"{reason}: {message}",
+            warning=True,
+        )
+        self.notifications.append(Notification(Reason.ROLLED_BACK, self.status.message))
+        plan = TrackPlan(canary.revision, self.o.template, 0)
+        keep = canary.revision == self.o.revision
+        return self.decision(plan if keep else None, 0, None)
+
+    def supersede(self) -> Decision:
+        canary = self.status.canary
+        stable = self.status.stable
+        assert canary is not None
+        assert stable is not None
+        self.outcome = Outcome.SUPERSEDED
+        if self.o.revision == stable.revision:
+            why = f"the spec returned to stable {stable.version}"
+            self.record(canary.revision, canary.version, Outcome.SUPERSEDED, why)
+            self.event(Reason.REVERTED, f"canary {canary.version} cancelled: {why}")
+            self.status.canary = None
+            return self.steady()
+        why = f"superseded by {self.o.spec.model.version} (revision {self.o.revision})"
+        self.record(canary.revision, canary.version, Outcome.SUPERSEDED, why)
+        self.event(Reason.SUPERSEDED, f"canary {canary.version} {why}")
+        return self.start_canary(f", superseding {canary.version}")
+
+    def manual(self) -> Decision | None:
+        """Act on new manual requests; None when they change nothing."""
+        canary = self.status.canary
+        in_canary = canary is not None and self.status.phase != Phase.PROMOTING
+        if ABORT_ANNOTATION in self.pending:
+            self.handle(ABORT_ANNOTATION)
+            if in_canary and canary is not None and canary.revision == self.o.revision:
+                return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
+        if PROMOTE_ANNOTATION in self.pending:
+            self.handle(PROMOTE_ANNOTATION)
+            if in_canary and canary is not None and canary.revision == self.o.revision:
+                if canary.weight == 0:
+                    canary.weight = self.o.spec.rollout.steps[canary.step]
+                self.event(
+                    Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user"
+                )
+                return self.start_promotion(f"requested by {PROMOTE_ANNOTATION}")
+        if RETRY_ANNOTATION in self.pending:
+            self.handle(RETRY_ANNOTATION)
+            if self.status.rejected_revision == self.o.revision and canary is None:
+                self.status.rejected_revision = None
+                self.event(
+                    Reason.RETRY_REQUESTED,
+                    f"retrying revision {self.o.revision} as requested by {RETRY_ANNOTATION}",
+                )
+                return self.start_canary(", retried by user")
+        return None
+
+
+def decide(observation: Observation) -> Decision:
+    """The next status and actions for one ModelDeployment."""
+    b = _Builder(observation)
+    stable = b.status.stable
+    if stable is None or stable.template is None:
+        return b.first_deploy()
+
+    manual = b.manual()
+    if manual is not None:
+        return manual
+
+    canary = b.status.canary
+    if canary is not None and canary.revision != observation.revision:
+        return b.supersede()
+    if canary is not None and b.status.phase == Phase.PROMOTING:
+        return b.promoting()
+    if canary is not None:
+        if canary.ready_at is None:
+            return b.waiting_for_canary()
+        return b.walking()
+
+    if observation.revision == stable.revision:
+        return b.steady()
+    if observation.revision == b.status.rejected_revision:
+        return b.steady()
+    if b.status.phase == Phase.PENDING:
+        # The first stable never became ready: replace it rather than canary against nothing.
+        return b.first_deploy()
+    return b.start_canary("")

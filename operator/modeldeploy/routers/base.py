@@ -1,0 +1,27 @@
+"""The interface every traffic router implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from modeldeploy.api import ModelDeploymentSpec
+
+
+@dataclass(frozen=True)
+class TrackReplicas:
+    stable: int
+    canary: int
+
+
+class Router(Protocol):
+    def replicas(self, total: int, weight: int) -> TrackReplicas:
+        """Pods per track when the canary should take `weight` percent of `total` pods' load."""
+
+    def achieved_weight(self, weight: int, stable_ready: int, canary_ready: int) -> int:
+        """The canary's share of traffic that the current pods actually give."""
+
+    def routes(
+        self, name: str, namespace: str, spec: ModelDeploymentSpec, weight: int
+    ) -> list[dict[str, Any]]:
+        """Extra objects that carry the split (empty when pods alone do)."""

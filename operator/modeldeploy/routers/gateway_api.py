@@ -1,0 +1,28 @@
+"""Gateway API canary: an HTTPRoute splits traffic between the per-track Services by
+weight, so the split is exact whatever the pod counts; the canary gets pods in
+proportion to its share so it can carry it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from modeldeploy.api import ModelDeploymentSpec
+from modeldeploy.resources import http_route
+from modeldeploy.routers.base import TrackReplicas
+
+
+class GatewayAPIRouter:
+    def replicas(self, total: int, weight: int) -> TrackReplicas:
+        if weight <= 0:
+            return TrackReplicas(stable=total, canary=0)
+        return TrackReplicas(stable=total, canary=max(1, math.ceil(total * weight / 100)))
+
+    def achieved_weight(self, weight: int, stable_ready: int, canary_ready: int) -> int:
+        return weight if canary_ready else 0
+
+    def routes(
+        self, name: str, namespace: str, spec: ModelDeploymentSpec, weight: int
+    ) -> list[dict[str, Any]]:
+        return [http_route(name, namespace, spec, weight)]
