@@ -1,0 +1,360 @@
+"""Judging one canary step: Prometheus queries -> check verdicts -> one overall verdict.
+
+Verdict rule (see docs/analysis.md):
+1. The request-volume gate comes first. Unless the track served at least
+   `minRequests` requests in the interval, the analysis is NoData (or Error when the
+   volume query failed); the checks still run and are reported, but cannot fail the step.
+2. Otherwise the worst check wins: Fail > Error > NoData > Pass.
+3. With `backendErrors: Fail` an overall Error becomes Fail.
+
+Everything but `PrometheusClient` is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from modeldeploy import api
+from modeldeploy.promql import (
+    REQUEST_VOLUME,
+    VOLUME_CHECK,
+    QueryContext,
+    TemplateError,
+    default_checks,
+    render,
+)
+
+__all__ = [
+    "NoData",
+    "PrometheusClient",
+    "QueryContext",
+    "QueryFailed",
+    "QueryOutcome",
+    "Value",
+    "analyse",
+    "check_result",
+    "describe",
+    "failure_summary",
+    "interpret",
+    "judge",
+    "overall_verdict",
+    "volume_result",
+    "worst",
+]
+
+Verdict = api.Verdict
+
+
+@dataclass(frozen=True)
+class Value:
+    """The query gave one finite number."""
+
+    value: float
+
+
+@dataclass(frozen=True)
+class NoData:
+    """The query worked but gave nothing to judge."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class QueryFailed:
+    """Prometheus could not be asked, or refused the query."""
+
+    message: str
+
+
+QueryOutcome = Value | NoData | QueryFailed
+
+NO_SERIES = (
+    "query returned no series: is the canary receiving traffic / are the metric labels right?"
+)
+
+
+# --- Prometheus HTTP API ------------------------------------------------------------------
+
+
+class PrometheusClient:
+    """Instant queries against the Prometheus HTTP API; expected failures become outcomes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        bearer_token: str | None = None,
+        ca_pem: str | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        # A bad CA bundle is reported by every query, so it shows up in the status.
+        self._setup_error: str | None = None
+        verify: ssl.SSLContext | bool = True
+        if ca_pem is not None:
+            try:
+                verify = ssl.create_default_context(cadata=ca_pem)
+            except (ssl.SSLError, ValueError) as exc:
+                self._setup_error = f"the CA bundle for {self.url} is not valid PEM: {exc}"
+        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
+        self._http = httpx.AsyncClient(
+            headers=headers, verify=verify, timeout=timeout, follow_redirects=True
+        )
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: api.PrometheusSpec,
+        *,
+        bearer_token: str | None = None,
+        ca_pem: str | None = None,
+    ) -> PrometheusClient:
+        """A client for `spec`; the caller reads the token and CA bundle from their Secrets."""
+        return cls(
+            spec.url,
+            timeout=api.duration_seconds(spec.timeout),
+            bearer_token=bearer_token,
+            ca_pem=ca_pem,
+        )
+
+    async def query(self, promql: str) -> QueryOutcome:
+        """Run one instant query. Never raises for an unreachable or unhappy Prometheus."""
+        if self._setup_error is not None:
+            return QueryFailed(self._setup_error)
+        try:
+            # httpx times each phase; the outer bound caps the whole exchange.
+            async with asyncio.timeout(self.timeout):
+                response = await self._http.post(f"{self.url}/api/v1/query", data={"query": promql})
+        except (TimeoutError, httpx.TimeoutException):
+            return QueryFailed(
+                f"Prometheus at {self.url} unreachable: no answer within {self.timeout:g}s"
+            )
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            return QueryFailed(f"Prometheus at {self.url} unreachable: {reason}")
+        return interpret(response.status_code, response.text, self.url)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> PrometheusClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def interpret(status_code: int, body: str, url: str) -> QueryOutcome:
+    """Map one answer of `/api/v1/query` to an outcome."""
+    hint = " (is the bearer token right?)" if status_code in (401, 403) else ""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        return QueryFailed(
+            f"Prometheus at {url} answered HTTP {status_code} without the query API's JSON"
+            f"{hint}: {_snippet(body)}"
+        )
+    if answer.get("status") != "success":
+        kind = answer.get("errorType", "error")
+        return QueryFailed(
+            f"Prometheus refused the query (HTTP {status_code}, {kind}){hint}: "
+            f"{answer.get('error', _snippet(body))}"
+        )
+    try:
+        return _outcome_of_data(answer["data"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return QueryFailed(f"Prometheus at {url} gave an answer of unknown shape: {_snippet(body)}")
+
+
+def _outcome_of_data(data: dict[str, Any]) -> QueryOutcome:
+    kind = data["resultType"]
+    result = data["result"]
+    if kind == "scalar":
+        return _outcome_of_sample(result[1])
+    if kind != "vector":
+        return QueryFailed(f"query returned a {kind}; write an instant query returning one number")
+    if not result:
+        return NoData(NO_SERIES)
+    if len(result) > 1:
+        return QueryFailed(
+            f"query returned {len(result)} series; aggregate it to one with sum() or avg()"
+        )
+    return _outcome_of_sample(result[0]["value"][1])
+
+
+def _outcome_of_sample(sample: str) -> QueryOutcome:
+    value = float(sample)
+    if math.isnan(value):
+        return NoData("query returned NaN, usually 0/0 because there were no requests")
+    if math.isinf(value):
+        return NoData(
+            f"query returned {value:+}, usually a division by zero because there were no requests"
+        )
+    return Value(value)
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --- verdicts -------------------------------------------------------------------------------
+
+
+def judge(value: float, min: float | None, max: float | None) -> Verdict:
+    """Pass when `value` lies within the bounds that are set."""
+    if (min is not None and value < min) or (max is not None and value > max):
+        return Verdict.FAIL
+    return Verdict.PASS
+
+
+def describe(value: float, min: float | None, max: float | None) -> str:
+    """`0.034 > max 0.01`: the value against the bound it broke, or the bounds it kept."""
+    if min is not None and value < min:
+        return f"{_num(value)} < min {_num(min)}"
+    if max is not None and value > max:
+        return f"{_num(value)} > max {_num(max)}"
+    kept = [f">= min {_num(min)}"] if min is not None else []
+    kept += [f"<= max {_num(max)}"] if max is not None else []
+    return " ".join([_num(value), " and ".join(kept)]).strip()
+
+
+_SEVERITY = {Verdict.PASS: 0, Verdict.NO_DATA: 1, Verdict.ERROR: 2, Verdict.FAIL: 3}
+
+
+def worst(verdicts: Iterable[Verdict]) -> Verdict:
+    """Fail > Error > NoData > Pass; Pass when there is nothing to judge."""
+    return max(verdicts, key=_SEVERITY.__getitem__, default=Verdict.PASS)
+
+
+def overall_verdict(
+    volume: Verdict, checks: Iterable[Verdict], backend_errors: api.BackendErrorPolicy
+) -> Verdict:
+    """The analysis' verdict from the volume gate's and the checks' verdicts."""
+    verdict = worst(checks) if volume == Verdict.PASS else volume
+    if verdict == Verdict.ERROR and backend_errors == api.BackendErrorPolicy.FAIL:
+        return Verdict.FAIL
+    return verdict
+
+
+def check_result(check: api.MetricCheck, query: str, outcome: QueryOutcome) -> api.CheckResult:
+    """One check's result from its query's outcome."""
+    match outcome:
+        case Value(value):
+            verdict = judge(value, check.min, check.max)
+            message = describe(value, check.min, check.max)
+            return _result(check.name, query, verdict, message, check.min, check.max, value)
+        case NoData(message):
+            return _result(check.name, query, Verdict.NO_DATA, message, check.min, check.max)
+        case QueryFailed(message):
+            return _result(check.name, query, Verdict.ERROR, message, check.min, check.max)
+
+
+def volume_result(
+    query: str, outcome: QueryOutcome, min_requests: int, interval: str
+) -> api.CheckResult:
+    """The request-volume gate: too few requests is NoData, never Fail."""
+    match outcome:
+        case Value(value) if value >= min_requests:
+            message = f"{value:.0f} requests in the last {interval}, minRequests {min_requests}"
+            return _result(VOLUME_CHECK, query, Verdict.PASS, message, min_requests, None, value)
+        case Value(value):
+            message = (
+                f"only {value:.0f} requests in the last {interval}, fewer than minRequests "
+                f"{min_requests}: too little traffic to judge"
+            )
+            return _result(VOLUME_CHECK, query, Verdict.NO_DATA, message, min_requests, None, value)
+        case NoData(message) if min_requests == 0:
+            message = f"{message} (minRequests is 0)"
+            return _result(VOLUME_CHECK, query, Verdict.PASS, message, min_requests, None)
+        case NoData(message):
+            message = f"no requests counted, minRequests {min_requests}: {message}"
+            return _result(VOLUME_CHECK, query, Verdict.NO_DATA, message, min_requests, None)
+        case QueryFailed(message):
+            return _result(VOLUME_CHECK, query, Verdict.ERROR, message, min_requests, None)
+
+
+def _result(
+    name: str,
+    query: str,
+    verdict: Verdict,
+    message: str,
+    min: float | None,
+    max: float | None,
+    value: float | None = None,
+) -> api.CheckResult:
+    return api.CheckResult(
+        name=name, query=query, value=value, min=min, max=max, verdict=verdict, message=message
+    )
+
+
+def failure_summary(status: api.AnalysisStatus) -> str:
+    """One line naming the checks behind a non-Pass verdict, for Events and notifications."""
+    culprits = [c for c in status.checks if c.verdict == status.verdict]
+    if status.verdict == Verdict.FAIL and not culprits:
+        # backendErrors: Fail turned an Error into this Fail.
+        culprits = [c for c in status.checks if c.verdict == Verdict.ERROR]
+    if status.verdict == Verdict.PASS or not culprits:
+        return "every check passed"
+    return "; ".join(
+        f"{c.name} {describe(c.value, c.min, c.max)}"
+        if c.verdict == Verdict.FAIL and c.value is not None
+        else f"{c.name}: {c.message}"
+        for c in culprits
+    )
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
+
+
+# --- one analysis ---------------------------------------------------------------------------
+
+
+async def analyse(
+    client: PrometheusClient,
+    spec: api.AnalysisSpec,
+    context: QueryContext,
+    now: datetime,
+) -> api.AnalysisStatus:
+    """Run the volume query and every check concurrently and judge the step.
+
+    The caller sets `revision` and `step` of the result.
+    """
+    volume_query = render(REQUEST_VOLUME, context)
+    all_checks = [*default_checks(spec.slo), *spec.metrics]
+    volume, checks = await asyncio.gather(
+        client.query(volume_query),
+        asyncio.gather(*(_run_check(client, check, context) for check in all_checks)),
+    )
+    gate = volume_result(volume_query, volume, spec.min_requests, context.interval)
+    verdict = overall_verdict(gate.verdict, [c.verdict for c in checks], spec.backend_errors)
+    return api.AnalysisStatus(at=now, verdict=verdict, requests=gate.value, checks=[gate, *checks])
+
+
+async def _run_check(
+    client: PrometheusClient, check: api.MetricCheck, context: QueryContext
+) -> api.CheckResult:
+    try:
+        query = render(check.query, context)
+    except TemplateError as exc:
+        return check_result(check, check.query, QueryFailed(str(exc)))
+    return check_result(check, query, await client.query(query))
