@@ -307,13 +307,18 @@ def _result(
 
 
 def failure_summary(status: api.AnalysisStatus) -> str:
-    """One line naming the checks behind a non-Pass verdict, for Events and notifications."""
-    culprits = [c for c in status.checks if c.verdict == status.verdict]
-    if status.verdict == Verdict.FAIL and not culprits:
-        # backendErrors: Fail turned an Error into this Fail.
-        culprits = [c for c in status.checks if c.verdict == Verdict.ERROR]
-    if status.verdict == Verdict.PASS or not culprits:
+    """One line naming the checks behind the verdict, for Events and notifications.
+
+    Like `error-rate 0.034 > max 0.01; latency-p99 0.41 > max 0.25`.
+    """
+    if status.verdict == Verdict.PASS:
         return "every check passed"
+    culprits = [c for c in status.checks if c.name == VOLUME_CHECK and c.verdict != Verdict.PASS]
+    if not culprits:
+        # backendErrors: Fail turns Error into Fail, so Error checks may explain a Fail.
+        verdicts = {c.verdict for c in status.checks}
+        wanted = status.verdict if status.verdict in verdicts else Verdict.ERROR
+        culprits = [c for c in status.checks if c.verdict == wanted]
     return "; ".join(
         f"{c.name} {describe(c.value, c.min, c.max)}"
         if c.verdict == Verdict.FAIL and c.value is not None
