@@ -17,12 +17,15 @@ to serve https.
         ...
         assert hook.received[0]["text"]       # the JSON bodies posted, in order
 
+`unused_port()` gives a port on 127.0.0.1 that nothing listens on, for "unreachable".
+
 The scripted Prometheus lives in `tests.support.scripted_prometheus`.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -67,7 +70,10 @@ class LocalServer:
             self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         scheme = "https" if ssl_context is not None else "http"
         self.url = f"{scheme}://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval makes stop() quick.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -154,3 +160,11 @@ class RecordingWebhook:
         tb: TracebackType | None,
     ) -> None:
         self._server.stop()
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (the OS just handed it out and took it back)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -1,0 +1,86 @@
+"""Rollout outcomes announced to a Slack-compatible incoming webhook.
+
+Best effort by design: a failing webhook must never break or delay a rollout, so
+`post_notification` never raises and gives up after its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+
+class NotificationKind(StrEnum):
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ANALYSIS_FAILED = "AnalysisFailed"
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: NotificationKind
+    namespace: str
+    name: str
+    version: str
+    revision: str
+    message: str = ""
+
+
+_HEADLINES = {
+    NotificationKind.PROMOTED: "promoted model version {version} (revision {revision})",
+    NotificationKind.ROLLED_BACK: "rolled back model version {version} (revision {revision})",
+    NotificationKind.ANALYSIS_FAILED: (
+        "analysis failed for model version {version} (revision {revision})"
+    ),
+}
+# Slack attachment colours: green, red, amber.
+_COLOURS = {
+    NotificationKind.PROMOTED: "good",
+    NotificationKind.ROLLED_BACK: "danger",
+    NotificationKind.ANALYSIS_FAILED: "warning",
+}
+
+
+def payload(event: Notification) -> dict[str, Any]:
+    """The JSON body: `text` for every Slack-compatible receiver, a coloured attachment."""
+    headline = _HEADLINES[event.kind].format(version=event.version, revision=event.revision)
+    text = f"{event.namespace}/{event.name}: {headline}"
+    if event.message:
+        text = f"{text}: {event.message}"
+    return {
+        "text": text,
+        "attachments": [
+            {
+                "color": _COLOURS[event.kind],
+                "fallback": text,
+                "fields": [
+                    {"title": "ModelDeployment", "value": f"{event.namespace}/{event.name}"},
+                    {"title": "Outcome", "value": str(event.kind)},
+                    {"title": "Version", "value": event.version, "short": True},
+                    {"title": "Revision", "value": event.revision, "short": True},
+                ],
+            }
+        ],
+    }
+
+
+async def post_notification(url: str, event: Notification, timeout: float = 5.0) -> str | None:
+    """Post `event`; None on success, else what went wrong (the URL's secret path left out)."""
+    # Incoming-webhook URLs carry their token in the path: name only scheme and host.
+    where = "/".join(url.split("/")[:3])
+    try:
+        async with asyncio.timeout(timeout), httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(url, json=payload(event))
+    except (TimeoutError, httpx.TimeoutException):
+        return f"webhook at {where} did not answer within {timeout:g}s"
+    except Exception as exc:  # whatever happens, the rollout goes on
+        reason = (str(exc) or type(exc).__name__).replace(url, where)
+        return f"webhook at {where} unreachable: {reason}"
+    if response.is_success:
+        return None
+    body = " ".join(response.text.split())[:200]
+    return f"webhook at {where} answered HTTP {response.status_code}: {body}"
