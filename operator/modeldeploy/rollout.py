@@ -9,6 +9,14 @@ timestamp, say); a value already recorded in `status.handledRequests` is not act
 again. Precedence, strongest first: abort, promote, analysis. A paused canary still runs
 its analyses and is still rolled back by failed checks (safety never pauses), but it does
 not advance and inconclusive analyses are not counted against it.
+
+Every new request value is recorded as handled in the decision that first sees it, whether
+or not it changed anything: an abort swallows a promote or retry made at the same time, and
+a promote made while no canary runs does not linger to promote a later one.
+
+An analysis is applied only when `analysis_due` says so and only if it was taken after the
+current step began, so an analysis fed twice (a retried reconcile, a restarted operator)
+never counts twice.
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ class Reason(StrEnum):
     PAUSED = "Paused"
     PROMOTION_STARTED = "PromotionStarted"
     PROMOTED = "Promoted"
+    RESUMED = "Resumed"
     ROLLED_BACK = "RolledBack"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     FAILED_CHECKS = "FailedChecks"
@@ -88,7 +97,7 @@ class TrackObservation:
     rolled_out: bool = False  # the Deployment's controller caught up with its latest spec
 
     def serving(self, revision: str, replicas: int) -> bool:
-        """Runs `revision` with at least `replicas` ready pods (at least one if replicas is 0)."""
+        """Runs `revision`, fully rolled out, with at least `replicas` ready pods."""
         return (
             self.exists
             and self.revision == revision
@@ -155,8 +164,12 @@ def next_analysis_at(spec: ModelDeploymentSpec, canary: CanaryStatus) -> datetim
 
 
 def analysis_due(observation: Observation) -> bool:
+    """Whether the shell should run an analysis before deciding: a walking canary's interval
+    is over. Never while waiting for pods, while promoting or for a superseded canary."""
     canary = observation.status.canary
     if canary is None or canary.revision != observation.revision:
+        return False
+    if observation.status.phase == Phase.PROMOTING:
         return False
     due = next_analysis_at(observation.spec, canary)
     return due is not None and observation.now >= due
@@ -214,6 +227,12 @@ class _Builder:
                 observed_generation=self.o.generation,
             )
         )
+
+    def progressing_reason(self) -> str | None:
+        for existing in self.status.conditions:
+            if existing.type == "Progressing":
+                return existing.reason
+        return None
 
     def record(self, revision: str, version: str, outcome: Outcome, reason: str) -> None:
         entry = HistoryEntry(
@@ -387,20 +406,34 @@ class _Builder:
             )
         return self.decision(self.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited))
 
+    def fresh_analysis(self) -> AnalysisStatus | None:
+        """The observation's analysis if it judges the current step, else None."""
+        analysis = self.o.analysis
+        canary = self.status.canary
+        if analysis is None or canary is None or canary.last_step_at is None:
+            return None
+        if not analysis_due(self.o) or analysis.at < canary.last_step_at:
+            return None
+        return analysis.model_copy(
+            deep=True, update={"revision": canary.revision, "step": canary.step}
+        )
+
     def walking(self) -> Decision:
         """A ready canary at some step: judge it, advance it, or hold it."""
         canary = self.status.canary
         assert canary is not None
         spec = self.o.spec
-        analysis = self.o.analysis
+        steps = spec.rollout.steps
+        if canary.step >= len(steps):
+            # rollout.steps was shortened under a running canary: hold at its last step.
+            canary.step = len(steps) - 1
+        analysis = self.fresh_analysis()
         if analysis is not None:
-            analysis.revision = canary.revision
-            analysis.step = canary.step
             self.status.last_analysis = analysis
             outcome = self.judge(analysis)
             if outcome is not None:
                 return outcome
-        weight = spec.rollout.steps[canary.step]
+        weight = steps[canary.step]
         canary.weight = weight
         canary.replicas = self.o.canary.replicas
         canary.ready_replicas = self.o.canary.ready_replicas
@@ -410,6 +443,12 @@ class _Builder:
         if spec.rollout.paused:
             self.status.message = f"paused at step {canary.step + 1} ({weight}%)"
             self.condition("Progressing", True, Reason.PAUSED, self.status.message)
+        elif self.progressing_reason() == Reason.PAUSED:
+            self.status.message = (
+                f"canary {canary.version} resumed at step {canary.step + 1} ({weight}%)"
+            )
+            self.condition("Progressing", True, Reason.RESUMED, self.status.message)
+            self.event(Reason.RESUMED, self.status.message)
         due = next_analysis_at(spec, canary)
         assert due is not None
         wait = max(0.0, (due - self.o.now).total_seconds())
@@ -570,24 +609,25 @@ class _Builder:
         return self.start_canary(f", superseding {canary.version}")
 
     def manual(self) -> Decision | None:
-        """Act on new manual requests; None when they change nothing."""
+        """Act on new manual requests; None when they change nothing.
+
+        Every new request is recorded as handled now, acted on or not."""
         canary = self.status.canary
         in_canary = canary is not None and self.status.phase != Phase.PROMOTING
-        if ABORT_ANNOTATION in self.pending:
-            self.handle(ABORT_ANNOTATION)
+        pending = set(self.pending)
+        for annotation in pending:
+            self.handle(annotation)
+        if ABORT_ANNOTATION in pending:
             if in_canary and canary is not None and canary.revision == self.o.revision:
                 return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
-        if PROMOTE_ANNOTATION in self.pending:
-            self.handle(PROMOTE_ANNOTATION)
+        if PROMOTE_ANNOTATION in pending:
             if in_canary and canary is not None and canary.revision == self.o.revision:
-                if canary.weight == 0:
-                    canary.weight = self.o.spec.rollout.steps[canary.step]
+                # A canary that never became ready keeps weight 0: no traffic to unready pods.
                 self.event(
                     Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user"
                 )
                 return self.start_promotion(f"requested by {PROMOTE_ANNOTATION}")
-        if RETRY_ANNOTATION in self.pending:
-            self.handle(RETRY_ANNOTATION)
+        if RETRY_ANNOTATION in pending:
             if self.status.rejected_revision == self.o.revision and canary is None:
                 self.status.rejected_revision = None
                 self.event(
@@ -604,6 +644,10 @@ def decide(observation: Observation) -> Decision:
     stable = b.status.stable
     if stable is None or stable.template is None:
         return b.first_deploy()
+    if b.status.rejected_revision not in (None, observation.revision):
+        # The spec moved away from the rolled-back revision: asking for it again later is
+        # a new request, not a retry loop.
+        b.status.rejected_revision = None
 
     manual = b.manual()
     if manual is not None:

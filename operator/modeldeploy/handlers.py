@@ -1,0 +1,38 @@
+"""Thin kopf handlers: they only feed watch events to the scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from modeldeploy.api import GROUP, PLURAL, VERSION
+from modeldeploy.kopf_settings import tune
+from modeldeploy.resources import MANAGED_BY, MD_LABEL
+from modeldeploy.scheduler import Scheduler
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    tune(settings)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def model_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    scheduler: Scheduler = memo.scheduler
+    body = event["object"]
+    metadata = body["metadata"]
+    if event.get("type") == "DELETED":
+        await scheduler.forget((metadata["namespace"], metadata["name"]))
+        return
+    scheduler.observe(body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def child_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """A serving Deployment changed (pods became ready, say): look at its owner again."""
+    scheduler: Scheduler = memo.scheduler
+    metadata = event["object"]["metadata"]
+    owner = metadata.get("labels", {}).get(MD_LABEL)
+    if owner:
+        scheduler.wake((metadata["namespace"], owner))

@@ -1,0 +1,68 @@
+"""The operator's own Prometheus metrics (served on --metrics-port at /metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "modeldeploy_reconciles_total",
+    "Reconciles of ModelDeployments by result (ok, retry, conflict, invalid, error).",
+    ["result"],
+)
+RECONCILE_DURATION = Histogram(
+    "modeldeploy_reconcile_duration_seconds",
+    "Time one reconcile took.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BY_PHASE = Gauge(
+    "modeldeploy_modeldeployments", "ModelDeployments by phase.", ["namespace", "phase"]
+)
+CANARY_WEIGHT = Gauge(
+    "modeldeploy_canary_weight",
+    "Traffic percentage the canary should get now (0 without a canary).",
+    ["namespace", "name"],
+)
+CANARY_ACTUAL_WEIGHT = Gauge(
+    "modeldeploy_canary_actual_weight",
+    "Traffic percentage the canary's ready pods actually get.",
+    ["namespace", "name"],
+)
+CHECK_VALUE = Gauge(
+    "modeldeploy_analysis_check_value",
+    "The value of each analysis check at the last analysis.",
+    ["namespace", "name", "check"],
+)
+ANALYSES = Counter(
+    "modeldeploy_analyses_total",
+    "Analyses by overall verdict (Pass, Fail, NoData, Error).",
+    ["namespace", "name", "verdict"],
+)
+CHECK_RESULTS = Counter(
+    "modeldeploy_analysis_checks_total",
+    "Check results by check and verdict.",
+    ["namespace", "name", "check", "verdict"],
+)
+PROMOTIONS = Counter("modeldeploy_promotions_total", "Canaries promoted.", ["namespace", "name"])
+ROLLBACKS = Counter(
+    "modeldeploy_rollbacks_total",
+    "Canaries rolled back, by reason.",
+    ["namespace", "name", "reason"],
+)
+CANARY_DURATION = Histogram(
+    "modeldeploy_canary_duration_seconds",
+    "Time from canary start to its outcome (Promoted, RolledBack, Superseded).",
+    ["outcome"],
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
+)
+
+
+def forget(namespace: str, name: str, checks: list[str]) -> None:
+    """Drop a deleted ModelDeployment's series so dashboards don't show ghosts."""
+    for gauge in (CANARY_WEIGHT, CANARY_ACTUAL_WEIGHT):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+    for check in checks:
+        with contextlib.suppress(KeyError):
+            CHECK_VALUE.remove(namespace, name, check)

@@ -1,0 +1,415 @@
+"""One reconcile of one ModelDeployment: observe, decide (pure core), record, apply.
+
+Order matters for restart safety: the decided status is written first, then the children
+are applied. An operator killed in between resumes from the recorded status and applies
+the same children again (server-side apply is idempotent), so a step is never repeated or
+skipped and a recorded rollback is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from modeldeploy import analysis, metrics, notify, resources
+from modeldeploy.api import (
+    API_VERSION,
+    KIND,
+    AnalysisStatus,
+    CheckResult,
+    Condition,
+    ConditionStatus,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    Outcome,
+    Phase,
+    Verdict,
+)
+from modeldeploy.config import OperatorConfig
+from modeldeploy.kube import Kube, KubeError, ObjectRef
+from modeldeploy.promql import QueryContext
+from modeldeploy.rollout import (
+    Decision,
+    Observation,
+    Track,
+    TrackObservation,
+    TrackPlan,
+    analysis_due,
+    decide,
+)
+from modeldeploy.routers import router_for
+
+log = logging.getLogger("modeldeploy.reconciler")
+
+CONFLICT_RETRY_SECONDS = 30.0
+COMPONENT = "modeldeploy-operator"
+
+
+class ChildConflict(Exception):
+    """A child's name is taken by an object this ModelDeployment does not control."""
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+def observe_track(deployment: dict[str, Any] | None) -> TrackObservation:
+    if deployment is None:
+        return TrackObservation()
+    spec = deployment.get("spec", {})
+    status = deployment.get("status", {})
+    metadata = deployment.get("metadata", {})
+    replicas = int(spec.get("replicas", 1))
+    rolled_out = (
+        status.get("observedGeneration", 0) >= metadata.get("generation", 0)
+        and status.get("updatedReplicas", 0) >= replicas
+        and status.get("replicas", 0) <= replicas
+    )
+    return TrackObservation(
+        exists=True,
+        revision=metadata.get("labels", {}).get(resources.REVISION_LABEL),
+        replicas=replicas,
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        rolled_out=rolled_out,
+    )
+
+
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in obj.get("metadata", {}).get("ownerReferences", [])
+    )
+
+
+def status_dump(status: ModelDeploymentStatus) -> dict[str, Any]:
+    dumped: dict[str, Any] = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+def set_condition(
+    status: ModelDeploymentStatus, kind: str, true: bool, reason: str, message: str, now: datetime
+) -> None:
+    value = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+    for condition in status.conditions:
+        if condition.type == kind:
+            if condition.status != value:
+                condition.last_transition_time = now
+            condition.status, condition.reason, condition.message = value, reason, message
+            return
+    status.conditions.append(
+        Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=now)
+    )
+
+
+@dataclass
+class ChildMemory:
+    """Hashes of children this process applied, so unchanged children are not re-sent."""
+
+    applied: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    verified_at: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self.memory = ChildMemory()
+
+    async def reconcile(self, body: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+        """Reconcile one object; returns (seconds until the next look, the updated object)."""
+        started = time.monotonic()
+        result = "ok"
+        try:
+            return await self._reconcile(body)
+        except ChildConflict:
+            result = "conflict"
+            return CONFLICT_RETRY_SECONDS, None
+        except KubeError:
+            result = "retry"
+            raise
+        except Exception:
+            result = "error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(result).inc()
+            metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
+
+    async def _reconcile(self, body: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+        metadata = body["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        ref = ObjectRef(API_VERSION, KIND, namespace, name, uid)
+        now = datetime.now(UTC)
+        try:
+            md = ModelDeployment.model_validate(body)
+        except ValidationError as error:
+            return None, await self._invalid(body, ref, error, now)
+
+        template = resources.template_of(md.spec, self.config.default_image)
+        revision = resources.revision_of(template)
+        stable_dep, canary_dep = await asyncio.gather(
+            *(
+                self.kube.get("apps/v1", "Deployment", namespace, f"{name}-{track}")
+                for track in (Track.STABLE, Track.CANARY)
+            )
+        )
+        observation = Observation(
+            spec=md.spec,
+            generation=metadata.get("generation", 0),
+            revision=revision,
+            template=template,
+            status=md.status,
+            stable=observe_track(stable_dep),
+            canary=observe_track(canary_dep),
+            annotations=metadata.get("annotations") or {},
+            now=now,
+        )
+        if analysis_due(observation):
+            verdict = await self._analyse(md)
+            observation = dataclasses.replace(observation, analysis=verdict)
+        decision = decide(observation)
+
+        updated = await self._record(body, ref, decision, now)
+        try:
+            await self._apply_children(md, uid, decision)
+        except ChildConflict as conflict:
+            await self._conflict(updated or body, ref, str(conflict), now)
+            raise
+        await self._announce(md, ref, decision)
+        self._export(md, decision)
+        return decision.requeue_after, updated
+
+    # -- observe -----------------------------------------------------------------------
+
+    async def _analyse(self, md: ModelDeployment) -> AnalysisStatus:
+        now = datetime.now(UTC)
+        try:
+            client = await self._prometheus(md)
+        except KubeError as error:
+            return _backend_error(f"cannot read the Prometheus credentials: {error}", now)
+        if client is None:
+            return _backend_error(
+                "no Prometheus configured: set spec.analysis.prometheus.url or start "
+                "the operator with --default-prometheus-url",
+                now,
+            )
+        context = QueryContext(
+            namespace=md.metadata.namespace,
+            name=md.metadata.name,
+            track="canary",
+            interval=md.spec.rollout.interval,
+            model=md.spec.model.name,
+            version=md.spec.model.version,
+        )
+        async with client:
+            return await analysis.analyse(client, md.spec.analysis, context, now)
+
+    async def _prometheus(self, md: ModelDeployment) -> analysis.PrometheusClient | None:
+        spec = md.spec.analysis.prometheus
+        namespace = md.metadata.namespace
+        if spec is None:
+            url = self.config.default_prometheus_url
+            return analysis.PrometheusClient(url) if url else None
+        token = ca = None
+        if spec.bearer_token_secret_ref is not None:
+            ref = spec.bearer_token_secret_ref
+            token = (await self.kube.read_secret_key(namespace, ref.name, ref.key)).strip()
+        if spec.ca_secret_ref is not None:
+            ref = spec.ca_secret_ref
+            ca = await self.kube.read_secret_key(namespace, ref.name, ref.key)
+        return analysis.PrometheusClient.from_spec(spec, bearer_token=token, ca_pem=ca)
+
+    # -- record ------------------------------------------------------------------------
+
+    async def _record(
+        self, body: dict[str, Any], ref: ObjectRef, decision: Decision, now: datetime
+    ) -> dict[str, Any] | None:
+        set_condition(decision.status, "Reconciled", True, "Applied", "children are applied", now)
+        old = body.get("status") or {}
+        new = status_dump(decision.status)
+        if old == new:
+            return None
+        return await self.kube.patch_status(ref.namespace, ref.name, merge_patch(old, new))
+
+    async def _invalid(
+        self, body: dict[str, Any], ref: ObjectRef, error: ValidationError, now: datetime
+    ) -> dict[str, Any] | None:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        message = f"the spec is invalid: {problems}"
+        if status.message == message:
+            return None
+        status.phase = Phase.FAILED
+        status.message = message
+        status.observed_generation = body["metadata"].get("generation")
+        set_condition(status, "Reconciled", False, "InvalidSpec", message, now)
+        await self._event(ref, "Warning", "InvalidSpec", message)
+        metrics.RECONCILES.labels("invalid").inc()
+        old = body.get("status") or {}
+        return await self.kube.patch_status(
+            ref.namespace, ref.name, merge_patch(old, status_dump(status))
+        )
+
+    async def _conflict(
+        self, body: dict[str, Any], ref: ObjectRef, message: str, now: datetime
+    ) -> None:
+        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
+        already = any(
+            c.type == "Reconciled" and c.reason == "NameConflict" and c.message == message
+            for c in status.conditions
+        )
+        if already:
+            return
+        status.phase = Phase.FAILED
+        status.message = message
+        set_condition(status, "Reconciled", False, "NameConflict", message, now)
+        await self._event(ref, "Warning", "NameConflict", message)
+        old = body.get("status") or {}
+        await self.kube.patch_status(ref.namespace, ref.name, merge_patch(old, status_dump(status)))
+
+    # -- apply -------------------------------------------------------------------------
+
+    async def _apply_children(self, md: ModelDeployment, uid: str, decision: Decision) -> None:
+        namespace, name = md.metadata.namespace, md.metadata.name
+        router = router_for(md.spec.traffic.router)
+        desired = [
+            resources.service(name, namespace, uid),
+            resources.service(name, namespace, uid, Track.STABLE),
+            resources.service(name, namespace, uid, Track.CANARY),
+        ]
+        if decision.stable is not None:
+            desired.append(self._deployment(md, uid, Track.STABLE, decision.stable))
+        if decision.canary is not None:
+            desired.append(self._deployment(md, uid, Track.CANARY, decision.canary))
+        desired += [
+            resources.owned(route, name, uid)
+            for route in router.routes(name, namespace, md.spec, decision.weight)
+        ]
+        for manifest in desired:
+            await self._apply(manifest, uid)
+        if decision.canary is None:
+            await self._delete_if_owned("apps/v1", "Deployment", namespace, f"{name}-canary", uid)
+
+    def _deployment(
+        self, md: ModelDeployment, uid: str, track: Track, plan: TrackPlan
+    ) -> dict[str, Any]:
+        return resources.deployment(
+            md.metadata.name,
+            md.metadata.namespace,
+            uid,
+            track,
+            plan.revision,
+            plan.template,
+            plan.replicas,
+        )
+
+    async def _apply(self, manifest: dict[str, Any], uid: str) -> None:
+        meta = manifest["metadata"]
+        key = (manifest["kind"], meta["namespace"], meta["name"])
+        digest = meta["annotations"][resources.HASH_ANNOTATION]
+        fresh = time.monotonic() - self.memory.verified_at.get(key, 0) < self.config.resync_seconds
+        if self.memory.applied.get(key) == digest and fresh:
+            return
+        existing = await self.kube.get(manifest["apiVersion"], manifest["kind"], *key[1:])
+        if existing is not None and not controlled_by(existing, uid):
+            raise ChildConflict(
+                f"{manifest['kind']} {meta['name']} already exists and is not owned by this "
+                f"ModelDeployment; delete or rename it, and modeldeploy will create its own"
+            )
+        current = (existing or {}).get("metadata", {}).get("annotations", {})
+        if current.get(resources.HASH_ANNOTATION) != digest:
+            await self.kube.apply(manifest)
+        self.memory.applied[key] = digest
+        self.memory.verified_at[key] = time.monotonic()
+
+    async def _delete_if_owned(
+        self, api_version: str, kind: str, namespace: str, name: str, uid: str
+    ) -> None:
+        existing = await self.kube.get(api_version, kind, namespace, name)
+        if existing is not None and controlled_by(existing, uid):
+            await self.kube.delete(api_version, kind, namespace, name)
+        self.memory.applied.pop((kind, namespace, name), None)
+
+    # -- announce ----------------------------------------------------------------------
+
+    async def _event(self, ref: ObjectRef, event_type: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.event(ref, event_type, reason, message, COMPONENT)
+        except KubeError as error:
+            log.warning(
+                "could not record event %s on %s/%s: %s", reason, ref.namespace, ref.name, error
+            )
+
+    async def _announce(self, md: ModelDeployment, ref: ObjectRef, decision: Decision) -> None:
+        for event in decision.events:
+            await self._event(ref, event.type, event.reason, event.message)
+        webhook = md.spec.notifications.webhook
+        if webhook is None or not decision.notifications:
+            return
+        try:
+            url = await self.kube.read_secret_key(
+                md.metadata.namespace, webhook.url_secret_ref.name, webhook.url_secret_ref.key
+            )
+        except KubeError as error:
+            await self._event(ref, "Warning", "NotificationFailed", str(error))
+            return
+        for note in decision.notifications:
+            failure = await notify.post_notification(
+                url.strip(),
+                notify.Notification(
+                    kind=notify.NotificationKind(note.kind.value),
+                    namespace=md.metadata.namespace,
+                    name=md.metadata.name,
+                    version=md.spec.model.version,
+                    revision=decision.status.revision or "",
+                    message=note.message,
+                ),
+            )
+            if failure is not None:
+                await self._event(ref, "Warning", "NotificationFailed", failure)
+
+    def _export(self, md: ModelDeployment, decision: Decision) -> None:
+        namespace, name = md.metadata.namespace, md.metadata.name
+        canary = decision.status.canary
+        metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.weight)
+        metrics.CANARY_ACTUAL_WEIGHT.labels(namespace, name).set(
+            (canary.actual_weight or 0) if canary else 0
+        )
+        fresh = decision.status.last_analysis
+        if fresh is not None and fresh != md.status.last_analysis:
+            metrics.ANALYSES.labels(namespace, name, fresh.verdict).inc()
+            for check in fresh.checks:
+                metrics.CHECK_RESULTS.labels(namespace, name, check.name, check.verdict).inc()
+                if check.value is not None:
+                    metrics.CHECK_VALUE.labels(namespace, name, check.name).set(check.value)
+        previous = md.status.canary
+        if decision.outcome is not None and previous is not None:
+            took = (datetime.now(UTC) - previous.started_at).total_seconds()
+            metrics.CANARY_DURATION.labels(decision.outcome).observe(took)
+            if decision.outcome == Outcome.PROMOTED:
+                metrics.PROMOTIONS.labels(namespace, name).inc()
+            elif decision.outcome == Outcome.ROLLED_BACK:
+                reason = decision.status.history[0].reason.split(":")[0]
+                metrics.ROLLBACKS.labels(namespace, name, reason).inc()
+
+
+def _backend_error(message: str, now: datetime) -> AnalysisStatus:
+    check = CheckResult(name="prometheus", verdict=Verdict.ERROR, message=message)
+    return AnalysisStatus(at=now, verdict=Verdict.ERROR, checks=[check])
