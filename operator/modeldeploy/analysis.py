@@ -107,10 +107,10 @@ class PrometheusClient:
                 verify = ssl.create_default_context(cadata=ca_pem)
             except (ssl.SSLError, ValueError) as exc:
                 self._setup_error = f"the CA bundle for {self.url} is not valid PEM: {exc}"
-        headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
-        self._http = httpx.AsyncClient(
-            headers=headers, verify=verify, timeout=timeout, follow_redirects=True
-        )
+        # Secrets written with `echo` or from files often end in a newline.
+        token = (bearer_token or "").strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout)
 
     @classmethod
     def from_spec(
@@ -143,6 +143,8 @@ class PrometheusClient:
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             return QueryFailed(f"Prometheus at {self.url} unreachable: {reason}")
+        except httpx.InvalidURL as exc:
+            return QueryFailed(f"Prometheus URL {self.url!r} is not usable: {exc}")
         return interpret(response.status_code, response.text, self.url)
 
     async def aclose(self) -> None:

@@ -70,6 +70,7 @@ def payload(event: Notification) -> dict[str, Any]:
 
 async def post_notification(url: str, event: Notification, timeout: float = 5.0) -> str | None:
     """Post `event`; None on success, else what went wrong (the URL's secret path left out)."""
+    url = url.strip()  # a URL read from a Secret often ends in a newline
     # Incoming-webhook URLs carry their token in the path: name only scheme and host.
     where = "/".join(url.split("/")[:3])
     try:

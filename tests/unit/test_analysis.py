@@ -191,6 +191,17 @@ def test_the_bearer_token_is_sent(prom):
     assert prom.received[0].headers["authorization"] == "Bearer s3cret"
 
 
+def test_the_trailing_newline_of_a_token_read_from_a_secret_is_dropped(prom):
+    query(prom.url, bearer_token="s3cret\n")
+    assert prom.received[0].headers["authorization"] == "Bearer s3cret"
+
+
+def test_an_unusable_url_is_an_error_not_a_crash():
+    outcome = query("http://[::1/")
+    assert isinstance(outcome, QueryFailed)
+    assert outcome.message.startswith("Prometheus URL 'http://[::1' is not usable: ")
+
+
 def test_no_token_no_authorization_header(prom):
     query(prom.url)
     assert "authorization" not in prom.received[0].headers

@@ -66,5 +66,11 @@ def test_a_webhook_slower_than_the_timeout_is_given_up():
     assert error == f"webhook at {hook.url.rsplit('/services', 1)[0]} did not answer within 0.2s"
 
 
+def test_a_url_read_from_a_secret_with_a_trailing_newline_works():
+    with RecordingWebhook() as hook:
+        assert _post(f"{hook.url}\n") is None
+    assert len(hook.received) == 1
+
+
 def test_a_malformed_url_gives_a_message_not_an_exception():
     assert "unreachable" in (_post("not a url") or "")
