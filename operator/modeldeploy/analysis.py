@@ -78,7 +78,7 @@ class QueryFailed:
 
 QueryOutcome = Value | NoData | QueryFailed
 
-NO_SERIES = (
+_NO_SERIES = (
     "query returned no series: is the canary receiving traffic / are the metric labels right?"
 )
 
@@ -194,7 +194,7 @@ def _outcome_of_data(data: dict[str, Any]) -> QueryOutcome:
     if kind != "vector":
         return QueryFailed(f"query returned a {kind}; write an instant query returning one number")
     if not result:
-        return NoData(NO_SERIES)
+        return NoData(_NO_SERIES)
     if len(result) > 1:
         return QueryFailed(
             f"query returned {len(result)} series; aggregate it to one with sum() or avg()"
