@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 from typing import Any
-from urllib.parse import urlparse
 
 from modeldeploy.api import (
     API_VERSION,
@@ -116,12 +115,13 @@ def model_location(uri: str) -> tuple[str, dict[str, Any] | None]:
     """The URI the server is given and, for pvc://claim/path, the volume to mount."""
     if not uri.startswith("pvc://"):
         return uri, None
-    parsed = urlparse(uri)
+    # Split by hand: a path is a path, `#` and `?` in a file name are not URL syntax here.
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
     volume = {
         "name": "model",
-        "persistentVolumeClaim": {"claimName": parsed.netloc, "readOnly": True},
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
     }
-    return f"{PVC_MOUNT}{parsed.path}", volume
+    return f"{PVC_MOUNT}/{path}", volume
 
 
 def server_env(
@@ -150,9 +150,17 @@ def server_env(
         env.append({"name": "MODELSERVER_ALLOW_UNSAFE_FORMATS", "value": "true"})
     if template.server.workers is not None:
         env.append({"name": "MODELSERVER_WORKERS", "value": str(template.server.workers)})
+    # The operator's variables are the server/operator contract (metric labels, model
+    # identity, safety opt-ins, port and cache the pod spec is built around): a user entry
+    # of the same name is dropped. A name listed twice by the user keeps its last entry.
+    # Server-side apply rejects a container whose env lists one name twice.
+    reserved = {entry["name"] for entry in env}
+    extras: dict[str, dict[str, Any]] = {}
     for extra in template.server.env:
-        env.append(extra.model_dump(by_alias=True, exclude_none=True))
-    return env
+        if extra.name not in reserved:
+            extras.pop(extra.name, None)
+            extras[extra.name] = extra.model_dump(by_alias=True, exclude_none=True)
+    return env + list(extras.values())
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -176,7 +184,9 @@ def _resources(server: ServerSpec) -> dict[str, Any]:
 def pod_template(name: str, track: str, revision: str, template: TrackTemplate) -> dict[str, Any]:
     server = template.server
     model_uri, model_volume = model_location(template.model.uri)
-    startup_failures = math.ceil(duration_seconds(server.startup_timeout) / STARTUP_PERIOD_SECONDS)
+    startup_failures = max(
+        1, math.ceil(duration_seconds(server.startup_timeout) / STARTUP_PERIOD_SECONDS)
+    )
     mounts: list[dict[str, Any]] = [
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},

@@ -617,24 +617,21 @@ class _Builder:
         pending = set(self.pending)
         for annotation in pending:
             self.handle(annotation)
-        if ABORT_ANNOTATION in pending:
-            if in_canary and canary is not None and canary.revision == self.o.revision:
-                return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
-        if PROMOTE_ANNOTATION in pending:
-            if in_canary and canary is not None and canary.revision == self.o.revision:
-                # A canary that never became ready keeps weight 0: no traffic to unready pods.
-                self.event(
-                    Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user"
-                )
-                return self.start_promotion(f"requested by {PROMOTE_ANNOTATION}")
-        if RETRY_ANNOTATION in pending:
-            if self.status.rejected_revision == self.o.revision and canary is None:
-                self.status.rejected_revision = None
-                self.event(
-                    Reason.RETRY_REQUESTED,
-                    f"retrying revision {self.o.revision} as requested by {RETRY_ANNOTATION}",
-                )
-                return self.start_canary(", retried by user")
+        current = in_canary and canary is not None and canary.revision == self.o.revision
+        if ABORT_ANNOTATION in pending and current:
+            return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
+        if PROMOTE_ANNOTATION in pending and current and canary is not None:
+            # A canary that never became ready keeps weight 0: no traffic to unready pods.
+            self.event(Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user")
+            return self.start_promotion(f"requested by {PROMOTE_ANNOTATION}")
+        rejected = self.status.rejected_revision == self.o.revision
+        if RETRY_ANNOTATION in pending and rejected and canary is None:
+            self.status.rejected_revision = None
+            self.event(
+                Reason.RETRY_REQUESTED,
+                f"retrying revision {self.o.revision} as requested by {RETRY_ANNOTATION}",
+            )
+            return self.start_canary(", retried by user")
         return None
 
 

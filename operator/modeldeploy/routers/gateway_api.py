@@ -15,8 +15,9 @@ from modeldeploy.routers.base import TrackReplicas
 
 class GatewayAPIRouter:
     def replicas(self, total: int, weight: int) -> TrackReplicas:
-        if weight <= 0:
-            return TrackReplicas(stable=total, canary=0)
+        if weight <= 0 or total <= 0:
+            # Scaled to zero: no pods for either track, the route still carries the split.
+            return TrackReplicas(stable=max(total, 0), canary=0)
         return TrackReplicas(stable=total, canary=max(1, math.ceil(total * weight / 100)))
 
     def achieved_weight(self, weight: int, stable_ready: int, canary_ready: int) -> int:

@@ -2,24 +2,36 @@
 of ready pods is its share of traffic.
 
 Stable keeps its full replica count during a canary (no capacity is lost if the canary
-misbehaves); the canary gets as many pods as make its share closest to the weight.
+misbehaves); the canary gets as many pods as make its share closest to the weight, ties
+going to fewer canary pods. A deployment scaled to zero gets no canary pods: one pod would
+take all of its traffic, whatever the step.
 """
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from typing import Any
 
 from modeldeploy.api import ModelDeploymentSpec
 from modeldeploy.routers.base import TrackReplicas
 
 
+def _share_error(total: int, canary: int, weight: int) -> Fraction:
+    return abs(Fraction(canary, total + canary) - Fraction(weight, 100))
+
+
 class ReplicasRouter:
     def replicas(self, total: int, weight: int) -> TrackReplicas:
         if weight <= 0 or total <= 0:
-            return TrackReplicas(stable=total, canary=0 if weight <= 0 else 1)
+            return TrackReplicas(stable=max(total, 0), canary=0)
         if weight >= 100:
             return TrackReplicas(stable=0, canary=total)
-        canary = max(1, round(total * weight / (100 - weight)))
+        # canary / (total + canary) == weight / 100 at canary == ideal; the share grows with
+        # the canary's pods, so the closest share is at the floor or the ceiling of it.
+        ideal = Fraction(total * weight, 100 - weight)
+        candidates = {max(1, math.floor(ideal)), max(1, math.ceil(ideal))}
+        canary = min(sorted(candidates), key=lambda c: _share_error(total, c, weight))
         return TrackReplicas(stable=total, canary=canary)
 
     def achieved_weight(self, weight: int, stable_ready: int, canary_ready: int) -> int:
