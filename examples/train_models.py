@@ -1,0 +1,170 @@
+"""Train the sample models from data sets bundled with scikit-learn, deterministically.
+
+    python examples/train_models.py --output examples/models
+
+Writes each artifact with a `<artifact>.sha256` file beside it (the hex digest only):
+  xgb-classifier.ubj               XGBoost binary classifier, breast cancer data, 30 features
+  xgb-regressor.ubj                XGBoost regressor, diabetes data, 10 features
+  sklearn-pipeline.skops           scaler + logistic regression (skops), iris, 3 classes
+  xgb-classifier-bad-features.ubj  like xgb-classifier but expects 20 features, so the
+                                   stable's requests get 4xx from it (canary tests)
+  xgb-classifier-slow.ubj          the same predictions as xgb-classifier from 200 times
+                                   the trees: genuinely slow (canary latency tests)
+  sample-request.json              a V2 infer body with rows of the breast cancer data
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import skops.io
+import xgboost
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+SEED = 0
+BAD_FEATURE_COUNT = 20
+SLOW_MODEL_COPIES = 200
+SAMPLE_ROWS = 4
+
+
+def write_with_digest(path: Path, content: bytes) -> None:
+    path.write_bytes(content)
+    path.with_name(path.name + ".sha256").write_text(
+        hashlib.sha256(content).hexdigest() + "\n", encoding="ascii"
+    )
+
+
+def booster_bytes(model: xgboost.XGBModel) -> bytes:
+    return bytes(model.get_booster().save_raw("ubj"))
+
+
+def train_classifier(features: npt.NDArray[np.float64], labels: npt.NDArray[Any]) -> bytes:
+    classifier = xgboost.XGBClassifier(n_estimators=100, max_depth=6, n_jobs=1, random_state=SEED)
+    return booster_bytes(classifier.fit(features, labels))
+
+
+def train_regressor() -> bytes:
+    features, target = load_diabetes(return_X_y=True)
+    regressor = xgboost.XGBRegressor(n_estimators=100, max_depth=4, n_jobs=1, random_state=SEED)
+    return booster_bytes(regressor.fit(features, target))
+
+
+def train_pipeline() -> bytes:
+    features, labels = load_iris(return_X_y=True)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    return reproducible_skops(skops.io.dumps(pipeline.fit(features, labels)))
+
+
+def reproducible_skops(archive: bytes) -> bytes:
+    """The same skops archive, with the same bytes on every run.
+
+    skops names array files and shared objects after memory addresses (id()) and stamps
+    entries with the current time; renumber both in schema order and fix the timestamps.
+    """
+    output = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(archive)) as source,
+        zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        schema = source.read("schema.json").decode()
+        arrays = [name for name in source.namelist() if name != "schema.json"]
+        arrays.sort(key=lambda name: schema.index(f'"{name}"'))
+        renamed = {name: f"{number}.npy" for number, name in enumerate(arrays)}
+        for old, new in renamed.items():
+            schema = schema.replace(f'"{old}"', f'"{new}"')
+        object_ids: dict[str, str] = {}
+        schema = re.sub(
+            r'"__id__": (\d+)',
+            lambda match: f'"__id__": {object_ids.setdefault(match[1], str(len(object_ids)))}',
+            schema,
+        )
+        entries = [("schema.json", schema.encode())]
+        entries += [(renamed[name], source.read(name)) for name in arrays]
+        for name, content in entries:
+            entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(entry, content)
+    return output.getvalue()
+
+
+def slow_copy(classifier_ubj: bytes, copies: int) -> bytes:
+    """The same model with every tree repeated `copies` times, each leaf divided by `copies`.
+
+    The sum of leaves (the margin) stays the same up to rounding, so predictions match the
+    original, but predicting walks `copies` times as many trees.
+    """
+    booster = xgboost.Booster()
+    booster.load_model(bytearray(classifier_ubj))
+    document = json.loads(bytes(booster.save_raw("json")))
+    trees_model = document["learner"]["gradient_booster"]["model"]
+    scaled_trees = [_scale_leaves(tree, 1.0 / copies) for tree in trees_model["trees"]]
+    trees = [dict(tree) for _ in range(copies) for tree in scaled_trees]
+    for tree_id, tree in enumerate(trees):
+        tree["id"] = tree_id
+    trees_model["trees"] = trees
+    trees_model["tree_info"] = [0] * len(trees)
+    trees_model["iteration_indptr"] = list(range(len(trees) + 1))
+    trees_model["gbtree_model_param"]["num_trees"] = str(len(trees))
+    slow = xgboost.Booster()
+    slow.load_model(bytearray(json.dumps(document).encode()))
+    return bytes(slow.save_raw("ubj"))
+
+
+def _scale_leaves(tree: dict[str, Any], factor: float) -> dict[str, Any]:
+    is_leaf = np.asarray(tree["left_children"]) == -1
+    scaled = dict(tree)
+    for key in ("split_conditions", "base_weights"):  # a leaf's value is stored in both
+        values = np.asarray(tree[key], dtype=np.float64)
+        values[is_leaf] *= factor
+        scaled[key] = values.tolist()
+    return scaled
+
+
+def sample_request(features: npt.NDArray[np.float64]) -> bytes:
+    rows = features[:SAMPLE_ROWS].astype(np.float32)
+    body = {
+        "id": "sample-request",
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.tolist(),
+            }
+        ],
+    }
+    return json.dumps(body, indent=2).encode() + b"\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, required=True, help="directory for the models")
+    output: Path = parser.parse_args().output
+    output.mkdir(parents=True, exist_ok=True)
+
+    features, labels = load_breast_cancer(return_X_y=True)
+    classifier = train_classifier(features, labels)
+    write_with_digest(output / "xgb-classifier.ubj", classifier)
+    write_with_digest(
+        output / "xgb-classifier-bad-features.ubj",
+        train_classifier(features[:, :BAD_FEATURE_COUNT], labels),
+    )
+    write_with_digest(output / "xgb-classifier-slow.ubj", slow_copy(classifier, SLOW_MODEL_COPIES))
+    write_with_digest(output / "xgb-regressor.ubj", train_regressor())
+    write_with_digest(output / "sklearn-pipeline.skops", train_pipeline())
+    (output / "sample-request.json").write_bytes(sample_request(features))
+    print(f"sample models written to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Fetch, verify, load and warm up the configured model."""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelserver.fatal import StartupError
+from modelserver.model import Model, Prediction
+from modelserver.settings import Settings
+from modelserver.sklearn_model import load_joblib, load_skops
+from modelserver.sources import fetch_model, verify_sha256
+from modelserver.xgboost_model import load_xgboost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Model
+    path: Path
+    """The verified local copy of the artifact."""
+    sha256: str
+    load_seconds: float
+    warm_up_prediction: Prediction
+    """Shows the output datatypes and shapes for the metadata endpoint."""
+
+
+def load_configured_model(settings: Settings) -> LoadedModel:
+    """Everything between a URI and a model that has answered one prediction."""
+    started = time.perf_counter()
+    path = fetch_model(
+        settings.model_uri,
+        cache_dir=settings.cache_dir,
+        expected_sha256=settings.model_sha256,
+        timeout_seconds=settings.download_timeout_seconds,
+        max_bytes=settings.download_max_bytes,
+        retries=settings.download_retries,
+    )
+    sha256 = verify_sha256(path, settings.model_sha256)
+    model: Model
+    if settings.model_format == "xgboost":
+        model = load_xgboost(path, settings.predict_threads)
+    elif settings.model_format == "sklearn":
+        model = load_skops(path, settings.skops_trusted_types)
+    else:
+        model = load_joblib(path)
+    warm_up_prediction = warm_up(model)
+    seconds = time.perf_counter() - started
+    log.info(
+        "loaded %s model %s (%s, %d features) in %.2fs",
+        model.format,
+        settings.model_name,
+        model.task,
+        model.n_features,
+        seconds,
+    )
+    return LoadedModel(model, path, sha256, seconds, warm_up_prediction)
+
+
+def warm_up(model: Model) -> Prediction:
+    """Ready means a prediction has succeeded, not only that a file was read."""
+    try:
+        return model.predict(np.zeros((1, model.n_features), dtype=model.input_dtype))
+    except Exception as error:
+        raise StartupError(f"model failed its warm-up prediction: {error}") from error

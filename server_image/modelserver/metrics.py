@@ -1,0 +1,171 @@
+"""Every Prometheus metric of the server: names, labels and buckets live here only.
+
+The operator's PromQL reads these series; docs/server.md documents them. Each series has
+the labels in BASE_LABELS; Prometheus adds `namespace` and `pod` at scrape time.
+"""
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS_TOTAL = "modelserver_requests_total"
+REQUEST_DURATION_SECONDS = "modelserver_request_duration_seconds"
+INFLIGHT_REQUESTS = "modelserver_inflight_requests"
+REQUEST_ROWS = "modelserver_request_rows"
+BATCH_ROWS = "modelserver_batch_rows"
+MODEL_LOAD_SECONDS = "modelserver_model_load_seconds"
+PREDICTION_VALUE = "modelserver_prediction_value"
+MODEL_INFO = "modelserver_model_info"
+
+BASE_LABELS = ("model", "model_version", "track", "modeldeployment")
+
+ENDPOINT_V2_INFER = "v2_infer"
+ENDPOINT_V1_PREDICT = "v1_predict"
+
+DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+_MAGNITUDES = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+REGRESSION_BUCKETS = (*(-m for m in reversed(_MAGNITUDES)), 0.0, *_MAGNITUDES)
+
+# Set by the launcher when several worker processes share the counters (prometheus_client).
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class BulkHistogram(Histogram):
+    """A histogram that takes a whole array of observations at once.
+
+    Observing a 100-row prediction one value at a time costs more than the prediction;
+    this counts the values per bucket with numpy and adds each count once.
+    """
+
+    def observe_many(self, values: npt.NDArray[np.floating]) -> None:
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            return
+        # Bucket i counts bound[i-1] < v <= bound[i], as Histogram.observe does.
+        bucket_index = np.searchsorted(np.asarray(self._upper_bounds), finite, side="left")
+        counts = np.bincount(bucket_index, minlength=len(self._upper_bounds))
+        self._sum.inc(float(finite.sum()))
+        for bucket, count in zip(self._buckets, counts.tolist(), strict=False):
+            if count:
+                bucket.inc(count)
+
+
+class ServerMetrics:
+    """The metrics of one served model, with the base labels bound once."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        model: str,
+        model_version: str,
+        track: str,
+        modeldeployment: str,
+        model_format: str,
+        task: str,
+        sha256: str,
+        prediction_buckets: Sequence[float],
+    ) -> None:
+        base = (model, model_version, track, modeldeployment)
+        self._requests = Counter(
+            REQUESTS_TOTAL,
+            "Inference requests by endpoint and HTTP status code (4xx: rejected input).",
+            (*BASE_LABELS, "endpoint", "code"),
+            registry=registry,
+        )
+        self._duration = Histogram(
+            REQUEST_DURATION_SECONDS,
+            "Time from receiving an inference request to its response, in seconds.",
+            (*BASE_LABELS, "endpoint"),
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            INFLIGHT_REQUESTS,
+            "Inference requests being handled now.",
+            BASE_LABELS,
+            registry=registry,
+            multiprocess_mode="livesum",
+        ).labels(*base)
+        self.request_rows = Histogram(
+            REQUEST_ROWS,
+            "Rows per accepted inference request.",
+            BASE_LABELS,
+            buckets=ROWS_BUCKETS,
+            registry=registry,
+        ).labels(*base)
+        self.batch_rows = Histogram(
+            BATCH_ROWS,
+            "Rows per model predict call after merging concurrent requests.",
+            BASE_LABELS,
+            buckets=ROWS_BUCKETS,
+            registry=registry,
+        ).labels(*base)
+        self.model_load_seconds = Gauge(
+            MODEL_LOAD_SECONDS,
+            "Seconds spent fetching, verifying, loading and warming up the model.",
+            BASE_LABELS,
+            registry=registry,
+            multiprocess_mode="max",
+        ).labels(*base)
+        self.prediction_value = BulkHistogram(
+            PREDICTION_VALUE,
+            "Predicted values; for classifiers the positive-class (binary) or top-class"
+            " (multiclass) probability.",
+            BASE_LABELS,
+            buckets=prediction_buckets,
+            registry=registry,
+        ).labels(*base)
+        Gauge(
+            MODEL_INFO,
+            "Always 1; labels describe the served model.",
+            (*BASE_LABELS, "format", "task", "sha256"),
+            registry=registry,
+            multiprocess_mode="max",
+        ).labels(*base, model_format, task, sha256).set(1)
+        self._base = base
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._duration_children: dict[str, Histogram] = {}
+
+    def record_request(self, endpoint: str, status_code: int, seconds: float) -> None:
+        # Children are cached: labels() costs more than the increment itself.
+        key = (endpoint, status_code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._requests.labels(*self._base, endpoint, str(status_code))
+            self._request_children[key] = counter
+        counter.inc()
+        duration = self._duration_children.get(endpoint)
+        if duration is None:
+            duration = self._duration.labels(*self._base, endpoint)
+            self._duration_children[endpoint] = duration
+        duration.observe(seconds)
+
+
+def default_prediction_buckets(task: str) -> tuple[float, ...]:
+    return REGRESSION_BUCKETS if task == "regression" else PROBABILITY_BUCKETS
+
+
+def render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The exposition text; with several workers, the sum over all of them."""
+    multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,56 @@
+"""Run the app under uvicorn: one process, or several workers that share the metrics."""
+
+import os
+import shutil
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from modelserver.app import create_app
+from modelserver.loading import load_configured_model
+from modelserver.metrics import MULTIPROCESS_DIR_VARIABLE
+from modelserver.settings import Settings
+
+# Workers are separate processes started by uvicorn; they get the parent's settings here.
+WORKER_SETTINGS_VARIABLE = "MODELSERVER_WORKER_SETTINGS_JSON"
+
+
+def serve(settings: Settings) -> None:
+    """Load the model (raising StartupError on failure), then serve until SIGTERM."""
+    loaded = load_configured_model(settings)
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": settings.access_log,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(max(settings.graceful_timeout_seconds, 1)),
+    }
+    if settings.workers == 1:
+        app = create_app(settings, loaded, CollectorRegistry())
+        uvicorn.Server(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
+        return
+    # The parent has fetched, verified and test-loaded the artifact; workers load that copy.
+    worker_settings = settings.model_copy(
+        update={"model_uri": str(loaded.path), "model_sha256": loaded.sha256}
+    )
+    os.environ[WORKER_SETTINGS_VARIABLE] = worker_settings.model_dump_json()
+    metrics_dir = settings.cache_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)
+    uvicorn.run(
+        "modelserver.serve:worker_app",
+        factory=True,
+        workers=settings.workers,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def worker_app() -> FastAPI:
+    """Build the app inside a worker process (uvicorn imports this by name)."""
+    settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS_VARIABLE])
+    return create_app(settings, load_configured_model(settings), CollectorRegistry())

@@ -1,0 +1,130 @@
+"""Configuration from command-line flags and MODELSERVER_* environment variables."""
+
+from pathlib import Path, PurePosixPath
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelFormat = Literal["xgboost", "sklearn", "sklearn-joblib"]
+Track = Literal["stable", "canary"]
+
+# Formats whose loading can run code that ships inside the artifact.
+UNSAFE_FORMATS: frozenset[str] = frozenset({"sklearn-joblib"})
+
+
+class Settings(BaseSettings):
+    """Every option is a flag (--model-uri) and a variable (MODELSERVER_MODEL_URI)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELSERVER_",
+        cli_prog_name="modelserver",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_exit_on_error=False,
+        protected_namespaces=(),
+    )
+
+    model_uri: str = Field(description="Model artifact: a path, file://, http:// or https:// URI.")
+    model_format: ModelFormat = Field(
+        default="xgboost",
+        description="xgboost (native JSON/UBJ), sklearn (skops) or sklearn-joblib (pickle).",
+    )
+    model_name: str = Field(
+        default="",
+        description="Name served at /v2/models/{name}; default: the artifact's file name stem.",
+    )
+    model_version: str = Field(default="1", description="Version reported and used as a label.")
+    model_sha256: str | None = Field(
+        default=None, description="Hex sha256 of the artifact, verified before loading."
+    )
+    allow_unpinned: bool = Field(
+        default=False, description="Allow http(s) model URIs without --model-sha256."
+    )
+    allow_unsafe_formats: bool = Field(
+        default=False, description="Allow sklearn-joblib, whose loading runs code (pickle)."
+    )
+    skops_trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Extra fully qualified types to trust when loading skops files.",
+    )
+
+    host: str = Field(default="0.0.0.0", description="Address to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port for the API and /metrics.")
+    workers: int = Field(default=1, ge=1, description="Server processes, each with the model.")
+    predict_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Threads per predict call (XGBoost nthread, BLAS/OpenMP pools).",
+    )
+    max_batch_rows: int = Field(
+        default=1024,
+        ge=1,
+        description="Most rows that concurrent requests are merged into for one predict call.",
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest accepted request body."
+    )
+    graceful_timeout_seconds: float = Field(
+        default=25.0, gt=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    access_log: bool = Field(default=False, description="Log every request (costs throughput).")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    track: Track = Field(default="stable", description="Metric label: stable or canary.")
+    deployment: str = Field(
+        default="", description="Metric label modeldeployment; default: the model name."
+    )
+    namespace: str = Field(default="", description="Pod namespace, informational only.")
+
+    cache_dir: Path = Field(
+        default=Path("/var/cache/modelserver"),
+        description="Writable directory for downloaded models (and multi-worker metrics).",
+    )
+    download_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Connect and read timeout of a model download."
+    )
+    download_max_bytes: int = Field(
+        default=2 * 1024**3, ge=1, description="Largest model artifact that may be downloaded."
+    )
+    download_retries: int = Field(
+        default=3, ge=0, description="Retries of a failed download (network errors and 5xx)."
+    )
+    termination_log: Path = Field(
+        default=Path("/dev/termination-log"),
+        description="Where the reason of a fatal start-up error is written, if the file exists.",
+    )
+    prediction_buckets: list[float] | None = Field(
+        default=None,
+        description="Buckets of modelserver_prediction_value; default depends on the task.",
+    )
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _normalise_sha256(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        digest = value.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("must be 64 hexadecimal characters")
+        return digest
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_check_policy(self) -> "Settings":
+        if not self.model_name:
+            self.model_name = PurePosixPath(urlparse(self.model_uri).path).name.split(".")[0]
+        if not self.deployment:
+            self.deployment = self.model_name
+        if self.model_format in UNSAFE_FORMATS and not self.allow_unsafe_formats:
+            raise ValueError(
+                f"format {self.model_format} loads a pickle, which runs code from the artifact;"
+                " set MODELSERVER_ALLOW_UNSAFE_FORMATS=true to accept that"
+            )
+        is_remote = urlparse(self.model_uri).scheme in ("http", "https")
+        if is_remote and self.model_sha256 is None and not self.allow_unpinned:
+            raise ValueError(
+                "an http(s) model URI needs MODELSERVER_MODEL_SHA256"
+                " (or MODELSERVER_ALLOW_UNPINNED=true)"
+            )
+        return self

@@ -1,0 +1,78 @@
+"""scikit-learn estimators and pipelines: skops (safe) or joblib/pickle (unsafe, opt-in)."""
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+import skops.io
+from sklearn.base import is_classifier
+from sklearn.utils import get_tags
+
+from modelserver.fatal import StartupError
+from modelserver.model import Prediction, Task
+
+
+class SklearnModel:
+    input_dtype = np.float64
+
+    def __init__(self, estimator: Any, model_format: str, source: Path) -> None:
+        n_features = getattr(estimator, "n_features_in_", None)
+        if not isinstance(n_features, int | np.integer):
+            raise StartupError(f"{source}: not a fitted estimator (no n_features_in_)")
+        self.format = model_format
+        self._estimator = estimator
+        self.n_features = int(n_features)
+        names = getattr(estimator, "feature_names_in_", None)
+        self.feature_names: list[str] | None = None if names is None else [str(n) for n in names]
+        self.accepts_missing: bool = get_tags(estimator).input_tags.allow_nan
+        if is_classifier(estimator):
+            classes = np.asarray(estimator.classes_)
+            self.task = Task.BINARY if len(classes) == 2 else Task.MULTICLASS
+            self.classes: list[str] | list[int] | None = classes.tolist()
+        else:
+            self.task = Task.REGRESSION
+            self.classes = None
+        self.has_probabilities = self.task is not Task.REGRESSION and hasattr(
+            estimator, "predict_proba"
+        )
+
+    def predict(self, rows: npt.NDArray[np.floating]) -> Prediction:
+        with warnings.catch_warnings():
+            # Estimators fitted on a DataFrame warn about plain arrays; columns are positional.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            values = np.asarray(self._estimator.predict(rows))
+            probabilities = (
+                np.asarray(self._estimator.predict_proba(rows), dtype=np.float64)
+                if self.has_probabilities
+                else None
+            )
+        return Prediction(values, probabilities)
+
+
+def load_skops(path: Path, extra_trusted_types: list[str]) -> SklearnModel:
+    """Load without running code: every type outside skops' safe set must be trusted by name."""
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+        refused = sorted(set(untrusted) - set(extra_trusted_types))
+        if refused:
+            raise StartupError(
+                f"{path} contains types that are not trusted: {', '.join(refused)};"
+                " review them and list them in MODELSERVER_SKOPS_TRUSTED_TYPES to load it"
+            )
+        estimator = skops.io.load(path, trusted=untrusted)
+    except StartupError:
+        raise
+    except Exception as error:  # skops raises many types for a file that is not a skops dump
+        raise StartupError(f"cannot load skops model {path}: {error}") from error
+    return SklearnModel(estimator, "sklearn", path)
+
+
+def load_joblib(path: Path) -> SklearnModel:
+    try:
+        estimator = joblib.load(path)
+    except Exception as error:  # unpickling can raise anything
+        raise StartupError(f"cannot load joblib model {path}: {error}") from error
+    return SklearnModel(estimator, "sklearn-joblib", path)
