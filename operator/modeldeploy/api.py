@@ -101,8 +101,16 @@ class ModelFormat(StrEnum):
     SKLEARN_JOBLIB = "sklearn-joblib"
 
 
-_SHA_FOR_HTTP_RULE = "!self.uri.startsWith('http') || has(self.sha256) || self.allowUnpinned"
-_UNSAFE_FORMAT_RULE = "self.format != 'sklearn-joblib' || self.allowUnsafeFormat"
+# Rules read optional fields through has(): the API server also checks them against
+# defaults that have not been filled in yet.
+_SHA_FOR_HTTP_RULE = (
+    "!self.uri.startsWith('http') || has(self.sha256) "
+    "|| (has(self.allowUnpinned) && self.allowUnpinned)"
+)
+_UNSAFE_FORMAT_RULE = (
+    "!has(self.format) || self.format != 'sklearn-joblib' "
+    "|| (has(self.allowUnsafeFormat) && self.allowUnsafeFormat)"
+)
 
 
 class ModelSpec(ApiModel):
@@ -267,7 +275,7 @@ class GatewayAPITraffic(ApiModel):
     )
 
 
-_GATEWAY_BLOCK_RULE = "(self.router == 'gatewayAPI') == has(self.gatewayAPI)"
+_GATEWAY_BLOCK_RULE = "(has(self.router) && self.router == 'gatewayAPI') == has(self.gatewayAPI)"
 _GATEWAY_BLOCK_MESSAGE = "traffic.gatewayAPI must be set exactly when traffic.router is gatewayAPI"
 
 
