@@ -1,0 +1,46 @@
+"""Helpers for the server tests: settings for a model file, in-process apps, request bodies."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from modelserver.app import create_app
+from modelserver.loading import LoadedModel, load_configured_model
+from modelserver.settings import Settings
+
+
+def make_settings(model_file: Path, **overrides: Any) -> Settings:
+    formats = {".skops": "sklearn", ".joblib": "sklearn-joblib"}
+    values: dict[str, Any] = {
+        "model_uri": str(model_file),
+        "model_format": formats.get(model_file.suffix, "xgboost"),
+        "cache_dir": model_file.parent / "cache",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def serving_app(
+    settings: Settings, loaded: LoadedModel | None = None
+) -> Iterator[tuple[TestClient, CollectorRegistry]]:
+    registry = CollectorRegistry()
+    app = create_app(settings, loaded or load_configured_model(settings), registry)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, registry
+
+
+def v2_body(rows: Any, datatype: str = "FP32", **fields: Any) -> dict[str, Any]:
+    """A V2 infer body with one input tensor of shape [rows, features]; fields are added."""
+    rows = [list(row) for row in rows]
+    tensor = {
+        "name": "input-0",
+        "shape": [len(rows), len(rows[0])],
+        "datatype": datatype,
+        "data": rows,
+    }
+    return {"inputs": [tensor], **fields}
