@@ -159,6 +159,7 @@ kwok_up() {
             log "creating cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
             if ! "$KWOKCTL_BIN" create cluster --name "$NAME" --runtime binary \
                 --kubeconfig "" \
+                --config "$here/kwok/kwokctl.yaml" \
                 --config "$here/kwok/stages.yaml" \
                 --kube-authorization --kube-admission \
                 --etcd-binary "$ETCD_BIN" \
