@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 
 import kopf
@@ -67,10 +68,15 @@ async def run(config: OperatorConfig) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
+    if config.kubeconfig:
+        # kopf logs in through the kubernetes client's defaults, which read this variable.
+        os.environ["KUBECONFIG"] = config.kubeconfig
     kopf.configure(
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
         verbose=False,
     )
+    # One line per API request drowns the decisions; keep httpx to warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.exit(asyncio.run(run(config)))
 
 

@@ -8,8 +8,26 @@ import kopf
 
 from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.kopf_settings import tune
+from modeldeploy.kube import load_configuration
 from modeldeploy.resources import MANAGED_BY, MD_LABEL
 from modeldeploy.scheduler import Scheduler
+
+
+@kopf.on.login()
+def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    """Log kopf in with the same credentials as the rest of the operator."""
+    configuration = load_configuration(memo.config.kubeconfig)
+    token = configuration.get_api_key_with_prefix("authorization") or None
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+        scheme="Bearer" if token else None,
+        token=token.removeprefix("Bearer ") if token else None,
+        default_namespace="default",
+    )
 
 
 @kopf.on.startup()
@@ -25,7 +43,7 @@ async def model_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> N
     if event.get("type") == "DELETED":
         await scheduler.forget((metadata["namespace"], metadata["name"]))
         return
-    scheduler.observe(body)
+    scheduler.observe(dict(body))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
