@@ -135,7 +135,8 @@ def describe_validation_error(error: ValidationError) -> InvalidInput:
     """One readable line for a body that is not JSON or not shaped like the protocol says."""
     problems = error.errors(include_url=False)
     if problems[0]["type"] == "json_invalid":
-        return InvalidInput(f"malformed JSON: {problems[0]['msg']}", 400)
+        reason = str(problems[0]["msg"]).removeprefix("Invalid JSON: ")
+        return InvalidInput(f"malformed JSON: {reason}", 400)
     details = "; ".join(
         f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
         for problem in problems[:3]

@@ -121,7 +121,8 @@ def _check_kind(values: npt.NDArray[Any], datatype: str, where: str) -> None:
 
 
 def _finite_rows(values: npt.NDArray[Any], model: Model, where: str) -> npt.NDArray[np.floating]:
-    rows = values.astype(model.input_dtype)
+    with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
+        rows = values.astype(model.input_dtype)
     finite = np.isfinite(rows)
     if finite.all():
         return rows
@@ -132,7 +133,7 @@ def _finite_rows(values: npt.NDArray[Any], model: Model, where: str) -> npt.NDAr
     if nan[row, column]:
         problem = "NaN (missing value), which this model does not accept"
     else:
-        problem = f"{values[row, column]!r}, out of range for {rows.dtype} or infinite"
+        problem = f"{values[row, column].item()!r}, out of range for {rows.dtype} or infinite"
     raise InvalidInput(f"{where}: row {row}, column {column} is {problem}")
 
 

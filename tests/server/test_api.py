@@ -148,9 +148,7 @@ def test_skops_pipeline_predicts_like_scikit_learn(serve: Serve, models_dir: Pat
     )
 
 
-def test_v1_predict_returns_predictions_and_probabilities(
-    classifier: TestClient, models_dir: Path
-):
+def test_v1_predict_returns_predictions_and_probabilities(classifier: TestClient, models_dir: Path):
     rows = breast_cancer_rows(3)
     response = classifier.post(
         "/v1/models/xgb-classifier:predict", json={"instances": rows.tolist()}
