@@ -5,11 +5,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from modelserver.app import create_app
-from modelserver.loading import LoadedModel, load_configured_model
+from modelserver.loading import LoadedModel, load_configured_model, warm_up
+from modelserver.model import Model, Prediction, Task
 from modelserver.settings import Settings
 
 
@@ -44,3 +47,30 @@ def v2_body(rows: Any, datatype: str = "FP32", **fields: Any) -> dict[str, Any]:
         "data": rows,
     }
     return {"inputs": [tensor], **fields}
+
+
+class FailingModel:
+    """A regressor of 2 features whose predict raises when a row starts with `fail_on`."""
+
+    format = "test"
+    task = Task.REGRESSION
+    n_features = 2
+    feature_names: list[str] | None = None
+    classes: list[str] | list[int] | None = None
+    accepts_missing = False
+    has_probabilities = False
+    input_dtype = np.float64
+
+    def __init__(self, fail_on: float = -1.0) -> None:
+        self.fail_on = fail_on
+        self.batch_sizes: list[int] = []
+
+    def predict(self, rows: npt.NDArray[np.floating]) -> Prediction:
+        self.batch_sizes.append(len(rows))
+        if (rows[:, 0] == self.fail_on).any():
+            raise RuntimeError("the model broke")
+        return Prediction(rows.sum(axis=1), None)
+
+
+def loaded(model: Model, tmp_path: Path) -> LoadedModel:
+    return LoadedModel(model, tmp_path / "model", "0" * 64, 0.5, warm_up(model))

@@ -1,0 +1,142 @@
+"""The Prometheus series that the operator's analysis reads (names fixed by contract)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelserver.metrics import BulkHistogram
+from tests.server.conftest import Serve
+from tests.server.data import breast_cancer_rows
+from tests.server.helpers import FailingModel, loaded, make_settings, serving_app, v2_body
+
+LABELS = {
+    "model": "fraud",
+    "model_version": "2.1.0",
+    "track": "canary",
+    "modeldeployment": "fraud-md",
+}
+
+
+def samples(registry_text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(registry_text)
+        for sample in family.samples
+    }
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    return samples(text).get((name, frozenset({**LABELS, **labels}.items())), 0.0)
+
+
+@pytest.fixture
+def fraud(serve: Serve):
+    settings = {
+        "model_name": "fraud",
+        "model_version": "2.1.0",
+        "track": "canary",
+        "deployment": "fraud-md",
+    }
+    with serve("xgb-classifier.ubj", **settings) as client:
+        yield client
+
+
+def test_requests_are_counted_by_endpoint_and_status_code(fraud):
+    row = breast_cancer_rows(1).tolist()
+    fraud.post("/v2/models/fraud/infer", json=v2_body(row))
+    fraud.post("/v2/models/fraud/infer", json=v2_body(row))
+    fraud.post("/v2/models/fraud/infer", content=b"{")
+    fraud.post("/v2/models/other/infer", json=v2_body(row))
+    fraud.post("/v1/models/fraud:predict", json={"instances": [row[0][:3]]})
+    text = fraud.get("/metrics").text
+    total = "modelserver_requests_total"
+    assert value(text, total, endpoint="v2_infer", code="200") == 2
+    assert value(text, total, endpoint="v2_infer", code="400") == 1
+    assert value(text, total, endpoint="v2_infer", code="404") == 1
+    assert value(text, total, endpoint="v1_predict", code="422") == 1
+    duration = "modelserver_request_duration_seconds_count"
+    assert value(text, duration, endpoint="v2_infer") == 4
+    assert value(text, duration, endpoint="v1_predict") == 1
+
+
+def test_health_metadata_and_metrics_requests_are_not_counted(fraud):
+    for path in ("/v2/health/live", "/v2/health/ready", "/v2", "/v2/models/fraud", "/metrics"):
+        fraud.get(path)
+    text = fraud.get("/metrics").text
+    assert not [key for key in samples(text) if key[0] == "modelserver_requests_total"]
+
+
+def test_duration_buckets_resolve_milliseconds(fraud):
+    fraud.post("/v2/models/fraud/infer", json=v2_body(breast_cancer_rows(1).tolist()))
+    text = fraud.get("/metrics").text
+    bucket = "modelserver_request_duration_seconds_bucket"
+    for bound in ("0.0005", "0.001", "0.0025", "0.005", "0.01", "0.25", "10.0", "+Inf"):
+        assert (bucket, frozenset({**LABELS, "endpoint": "v2_infer", "le": bound}.items())) in (
+            samples(text)
+        )
+
+
+def test_rows_and_prediction_values_are_observed(fraud):
+    fraud.post("/v2/models/fraud/infer", json=v2_body(breast_cancer_rows(7).tolist()))
+    text = fraud.get("/metrics").text
+    assert value(text, "modelserver_request_rows_sum") == 7
+    assert value(text, "modelserver_prediction_value_count") == 7
+    # Positive-class probabilities: every value is at most 1.
+    assert value(text, "modelserver_prediction_value_bucket", le="1.0") == 7
+    assert value(text, "modelserver_batch_rows_sum") == 7
+
+
+def test_model_info_and_load_time_describe_the_model(fraud, models_dir: Path):
+    text = fraud.get("/metrics").text
+    digest = (models_dir / "xgb-classifier.ubj.sha256").read_text().strip()
+    info = value(text, "modelserver_model_info", format="xgboost", task="binary", sha256=digest)
+    assert info == 1
+    assert value(text, "modelserver_model_load_seconds") > 0
+    assert value(text, "modelserver_inflight_requests") == 0
+
+
+def test_no_namespace_or_pod_labels_are_emitted(fraud):
+    text = fraud.get("/metrics").text
+    for _, labels in samples(text):
+        names = {name for name, _ in labels}
+        assert not names & {"namespace", "pod"}
+
+
+def test_model_failure_is_a_5xx_and_counted_apart_from_rejections(tmp_path: Path):
+    settings = make_settings(
+        tmp_path / "unused.ubj",
+        model_name="fraud",
+        model_version="2.1.0",
+        track="canary",
+        deployment="fraud-md",
+    )
+    with serving_app(settings, loaded(FailingModel(fail_on=13.0), tmp_path)) as (client, _):
+        broken = client.post("/v2/models/fraud/infer", json=v2_body([[13.0, 1.0]]))
+        rejected = client.post("/v2/models/fraud/infer", json=v2_body([[1.0]]))
+        text = client.get("/metrics").text
+    assert broken.status_code == 500
+    assert broken.json() == {"error": "inference failed: RuntimeError: the model broke"}
+    assert rejected.status_code == 422
+    total = "modelserver_requests_total"
+    assert value(text, total, endpoint="v2_infer", code="500") == 1
+    assert value(text, total, endpoint="v2_infer", code="422") == 1
+
+
+def test_bulk_histogram_counts_like_one_observation_at_a_time():
+    values = np.array([-5.0, 0.0, 0.1, 0.1000001, 0.5, 0.99, 1.0, 7.0, np.nan])
+    registry_bulk, registry_single = CollectorRegistry(), CollectorRegistry()
+    bulk = BulkHistogram("h", "h", buckets=(0.0, 0.1, 0.5, 1.0), registry=registry_bulk)
+    single = BulkHistogram("h", "h", buckets=(0.0, 0.1, 0.5, 1.0), registry=registry_single)
+    bulk.observe_many(values)
+    for one in values[np.isfinite(values)]:
+        single.observe(float(one))
+    assert registry_bulk.get_sample_value("h_sum") == pytest.approx(
+        registry_single.get_sample_value("h_sum")
+    )
+    for bound in ("0.0", "0.1", "0.5", "1.0", "+Inf"):
+        assert registry_bulk.get_sample_value(
+            "h_bucket", {"le": bound}
+        ) == registry_single.get_sample_value("h_bucket", {"le": bound})

@@ -1,0 +1,73 @@
+"""No request body, however malformed, gets a 5xx or breaks the server."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.server.helpers import make_settings, serving_app
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+numbers = st.integers(-(2**70), 2**70) | st.floats() | st.booleans() | st.none()
+rows = st.lists(st.lists(numbers, min_size=0, max_size=32), min_size=0, max_size=4)
+datatypes = st.sampled_from(["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES", "fp32", ""])
+shapes = st.lists(st.integers(-3, 40) | st.just(2**64), max_size=3) | json_values
+v2_tensors = st.fixed_dictionaries(
+    {"name": st.text(max_size=5), "shape": shapes, "datatype": datatypes | json_values},
+    optional={"data": rows | st.lists(numbers, max_size=70) | json_values},
+)
+v2_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "inputs": st.lists(v2_tensors, max_size=2) | json_values,
+        "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=14)}), max_size=2)
+        | json_values,
+        "id": json_values,
+        "parameters": json_values,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def client(models_dir: Path) -> Iterator[TestClient]:
+    with serving_app(make_settings(models_dir / "xgb-classifier.ubj")) as (test_client, _):
+        yield test_client
+
+
+def post(client: TestClient, path: str, content: bytes) -> None:
+    response = client.post(path, content=content)
+    assert response.status_code < 500, response.text
+    assert "error" in response.json() or response.status_code == 200
+
+
+relaxed = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@relaxed
+@given(body=v2_bodies)
+def test_random_v2_bodies_never_get_a_5xx(client: TestClient, body: dict[str, Any]):
+    post(client, "/v2/models/xgb-classifier/infer", json.dumps(body).encode())
+
+
+@relaxed
+@given(body=json_values | st.fixed_dictionaries({"instances": rows | json_values}))
+def test_random_v1_bodies_never_get_a_5xx(client: TestClient, body: Any):
+    post(client, "/v1/models/xgb-classifier:predict", json.dumps(body).encode())
+
+
+@relaxed
+@given(content=st.binary(max_size=200))
+def test_random_bytes_never_get_a_5xx(client: TestClient, content: bytes):
+    post(client, "/v2/models/xgb-classifier/infer", content)
