@@ -109,6 +109,14 @@ kwok_running() {
             get --raw /readyz >/dev/null 2>&1
 }
 
+wait_kwok_running() { # $1 = seconds
+    local deadline=$((SECONDS + $1))
+    until kwok_running; do
+        ((SECONDS < deadline)) || return 1
+        sleep 1
+    done
+}
+
 kwok_pids() { # pids of the processes kwokctl started for this cluster, alive or not
     local f
     for f in "$KWOK_CLUSTER_DIR"/pids/*.pid; do
@@ -116,24 +124,49 @@ kwok_pids() { # pids of the processes kwokctl started for this cluster, alive or
     done | grep -E '^[0-9]+$' || true
 }
 
-kill_leftovers() { # stop any process of this cluster still alive, by pid
-    local pid left=()
-    for pid in $(kwok_pids); do
-        # only what runs from our binaries/workdir: a recycled pid is left alone
-        if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/$pid/cmdline | grep -q -e "$CACHE" -e "$KWOK_CLUSTER_DIR" -e "${KUBEBUILDER_ASSETS:-/nonexistent}"; then
-            left+=("$pid")
-        fi
+ours_alive() { # $1 = pid: alive (not a zombie) and running from this cluster's work dir
+    local pid="$1" state
+    [[ -r /proc/$pid/stat ]] || return 1
+    state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)"
+    [[ -n "$state" && "$state" != Z && "$state" != X ]] || return 1
+    # kwokctl runs every component from $KWOK_CLUSTER_DIR/bin with its files in there,
+    # so a recycled pid (another program) never matches
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$KWOK_CLUSTER_DIR/"
+}
+
+forget_dead_pids() { # pid files of dead (or recycled) pids would stop kwokctl from starting
+    local f pid
+    for f in "$KWOK_CLUSTER_DIR"/pids/*.pid; do
+        [[ -f "$f" ]] || continue
+        pid="$(tr -dc '0-9' <"$f")"
+        if [[ -z "$pid" ]] || ! ours_alive "$pid"; then rm -f "$f"; fi
     done
+}
+
+cluster_pids() { # live processes of this cluster: from its pid files and from /proc
+    local pid p
+    {
+        for pid in $(kwok_pids); do echo "$pid"; done
+        for p in /proc/[0-9]*; do echo "${p#/proc/}"; done
+    } | sort -un | while read -r pid; do
+        [[ $pid == "$$" ]] && continue
+        if ours_alive "$pid"; then echo "$pid"; fi
+    done
+}
+
+kill_leftovers() { # stop every process of this cluster still alive (TERM, then KILL after 20 s)
+    local pid left=() alive=() i
+    mapfile -t left < <(cluster_pids)
     ((${#left[@]})) || return 0
-    log "stopping leftover processes: ${left[*]}"
+    log "stopping processes: ${left[*]}"
     kill "${left[@]}" 2>/dev/null || true
-    local i
-    for i in $(seq 1 50); do
-        local alive=()
-        for pid in "${left[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    for i in $(seq 1 100); do
+        alive=()
+        for pid in "${left[@]}"; do if ours_alive "$pid"; then alive+=("$pid"); fi; done
         ((${#alive[@]})) || return 0
         sleep 0.2
     done
+    log "killing processes that ignored SIGTERM: ${alive[*]}"
     kill -9 "${alive[@]}" 2>/dev/null || true
 }
 
@@ -146,11 +179,12 @@ kwok_up() {
     else
         if [[ -d "$KWOK_CLUSTER_DIR" ]]; then
             log "found a stopped cluster: starting it again"
+            forget_dead_pids
             # 8>&-: the processes kwokctl starts must not inherit our lock
             if ! "$KWOKCTL_BIN" start cluster --name "$NAME" --timeout 120s \
-                >"$STATE/start.log" 2>&1 8>&- || ! kwok_running; then
+                >"$STATE/start.log" 2>&1 8>&- || ! wait_kwok_running 90; then
                 log "restart failed; recreating the cluster"
-                "$KWOKCTL_BIN" delete cluster --name "$NAME" >&2 2>&1 || true
+                "$KWOKCTL_BIN" delete cluster --name "$NAME" >/dev/null 2>&1 8>&- || true
                 kill_leftovers
                 rm -rf "$KWOK_CLUSTER_DIR"
             fi
@@ -174,7 +208,7 @@ kwok_up() {
                     echo "--- tail of $f" >&2
                     tail -n 15 "$f" >&2
                 done
-                "$KWOKCTL_BIN" delete cluster --name "$NAME" >/dev/null 2>&1 || true
+                "$KWOKCTL_BIN" delete cluster --name "$NAME" >/dev/null 2>&1 8>&- || true
                 kill_leftovers
                 rm -rf "$KWOK_CLUSTER_DIR"
                 die "kwokctl create cluster failed (log: $STATE/create.log)"
