@@ -40,13 +40,7 @@ def load_configured_model(settings: Settings) -> LoadedModel:
         retries=settings.download_retries,
     )
     sha256 = verify_sha256(path, settings.model_sha256)
-    model: Model
-    if settings.model_format == "xgboost":
-        model = load_xgboost(path, settings.predict_threads)
-    elif settings.model_format == "sklearn":
-        model = load_skops(path, settings.skops_trusted_types)
-    else:
-        model = load_joblib(path)
+    model = _load(settings, path)
     warm_up_prediction = warm_up(model)
     seconds = time.perf_counter() - started
     log.info(
@@ -58,6 +52,21 @@ def load_configured_model(settings: Settings) -> LoadedModel:
         seconds,
     )
     return LoadedModel(model, path, sha256, seconds, warm_up_prediction)
+
+
+def _load(settings: Settings, path: Path) -> Model:
+    try:
+        if settings.model_format == "xgboost":
+            return load_xgboost(path, settings.predict_threads)
+        if settings.model_format == "sklearn":
+            return load_skops(path, settings.skops_trusted_types)
+        return load_joblib(path)
+    except StartupError:
+        raise
+    except Exception as error:  # a file that is not what the format says can raise anything
+        raise StartupError(
+            f"cannot load {settings.model_format} model {path}: {type(error).__name__}: {error}"
+        ) from error
 
 
 def warm_up(model: Model) -> Prediction:

@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 import skops.io
-from sklearn.base import is_classifier
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import get_tags
 
 from modelserver.fatal import StartupError
@@ -19,6 +19,8 @@ class SklearnModel:
     input_dtype = np.float64
 
     def __init__(self, estimator: Any, model_format: str, source: Path) -> None:
+        if not isinstance(estimator, BaseEstimator):
+            raise StartupError(f"{source}: not a scikit-learn estimator ({type(estimator)})")
         n_features = getattr(estimator, "n_features_in_", None)
         if not isinstance(n_features, int | np.integer):
             raise StartupError(f"{source}: not a fitted estimator (no n_features_in_)")
@@ -54,25 +56,15 @@ class SklearnModel:
 
 def load_skops(path: Path, extra_trusted_types: list[str]) -> SklearnModel:
     """Load without running code: every type outside skops' safe set must be trusted by name."""
-    try:
-        untrusted = skops.io.get_untrusted_types(file=path)
-        refused = sorted(set(untrusted) - set(extra_trusted_types))
-        if refused:
-            raise StartupError(
-                f"{path} contains types that are not trusted: {', '.join(refused)};"
-                " review them and list them in MODELSERVER_SKOPS_TRUSTED_TYPES to load it"
-            )
-        estimator = skops.io.load(path, trusted=untrusted)
-    except StartupError:
-        raise
-    except Exception as error:  # skops raises many types for a file that is not a skops dump
-        raise StartupError(f"cannot load skops model {path}: {error}") from error
-    return SklearnModel(estimator, "sklearn", path)
+    untrusted = skops.io.get_untrusted_types(file=path)
+    refused = sorted(set(untrusted) - set(extra_trusted_types))
+    if refused:
+        raise StartupError(
+            f"{path} contains types that are not trusted: {', '.join(refused)};"
+            " review them and list them in MODELSERVER_SKOPS_TRUSTED_TYPES to load it"
+        )
+    return SklearnModel(skops.io.load(path, trusted=untrusted), "sklearn", path)
 
 
 def load_joblib(path: Path) -> SklearnModel:
-    try:
-        estimator = joblib.load(path)
-    except Exception as error:  # unpickling can raise anything
-        raise StartupError(f"cannot load joblib model {path}: {error}") from error
-    return SklearnModel(estimator, "sklearn-joblib", path)
+    return SklearnModel(joblib.load(path), "sklearn-joblib", path)
