@@ -15,8 +15,8 @@ or not it changed anything: an abort swallows a promote or retry made at the sam
 a promote made while no canary runs does not linger to promote a later one.
 
 An analysis is applied only when `analysis_due` says so and only if it was taken after the
-current step began, so an analysis fed twice (a retried reconcile, a restarted operator)
-never counts twice.
+current step began (or after the previous analysis), so an analysis fed twice (a retried
+reconcile, a restarted operator) never counts twice.
 """
 
 from __future__ import annotations
@@ -412,7 +412,7 @@ class _Builder:
         canary = self.status.canary
         if analysis is None or canary is None or canary.last_step_at is None:
             return None
-        if not analysis_due(self.o) or analysis.at < canary.last_step_at:
+        if not analysis_due(self.o) or analysis.at <= canary.last_step_at:
             return None
         return analysis.model_copy(
             deep=True, update={"revision": canary.revision, "step": canary.step}
@@ -459,7 +459,8 @@ class _Builder:
         canary = self.status.canary
         assert canary is not None
         spec = self.o.spec
-        canary.last_step_at = self.o.now
+        # The next analysis must be taken after this one: an analysis is never judged twice.
+        canary.last_step_at = max(self.o.now, analysis.at)
         if analysis.verdict == Verdict.FAIL:
             canary.failed_checks += 1
             canary.inconclusive_checks = 0

@@ -241,6 +241,18 @@ class Simulator:
         self.advance(decision.requeue_after)
         return tick
 
+    def replay(self) -> Tick:
+        """Reconcile again at once, fed the analysis the last reconcile used (a retried
+        reconcile, or an operator that restarted after writing status)."""
+        previous = self.ticks[-1].observation.analysis
+        observation = dataclasses.replace(self.observation(), analysis=previous)
+        decision = decide(observation)
+        tick = Tick(observation, decision)
+        self.status = decision.status
+        self.ticks.append(tick)
+        self.apply(decision)
+        return tick
+
     def apply(self, decision: Decision) -> None:
         self.stable.apply(decision.stable, self.stable_ready_after)
         canary = decision.canary

@@ -391,14 +391,17 @@ def test_no_analysis_is_due_or_applied_during_promotion():
 # --- an analysis counts once --------------------------------------------------------------
 
 
-def test_an_analysis_fed_again_after_its_decision_was_stored_is_not_counted_twice():
-    sim = canary_ready(deployed(steps=[10, 20, 30]))
+@pytest.mark.parametrize("later", [0, 30, 3600])
+def test_an_analysis_fed_again_after_its_decision_was_stored_is_not_counted_twice(later):
+    sim = canary_ready(deployed(steps=[10, 20, 30], interval="30s"))
     to_next_analysis(sim)
-    result = analysis("Pass", sim.now)
+    result = analysis("Pass", sim.now + timedelta(milliseconds=20))
     first = decide(dataclasses.replace(sim.observation(), analysis=result))
     assert first.weight == 20
 
-    # The operator restarts, reads the stored status, and the same analysis comes round again.
+    # The operator restarts, reads the stored status, and the same analysis comes round again,
+    # even once the next one is due.
+    sim.now += timedelta(seconds=later)
     again = dataclasses.replace(sim.observation(), status=roundtrip(first.status), analysis=result)
     second = decide(again)
 
@@ -407,12 +410,13 @@ def test_an_analysis_fed_again_after_its_decision_was_stored_is_not_counted_twic
     assert second.status.canary.step == 1
 
 
-def test_an_analysis_taken_before_the_current_step_began_is_ignored():
+@pytest.mark.parametrize("before", [0, 1])
+def test_an_analysis_not_taken_after_the_current_step_began_is_ignored(before):
     sim = canary_ready(deployed(steps=[10, 20, 30]))
     canary = sim.status.canary
     assert canary is not None
     assert canary.last_step_at is not None
-    stale = analysis("Fail", canary.last_step_at - timedelta(seconds=1))
+    stale = analysis("Fail", canary.last_step_at - timedelta(seconds=before))
     to_next_analysis(sim)
     decision = decide(dataclasses.replace(sim.observation(), analysis=stale))
 
