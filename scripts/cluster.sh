@@ -80,7 +80,7 @@ install_gateway_api() {
             sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
         [[ -d "$dir/config/crd/standard" ]] || die "no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION"
         log "installing Gateway API $GATEWAY_API_VERSION standard CRDs"
-        kc apply --server-side --force-conflicts -f "$dir/config/crd/standard/" >&2
+        kc apply --server-side --force-conflicts -f "$dir/config/crd/standard/" >/dev/null
     fi
     local crds
     crds="$(kc get crd -o name | grep '\.gateway\.networking\.k8s\.io$' || true)"
