@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,7 +32,11 @@ def serve(settings: Settings) -> None:
     }
     if settings.workers == 1:
         app = create_app(settings, loaded, CollectorRegistry())
-        uvicorn.Server(uvicorn.Config(app, **options)).run()  # type: ignore[arg-type]
+        server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+        # uvicorn drains on SIGTERM, then raises the signal again to the handler that was
+        # there before it; a no-op handler makes a completed drain exit 0, not 143.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        server.run()
         return
     # The parent has fetched, verified and test-loaded the artifact; workers load that copy.
     worker_settings = settings.model_copy(
