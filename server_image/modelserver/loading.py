@@ -10,9 +10,7 @@ import numpy as np
 from modelserver.fatal import StartupError
 from modelserver.model import Model, Prediction
 from modelserver.settings import Settings
-from modelserver.sklearn_model import load_joblib, load_skops
 from modelserver.sources import fetch_model, verify_sha256
-from modelserver.xgboost_model import load_xgboost
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +53,15 @@ def load_configured_model(settings: Settings) -> LoadedModel:
 
 
 def _load(settings: Settings, path: Path) -> Model:
+    # Libraries are imported here, after the artifact is fetched and verified: importing
+    # xgboost and scikit-learn takes seconds, and a bad URI or digest should fail at once.
     try:
         if settings.model_format == "xgboost":
+            from modelserver.xgboost_model import load_xgboost
+
             return load_xgboost(path, settings.predict_threads)
+        from modelserver.sklearn_model import load_joblib, load_skops
+
         if settings.model_format == "sklearn":
             return load_skops(path, settings.skops_trusted_types)
         return load_joblib(path)
