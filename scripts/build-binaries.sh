@@ -87,6 +87,10 @@ have() { [[ -x "$1" && -s "$1" ]]; }
 missing() { # $1 = path; in --no-build mode, fail
     log "missing: $1"
     if [[ $NO_BUILD == 1 ]]; then exit 3; fi
+    if ! command -v go >/dev/null 2>&1; then
+        log "Go is not installed (needed to build $(basename "$1"); Go >= 1.26 and the Go module proxy)"
+        exit 1
+    fi
 }
 
 # ---------------------------------------------------------------- kubernetes
