@@ -304,6 +304,7 @@ cmd_down() {
         rm -rf "$KWOK_CLUSTER_DIR"
     fi
     rm -rf "$STATE"
+    rm -f "$CACHE/clusters/$NAME.lock"  # no state left behind, not even the lock file
     log "down"
 }
 
