@@ -47,7 +47,7 @@ async def run(config: OperatorConfig) -> int:
             namespaces=config.namespaces,
             standalone=True,
             stop_flag=stop,
-            memo=kopf.Memo(scheduler=scheduler, config=config),
+            memo=kopf.Memo(scheduler=scheduler, reconciler=reconciler, config=config),
         )
         if keeper is not None and keeper.done():
             log.error("stopping: leadership lost")

@@ -219,6 +219,29 @@ class Toleration(ApiModel):
     )
 
 
+# Variables the operator sets on every server container; users may not override them.
+OPERATOR_ENV = (
+    "MODELSERVER_MODEL_URI",
+    "MODELSERVER_MODEL_FORMAT",
+    "MODELSERVER_MODEL_NAME",
+    "MODELSERVER_MODEL_VERSION",
+    "MODELSERVER_MODEL_SHA256",
+    "MODELSERVER_ALLOW_UNPINNED",
+    "MODELSERVER_ALLOW_UNSAFE_FORMATS",
+    "MODELSERVER_WORKERS",
+    "MODELSERVER_TRACK",
+    "MODELSERVER_DEPLOYMENT",
+    "MODELSERVER_NAMESPACE",
+    "MODELSERVER_PORT",
+    "MODELSERVER_CACHE_DIR",
+)
+_RESERVED_ENV_MESSAGE = (
+    "server.env may not set variables the operator sets (" + ", ".join(OPERATOR_ENV) + "); "
+    "use the matching spec field instead"
+)
+_RESERVED_ENV_RULE = "self.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in OPERATOR_ENV) + "]))"
+
+
 class ServerSpec(ApiModel):
     image: str | None = Field(
         default=None,
@@ -232,7 +255,13 @@ class ServerSpec(ApiModel):
         description="Resources of the server container.",
     )
     env: list[EnvVar] = Field(
-        default_factory=list, description="Extra environment variables of the server container."
+        default_factory=list,
+        description="Extra environment variables of the server container.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            **validations(cel(_RESERVED_ENV_RULE, _RESERVED_ENV_MESSAGE)),
+        },
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels the server pods must run on."
@@ -247,6 +276,16 @@ class ServerSpec(ApiModel):
         default="300s",
         description="How long a pod may take to download and load the model before restarting.",
     )
+
+    @field_validator("env")
+    @classmethod
+    def _no_reserved_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        if any(e.name in OPERATOR_ENV for e in env):
+            raise ValueError(_RESERVED_ENV_MESSAGE)
+        names = [e.name for e in env]
+        if len(names) != len(set(names)):
+            raise ValueError("server.env lists a variable twice")
+        return env
 
 
 class TrafficRouter(StrEnum):
@@ -623,6 +662,19 @@ class ModelDeploymentStatus(StatusModel):
     )
 
 
+MAX_NAME_LENGTH = 56
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+_NAME_MESSAGE = (
+    f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+    "(lowercase letters, digits and '-', starting with a letter): the operator names its "
+    "Services NAME-stable and NAME-canary"
+)
+NAME_RULE = cel(
+    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{NAME_PATTERN}')",
+    _NAME_MESSAGE,
+)
+
+
 class ObjectMeta(StatusModel):
     name: str
     namespace: str = "default"
@@ -642,6 +694,13 @@ class ModelDeployment(BaseModel):
     metadata: ObjectMeta
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+    @field_validator("metadata")
+    @classmethod
+    def _name_fits_children(cls, metadata: ObjectMeta) -> ObjectMeta:
+        if len(metadata.name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, metadata.name):
+            raise ValueError(_NAME_MESSAGE)
+        return metadata
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

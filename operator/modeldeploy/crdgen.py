@@ -184,6 +184,7 @@ def build_crd() -> dict[str, Any]:
                                 "as canaries judged by Prometheus and rolled back on SLA breach."
                             ),
                             "required": ["spec"],
+                            "x-kubernetes-validations": [api.NAME_RULE],
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",

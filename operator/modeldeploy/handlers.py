@@ -9,6 +9,7 @@ import kopf
 from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.kopf_settings import tune
 from modeldeploy.kube import load_configuration
+from modeldeploy.reconciler import Reconciler
 from modeldeploy.resources import MANAGED_BY, MD_LABEL
 from modeldeploy.scheduler import Scheduler
 
@@ -50,7 +51,13 @@ async def model_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> N
 async def child_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     """A serving Deployment changed (pods became ready, say): look at its owner again."""
     scheduler: Scheduler = memo.scheduler
-    metadata = event["object"]["metadata"]
+    reconciler: Reconciler = memo.reconciler
+    deployment = event["object"]
+    metadata = deployment["metadata"]
+    if event.get("type") == "DELETED":
+        reconciler.memory.forget(("Deployment", metadata["namespace"], metadata["name"]))
+    else:
+        reconciler.memory.remember({**deployment, "kind": "Deployment"})
     owner = metadata.get("labels", {}).get(MD_LABEL)
     if owner:
         scheduler.wake((metadata["namespace"], owner))

@@ -41,6 +41,12 @@ class KubeError(Exception):
         self.transient = transient
 
 
+def resource_version(obj: dict[str, Any]) -> int:
+    """An object's resourceVersion as a number, to tell newer copies from older ones."""
+    value = str(obj.get("metadata", {}).get("resourceVersion", "0"))
+    return int(value) if value.isdigit() else 0
+
+
 def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     plural = _PLURALS[(api_version, kind)]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"

@@ -8,7 +8,6 @@ skipped and a recorded rollback is never lost.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -33,7 +32,7 @@ from modeldeploy.api import (
     Verdict,
 )
 from modeldeploy.config import OperatorConfig
-from modeldeploy.kube import Kube, KubeError, ObjectRef
+from modeldeploy.kube import Kube, KubeError, ObjectRef, resource_version
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout import (
     Decision,
@@ -117,12 +116,35 @@ def set_condition(
     )
 
 
+ChildKey = tuple[str, str, str]  # kind, namespace, name
+
+
+def child_key(obj: dict[str, Any]) -> ChildKey:
+    return (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
 @dataclass
 class ChildMemory:
-    """Hashes of children this process applied, so unchanged children are not re-sent."""
+    """What this process knows of the children, so it asks the API server less.
 
-    applied: dict[tuple[str, str, str], str] = field(default_factory=dict)
-    verified_at: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    `objects` holds the newest Deployments seen (watch events and apply responses);
+    `applied` the hash last applied to each child, so unchanged children are not re-sent.
+    """
+
+    objects: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)
+    applied: dict[ChildKey, str] = field(default_factory=dict)
+    verified_at: dict[ChildKey, float] = field(default_factory=dict)
+
+    def remember(self, obj: dict[str, Any]) -> None:
+        key = child_key(obj)
+        known = self.objects.get(key)
+        if known is None or resource_version(obj) >= resource_version(known):
+            self.objects[key] = obj
+
+    def forget(self, key: ChildKey) -> None:
+        self.objects.pop(key, None)
+        self.applied.pop(key, None)
+        self.verified_at.pop(key, None)
 
 
 class Reconciler:
@@ -162,12 +184,8 @@ class Reconciler:
 
         template = resources.template_of(md.spec, self.config.default_image)
         revision = resources.revision_of(template)
-        stable_dep, canary_dep = await asyncio.gather(
-            *(
-                self.kube.get("apps/v1", "Deployment", namespace, f"{name}-{track}")
-                for track in (Track.STABLE, Track.CANARY)
-            )
-        )
+        stable_dep = await self._deployment_of(namespace, f"{name}-{Track.STABLE}")
+        canary_dep = await self._deployment_of(namespace, f"{name}-{Track.CANARY}")
         observation = Observation(
             spec=md.spec,
             generation=metadata.get("generation", 0),
@@ -195,6 +213,16 @@ class Reconciler:
         return decision.requeue_after, updated
 
     # -- observe -----------------------------------------------------------------------
+
+    async def _deployment_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+        key = ("Deployment", namespace, name)
+        if key in self.memory.objects:
+            return self.memory.objects[key]
+        found = await self.kube.get("apps/v1", "Deployment", namespace, name)
+        if found is not None:
+            found.setdefault("kind", "Deployment")
+            self.memory.remember(found)
+        return found
 
     async def _analyse(self, md: ModelDeployment) -> AnalysisStatus:
         now = datetime.now(UTC)
@@ -327,7 +355,9 @@ class Reconciler:
         fresh = time.monotonic() - self.memory.verified_at.get(key, 0) < self.config.resync_seconds
         if self.memory.applied.get(key) == digest and fresh:
             return
-        existing = await self.kube.get(manifest["apiVersion"], manifest["kind"], *key[1:])
+        existing = self.memory.objects.get(key) or await self.kube.get(
+            manifest["apiVersion"], manifest["kind"], *key[1:]
+        )
         if existing is not None and not controlled_by(existing, uid):
             raise ChildConflict(
                 f"{manifest['kind']} {meta['name']} already exists and is not owned by this "
@@ -335,17 +365,24 @@ class Reconciler:
             )
         current = (existing or {}).get("metadata", {}).get("annotations", {})
         if current.get(resources.HASH_ANNOTATION) != digest:
-            await self.kube.apply(manifest)
+            applied = await self.kube.apply(manifest)
+            if applied.get("kind") == "Deployment":
+                self.memory.remember(applied)
         self.memory.applied[key] = digest
         self.memory.verified_at[key] = time.monotonic()
 
     async def _delete_if_owned(
         self, api_version: str, kind: str, namespace: str, name: str, uid: str
     ) -> None:
-        existing = await self.kube.get(api_version, kind, namespace, name)
+        key = (kind, namespace, name)
+        if key not in self.memory.applied and key not in self.memory.objects:
+            return  # never created by this process, and no watch event says it exists
+        existing = self.memory.objects.get(key) or await self.kube.get(
+            api_version, kind, namespace, name
+        )
         if existing is not None and controlled_by(existing, uid):
             await self.kube.delete(api_version, kind, namespace, name)
-        self.memory.applied.pop((kind, namespace, name), None)
+        self.memory.forget(key)
 
     # -- announce ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modeldeploy import metrics
-from modeldeploy.kube import KubeError
+from modeldeploy.kube import KubeError, resource_version
 
 log = logging.getLogger("modeldeploy.scheduler")
 
@@ -23,11 +23,9 @@ Key = tuple[str, str]
 Reconcile = Callable[[dict[str, Any]], Awaitable[tuple[float | None, dict[str, Any] | None]]]
 
 MAX_BACKOFF_SECONDS = 60.0
-
-
-def _resource_version(body: dict[str, Any]) -> int:
-    value = body.get("metadata", {}).get("resourceVersion", "0")
-    return int(value) if str(value).isdigit() else 0
+# Reconciles running at once: enough to keep the API server busy, few enough that a burst
+# of new objects queues here instead of timing out in the HTTP connection pool.
+CONCURRENT_RECONCILES = 16
 
 
 class Scheduler:
@@ -38,12 +36,13 @@ class Scheduler:
         self._wake: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._phases: dict[Key, str] = {}
+        self._slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
 
     def observe(self, body: dict[str, Any]) -> None:
         """The latest state of a ModelDeployment from the watch; older states are ignored."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         known = self._bodies.get(key)
-        if known is not None and _resource_version(body) < _resource_version(known):
+        if known is not None and resource_version(body) < resource_version(known):
             return
         self._bodies[key] = body
         self._note_phase(key, body)
@@ -84,10 +83,11 @@ class Scheduler:
         backoff = 1.0
         wake = self._wake[key]
         while key in self._bodies:
-            wake.clear()
-            body = self._bodies[key]
             try:
-                delay, updated = await self._reconcile(body)
+                async with self._slots:
+                    wake.clear()
+                    body = self._bodies[key]
+                    delay, updated = await self._reconcile(body)
                 backoff = 1.0
                 if updated is not None and key in self._bodies:
                     self.observe_own_write(key, updated)
@@ -107,7 +107,7 @@ class Scheduler:
     def observe_own_write(self, key: Key, body: dict[str, Any]) -> None:
         """Our own status write is the newest state: use it even before the watch sees it."""
         known = self._bodies.get(key)
-        if known is None or _resource_version(body) >= _resource_version(known):
+        if known is None or resource_version(body) >= resource_version(known):
             self._bodies[key] = body
             self._note_phase(key, body)
 

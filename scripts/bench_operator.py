@@ -1,0 +1,201 @@
+"""`make bench-operator`: 300 ModelDeployments against a local cluster, measured.
+
+Reports the time until all are Available, p50/p99 from each create to its stable
+Deployment appearing (children created), the operator's peak RSS, and its CPU use while
+idle for 60 s afterwards. Uses MODELDEPLOY_KUBECONFIG when set, else starts (and stops)
+a local cluster with scripts/cluster.sh. Everything it starts listens on 127.0.0.1 and
+is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+
+from kubernetes import client, config, watch
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_NAME = "modeldeploy-bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def local_cluster() -> Iterator[str]:
+    external = os.environ.get("MODELDEPLOY_KUBECONFIG")
+    if external:
+        yield external
+        return
+    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": CLUSTER_NAME}
+    up = subprocess.run(
+        [ROOT / "scripts" / "cluster.sh", "up"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    if up.returncode != 0:
+        sys.exit("bench-operator: the local cluster did not start (see the messages above)")
+    try:
+        yield up.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([ROOT / "scripts" / "cluster.sh", "down"], env=env, check=False)
+
+
+@contextmanager
+def operator_process(kubeconfig: str, namespace: str, log: Path) -> Iterator[int]:
+    command = [
+        sys.executable, "-m", "modeldeploy", "--kubeconfig", kubeconfig,
+        "--namespace", namespace, "--lease-namespace", namespace,
+        "--metrics-port", str(free_port()), "--health-port", str(free_port()),
+        "--bind-address", "127.0.0.1", "--log-format", "plain",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def manifest(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "modeldeploy.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "name": "bench",
+                "version": "1.0.0",
+                "uri": "https://models.example.com/bench/1.0.0/model.ubj",
+                "sha256": "ab" * 32,
+            }
+        },
+    }
+
+
+def watch_children(apps: client.AppsV1Api, namespace: str, seen: dict[str, float],
+                   stop: threading.Event) -> None:  # fmt: skip
+    stream = watch.Watch()
+    for event in stream.stream(apps.list_namespaced_deployment, namespace, timeout_seconds=600):
+        name = event["object"].metadata.name.removesuffix("-stable")
+        seen.setdefault(name, time.monotonic())
+        if stop.is_set():
+            stream.stop()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    with ExitStack() as stack:
+        kubeconfig = stack.enter_context(local_cluster())
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+        subprocess.run(
+            ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", ROOT / "crds"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        namespace = f"bench-{int(time.time())}"
+        core = client.CoreV1Api(api_client)
+        core.create_namespace({"metadata": {"name": namespace}})
+        stack.callback(core.delete_namespace, namespace)
+        log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{namespace}-operator.log"
+        pid = stack.enter_context(operator_process(kubeconfig, namespace, log))
+        time.sleep(5)
+
+        custom = client.CustomObjectsApi(api_client)
+        seen: dict[str, float] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(
+            target=watch_children,
+            args=(client.AppsV1Api(api_client), namespace, seen, stop),
+            daemon=True,
+        )
+        watcher.start()
+        created: dict[str, float] = {}
+        started = time.monotonic()
+        for i in range(args.count):
+            name = f"bench-{i:04d}"
+            custom.create_namespaced_custom_object(
+                "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments", manifest(name)
+            )
+            created[name] = time.monotonic()
+        print(f"created {args.count} ModelDeployments in {time.monotonic() - started:.1f}s")
+
+        def available() -> int:
+            items = custom.list_namespaced_custom_object(
+                "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments"
+            )["items"]
+            return sum(
+                any(
+                    c["type"] == "Available" and c["status"] == "True"
+                    for c in (item.get("status") or {}).get("conditions", [])
+                )
+                for item in items
+            )
+
+        while (ready := available()) < args.count:
+            if time.monotonic() - started > args.timeout:
+                sys.exit(f"only {ready}/{args.count} Available after {args.timeout:.0f}s")
+            time.sleep(1)
+        all_available = time.monotonic() - started
+        stop.set()
+        latencies = [seen[name] - created[name] for name in created if name in seen]
+
+        time.sleep(5)  # let the last watch events settle before measuring idle
+        cpu_before, idle_start = cpu_seconds(pid), time.monotonic()
+        time.sleep(args.idle_seconds)
+        idle_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - idle_start)
+        rss = peak_rss_mb(pid)
+
+    print()
+    print(f"| measure ({args.count} ModelDeployments) | value | target |")
+    print("|---|---|---|")
+    print(f"| time until all Available | {all_available:.1f} s | |")
+    print(f"| apply to children, p50 | {statistics.median(latencies):.3f} s | |")
+    print(f"| apply to children, p99 | {percentile(latencies, 0.99):.3f} s | < 2 s |")
+    print(f"| operator peak RSS | {rss:.0f} MB | < 200 MB |")
+    print(f"| operator CPU idle ({args.idle_seconds:.0f} s) | {100 * idle_cpu:.2f} % of a core "
+          "| < 3 % |")  # fmt: skip
+    print(f"(operator log: {log})")
+
+
+if __name__ == "__main__":
+    main()
