@@ -1,4 +1,4 @@
-"""The FastAPI application: V2 and V1 routers, /metrics, JSON error bodies, lifespan."""
+"""The application: inference endpoints in front of FastAPI (health, metadata, /metrics)."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,23 +7,32 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from modelserver import __version__
 from modelserver.batching import MicroBatcher
-from modelserver.inference import InferenceService, error_response
+from modelserver.codecs import v1_decoder, v2_decoder
+from modelserver.inference import InferenceEndpoints, InferenceService, error_response
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
-from modelserver.routes_v1 import v1_router
 from modelserver.routes_v2 import v2_router
-from modelserver.schemas import InferenceRequest, V1PredictRequest
+from modelserver.schemas import (
+    ErrorBody,
+    InferenceRequest,
+    InferenceResponse,
+    V1PredictRequest,
+    V1PredictResponse,
+)
 from modelserver.settings import Settings
 
 
-def create_app(settings: Settings, loaded: LoadedModel, registry: CollectorRegistry) -> FastAPI:
+def create_app(
+    settings: Settings, loaded: LoadedModel, registry: CollectorRegistry
+) -> InferenceEndpoints:
     model = loaded.model
-    loaded_metrics = ServerMetrics(
+    metrics = ServerMetrics(
         registry,
         model=settings.model_name,
         model_version=settings.model_version,
@@ -34,11 +43,9 @@ def create_app(settings: Settings, loaded: LoadedModel, registry: CollectorRegis
         sha256=loaded.sha256,
         prediction_buckets=settings.prediction_buckets or default_prediction_buckets(model.task),
     )
-    loaded_metrics.model_load_seconds.set(loaded.load_seconds)
-    batcher = MicroBatcher(
-        model.predict, settings.max_batch_rows, loaded_metrics.batch_rows.observe
-    )
-    service = InferenceService(settings, loaded, loaded_metrics, batcher)
+    metrics.model_load_seconds.set(loaded.load_seconds)
+    batcher = MicroBatcher(model.predict, settings.max_batch_rows, metrics.batch_rows.observe)
+    service = InferenceService(settings, loaded, metrics, batcher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,10 +64,9 @@ def create_app(settings: Settings, loaded: LoadedModel, registry: CollectorRegis
         lifespan=lifespan,
     )
     app.include_router(v2_router(service))
-    app.include_router(v1_router(service))
 
     @app.get("/metrics", tags=["Monitoring"], response_class=Response)
-    async def metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         content, content_type = render(registry)
         return Response(content, media_type=content_type)
 
@@ -72,23 +78,78 @@ def create_app(settings: Settings, loaded: LoadedModel, registry: CollectorRegis
     async def validation_error(_: Request, error: RequestValidationError) -> Response:
         return error_response(422, str(error.errors()))
 
-    _document_hand_parsed_bodies(app)
-    return app
+    _document_inference_endpoints(app)
+    return InferenceEndpoints(app, service, v2_decoder(settings, model), v1_decoder(model))
 
 
-def _document_hand_parsed_bodies(app: FastAPI) -> None:
-    """Add the schemas of bodies parsed inside the handlers to the OpenAPI components."""
+def _operation(
+    summary: str, request: type[BaseModel], response: type[BaseModel], parameters: list[str]
+) -> dict[str, Any]:
+    def schema(body: type[BaseModel]) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{body.__name__}"}}}
+
+    errors = {
+        str(code): {"description": description, "content": schema(ErrorBody)}
+        for code, description in (
+            (400, "Malformed request"),
+            (404, "Unknown model or version"),
+            (413, "Body too large"),
+            (422, "Input does not fit the model"),
+            (500, "The model failed"),
+        )
+    }
+    return {
+        "post": {
+            "summary": summary,
+            "tags": ["Inference"],
+            "parameters": [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in parameters
+            ],
+            "requestBody": {"required": True, "content": schema(request)},
+            "responses": {
+                "200": {"description": "Predictions", "content": schema(response)},
+                **errors,
+            },
+        }
+    }
+
+
+def _document_inference_endpoints(app: FastAPI) -> None:
+    """Add the endpoints that InferenceEndpoints answers, and their bodies, to the OpenAPI."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         document = generate()
+        document["paths"].update(
+            {
+                "/v2/models/{model_name}/infer": _operation(
+                    "V2 infer", InferenceRequest, InferenceResponse, ["model_name"]
+                ),
+                "/v2/models/{model_name}/versions/{model_version}/infer": _operation(
+                    "V2 infer (version)",
+                    InferenceRequest,
+                    InferenceResponse,
+                    ["model_name", "model_version"],
+                ),
+                "/v1/models/{model_name}:predict": _operation(
+                    "V1 predict", V1PredictRequest, V1PredictResponse, ["model_name"]
+                ),
+            }
+        )
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        for body_model in (InferenceRequest, V1PredictRequest):
-            schema = body_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for body in (
+            InferenceRequest,
+            InferenceResponse,
+            V1PredictRequest,
+            V1PredictResponse,
+            ErrorBody,
+        ):
+            schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
-            schemas[body_model.__name__] = schema
+            schemas[body.__name__] = schema
         app.openapi_schema = document
         return document
 

@@ -62,12 +62,18 @@ class BulkHistogram(Histogram):
         if finite.size == 0:
             return
         # Bucket i counts bound[i-1] < v <= bound[i], as Histogram.observe does.
-        bucket_index = np.searchsorted(np.asarray(self._upper_bounds), finite, side="left")
-        counts = np.bincount(bucket_index, minlength=len(self._upper_bounds))
+        bucket_index = np.searchsorted(self._bounds_array(), finite, side="left")
+        counts = np.bincount(bucket_index)
         self._sum.inc(float(finite.sum()))
-        for bucket, count in zip(self._buckets, counts.tolist(), strict=False):
-            if count:
-                bucket.inc(count)
+        for bucket in np.flatnonzero(counts).tolist():
+            self._buckets[bucket].inc(int(counts[bucket]))
+
+    def _bounds_array(self) -> npt.NDArray[np.float64]:
+        bounds: npt.NDArray[np.float64] | None = getattr(self, "_bounds", None)
+        if bounds is None:
+            bounds = np.asarray(self._upper_bounds, dtype=np.float64)
+            self._bounds = bounds
+        return bounds
 
 
 class ServerMetrics:

@@ -5,10 +5,10 @@ import shutil
 import signal
 
 import uvicorn
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from modelserver.app import create_app
+from modelserver.inference import InferenceEndpoints
 from modelserver.loading import load_configured_model
 from modelserver.metrics import MULTIPROCESS_DIR_VARIABLE
 from modelserver.settings import Settings
@@ -55,7 +55,7 @@ def serve(settings: Settings) -> None:
     )
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> InferenceEndpoints:
     """Build the app inside a worker process (uvicorn imports this by name)."""
     settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS_VARIABLE])
     return create_app(settings, load_configured_model(settings), CollectorRegistry())

@@ -17,6 +17,9 @@ OUTPUT_PREDICT = "predict"
 OUTPUT_PROBABILITIES = "predict_proba"
 
 # numpy kinds accepted for each V2 datatype: f float, i signed, u unsigned, b bool.
+Rows = npt.NDArray[np.floating]
+"""A checked [rows, features] array in the dtype that the model wants."""
+
 _ACCEPTED_KINDS = {"FP32": "fiu", "FP64": "fiu", "INT32": "iu", "INT64": "iu", "BOOL": "b"}
 _V2_DATATYPES = {"f4": "FP32", "f8": "FP64", "i4": "INT32", "i8": "INT64", "b1": "BOOL"}
 
@@ -29,7 +32,7 @@ class InvalidInput(Exception):
         self.status_code = status_code
 
 
-def v2_rows(request: InferenceRequest, model: Model) -> npt.NDArray[np.floating]:
+def v2_rows(request: InferenceRequest, model: Model) -> Rows:
     if len(request.inputs) != 1:
         raise InvalidInput(
             f"expected exactly 1 input tensor of shape [rows, {model.n_features}],"
@@ -64,7 +67,7 @@ def v2_rows(request: InferenceRequest, model: Model) -> npt.NDArray[np.floating]
     return _finite_rows(values, model, where)
 
 
-def v1_rows(instances: list[Any], model: Model) -> npt.NDArray[np.floating]:
+def v1_rows(instances: list[Any], model: Model) -> Rows:
     where = "instances"
     if not instances:
         raise InvalidInput("instances: at least one row is needed")
@@ -109,6 +112,9 @@ def _check_kind(values: npt.NDArray[Any], datatype: str, where: str) -> None:
     kind = values.dtype.kind
     if kind in _ACCEPTED_KINDS[datatype]:
         return
+    if datatype.startswith("INT") and kind == "f":
+        # The JSON parser turns integers beyond 64 bits into floats, so say both.
+        raise InvalidInput(f"{where}: datatype {datatype} needs integers within 64 bits")
     found = {
         "U": "strings",
         "S": "strings",
@@ -120,7 +126,7 @@ def _check_kind(values: npt.NDArray[Any], datatype: str, where: str) -> None:
     raise InvalidInput(f"{where}: datatype {datatype} does not accept {found}")
 
 
-def _finite_rows(values: npt.NDArray[Any], model: Model, where: str) -> npt.NDArray[np.floating]:
+def _finite_rows(values: npt.NDArray[Any], model: Model, where: str) -> Rows:
     with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
         rows = values.astype(model.input_dtype)
     finite = np.isfinite(rows)

@@ -49,18 +49,18 @@ def error_of(client: TestClient, body: Any, path: str = INFER) -> tuple[int, str
         (tensor(datatype="BYTES"), 422, "unsupported datatype 'BYTES'"),
         (tensor(data=[["a"] * 30]), 422, "datatype FP32 does not accept strings"),
         (tensor(data=[[True] * 30]), 422, "datatype FP32 does not accept booleans"),
-        (tensor(datatype="INT64"), 422, "datatype INT64 does not accept floating-point numbers"),
+        (tensor(datatype="INT64"), 422, "datatype INT64 needs integers within 64 bits"),
         (tensor(datatype="BOOL", data=[[1] * 30]), 422, "datatype BOOL does not accept integers"),
         (tensor(data=[[None] * 30]), 422, "null at flat position 0"),
         (tensor(data=[[{"a": 1}] * 30]), 422, "unexpected dict at flat position 0"),
-        (tensor(data=[[10**40] * 30], datatype="INT64"), 422, "integer out of range"),
+        (tensor(data=[[10**40] * 30], datatype="INT64"), 422, "needs integers within 64 bits"),
         (tensor(data=[[1e39] * 30]), 422, "row 0, column 0 is 1e+39, out of range for float32"),
-        (tensor(data=5), 400, "inputs.0.data: Input should be a valid array"),
+        (tensor(data=5), 400, "inputs.0.data: Input should be a valid list"),
         (tensor(shape=["1", 30]), 400, "inputs.0.shape.0: Input should be a valid integer"),
         ({"inputs": []}, 422, "expected exactly 1 input tensor of shape [rows, 30], got 0"),
         ({"inputs": [tensor()["inputs"][0]] * 2}, 422, "got 2 inputs"),
         ({"input": []}, 400, "inputs: Field required"),
-        ([1, 2], 400, "body: Input should be an object"),
+        ([1, 2], 400, "invalid request body: must be a JSON object, got [1, 2]"),
         (
             {**tensor(), "outputs": [{"name": "margin"}]},
             400,
@@ -165,10 +165,12 @@ def test_unknown_route_answers_with_an_error_body(classifier: TestClient):
     assert response.json() == {"error": "Not Found"}
 
 
-def test_wrong_method_answers_with_an_error_body(classifier: TestClient):
-    response = classifier.get(INFER)
-    assert response.status_code == 405
-    assert "error" in response.json()
+def test_wrong_method_on_an_inference_path_is_405(classifier: TestClient):
+    for path in (INFER, PREDICT):
+        response = classifier.get(path)
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+        assert response.json() == {"error": "GET not allowed; use POST"}
 
 
 def test_model_expecting_other_features_rejects_the_stables_requests(
