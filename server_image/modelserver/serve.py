@@ -1,5 +1,6 @@
 """Run the app under uvicorn: one process, or several workers that share the metrics."""
 
+import logging
 import os
 import shutil
 import signal
@@ -13,6 +14,8 @@ from modelserver.loading import load_configured_model
 from modelserver.metrics import MULTIPROCESS_DIR_VARIABLE
 from modelserver.settings import Settings
 
+log = logging.getLogger(__name__)
+
 # Workers are separate processes started by uvicorn; they get the parent's settings here.
 WORKER_SETTINGS_VARIABLE = "MODELSERVER_WORKER_SETTINGS_JSON"
 
@@ -20,6 +23,14 @@ WORKER_SETTINGS_VARIABLE = "MODELSERVER_WORKER_SETTINGS_JSON"
 def serve(settings: Settings) -> None:
     """Load the model (raising StartupError on failure), then serve until SIGTERM."""
     loaded = load_configured_model(settings)
+    log.info(
+        "serving %s version %s on the %s track of ModelDeployment %s/%s",
+        settings.model_name,
+        settings.model_version,
+        settings.track,
+        settings.namespace or "-",
+        settings.deployment,
+    )
     options = {
         "host": settings.host,
         "port": settings.port,

@@ -70,7 +70,9 @@ class Settings(BaseSettings):
         default=25.0, gt=0, description="On SIGTERM, how long in-flight requests may finish."
     )
     access_log: bool = Field(default=False, description="Log every request (costs throughput).")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Log level of the server and uvicorn."
+    )
 
     track: Track = Field(default="stable", description="Metric label: stable or canary.")
     deployment: str = Field(
