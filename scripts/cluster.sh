@@ -217,7 +217,8 @@ kwok_up() {
     fi
     echo binary >"$STATE/runtime"
 
-    # two fake nodes, managed by kwok (its stages make them and their pods Ready)
+    # two fake nodes, managed by kwok (its stages make them and their pods Ready); room
+    # for 1000 pods each, as fake pods cost nothing and the operator benchmark runs 300+
     local n
     for n in "${NODES[@]}"; do
         cat <<EOF
@@ -236,8 +237,8 @@ metadata:
     node-role.kubernetes.io/agent: ""
     type: kwok
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "1000"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "1000"}
 ---
 EOF
     done | kc apply --server-side -f - >/dev/null
