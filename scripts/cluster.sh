@@ -236,12 +236,14 @@ metadata:
     kubernetes.io/role: agent
     node-role.kubernetes.io/agent: ""
     type: kwok
-status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "1000"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "1000"}
 ---
 EOF
     done | kc apply --server-side -f - >/dev/null
+    # status is a subresource: an apply of the Node ignores it, and kwok would default to 110 pods
+    for n in "${NODES[@]}"; do
+        kc patch node "$n" --subresource=status --type merge -p \
+            '{"status":{"capacity":{"cpu":"32","memory":"256Gi","pods":"1000"},"allocatable":{"cpu":"32","memory":"256Gi","pods":"1000"}}}' >/dev/null
+    done
     kc wait --for condition=Ready --timeout=60s "${NODES[@]/#/node/}" >/dev/null ||
         die "kwok nodes did not become Ready"
 }
