@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,11 +56,12 @@ def local_cluster() -> Iterator[str]:
 
 
 @contextmanager
-def operator_process(kubeconfig: str, namespace: str, log: Path) -> Iterator[int]:
+def operator_process(kubeconfig: str, namespace: str, log: Path, metrics_port: int
+                     ) -> Iterator[int]:  # fmt: skip
     command = [
         sys.executable, "-m", "modeldeploy", "--kubeconfig", kubeconfig,
         "--namespace", namespace, "--lease-namespace", namespace,
-        "--metrics-port", str(free_port()), "--health-port", str(free_port()),
+        "--metrics-port", str(metrics_port), "--health-port", str(free_port()),
         "--bind-address", "127.0.0.1", "--log-format", "plain",
     ]  # fmt: skip
     with log.open("wb") as out:
@@ -112,6 +114,19 @@ def watch_children(apps: client.AppsV1Api, namespace: str, seen: dict[str, float
             stream.stop()
 
 
+def reconcile_stats(metrics_port: int) -> str:
+    """How many reconciles the operator ran and their mean duration, from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    values: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        if line.startswith("modeldeploy_reconcile_duration_seconds_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    count = values.get("modeldeploy_reconcile_duration_seconds_count", 0)
+    total = values.get("modeldeploy_reconcile_duration_seconds_sum", 0)
+    return f"{count:.0f} runs, mean {1000 * total / max(count, 1):.1f} ms"
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -137,7 +152,8 @@ def main() -> None:
         core.create_namespace({"metadata": {"name": namespace}})
         stack.callback(core.delete_namespace, namespace)
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{namespace}-operator.log"
-        pid = stack.enter_context(operator_process(kubeconfig, namespace, log))
+        metrics_port = free_port()
+        pid = stack.enter_context(operator_process(kubeconfig, namespace, log, metrics_port))
         time.sleep(5)
 
         custom = client.CustomObjectsApi(api_client)
@@ -184,6 +200,7 @@ def main() -> None:
         time.sleep(args.idle_seconds)
         idle_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - idle_start)
         rss = peak_rss_mb(pid)
+        reconciles = reconcile_stats(metrics_port)
 
     print()
     print(f"| measure ({args.count} ModelDeployments) | value | target |")
@@ -194,6 +211,7 @@ def main() -> None:
     print(f"| operator peak RSS | {rss:.0f} MB | < 200 MB |")
     print(f"| operator CPU idle ({args.idle_seconds:.0f} s) | {100 * idle_cpu:.2f} % of a core "
           "| < 3 % |")  # fmt: skip
+    print(f"reconciles: {reconciles}")
     print(f"(operator log: {log})")
 
 

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     # One line per API request drowns the decisions; keep httpx to warnings.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # kopf logs every handled watch event; at hundreds of objects that costs real CPU.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     sys.exit(asyncio.run(run(config)))
 
 

@@ -670,7 +670,8 @@ _NAME_MESSAGE = (
     "Services NAME-stable and NAME-canary"
 )
 NAME_RULE = cel(
-    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{NAME_PATTERN}')",
+    f"self.metadata.name.size() <= {MAX_NAME_LENGTH} "
+    f"&& self.metadata.name.matches('{NAME_PATTERN}')",
     _NAME_MESSAGE,
 )
 

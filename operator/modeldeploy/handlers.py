@@ -9,7 +9,7 @@ import kopf
 from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.kopf_settings import tune
 from modeldeploy.kube import load_configuration
-from modeldeploy.reconciler import Reconciler
+from modeldeploy.reconciler import Reconciler, observe_track
 from modeldeploy.resources import MANAGED_BY, MD_LABEL
 from modeldeploy.scheduler import Scheduler
 
@@ -54,10 +54,14 @@ async def child_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> N
     reconciler: Reconciler = memo.reconciler
     deployment = event["object"]
     metadata = deployment["metadata"]
+    key = ("Deployment", metadata["namespace"], metadata["name"])
+    before = observe_track(reconciler.memory.objects.get(key))
     if event.get("type") == "DELETED":
-        reconciler.memory.forget(("Deployment", metadata["namespace"], metadata["name"]))
+        reconciler.memory.forget(key)
     else:
         reconciler.memory.remember({**deployment, "kind": "Deployment"})
+    if observe_track(reconciler.memory.objects.get(key)) == before:
+        return  # nothing the rollout decisions look at has changed
     owner = metadata.get("labels", {}).get(MD_LABEL)
     if owner:
         scheduler.wake((metadata["namespace"], owner))

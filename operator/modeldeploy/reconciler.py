@@ -8,6 +8,7 @@ skipped and a recorded rollback is never lost.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -330,8 +331,14 @@ class Reconciler:
             resources.owned(route, name, uid)
             for route in router.routes(name, namespace, md.spec, decision.weight)
         ]
-        for manifest in desired:
-            await self._apply(manifest, uid)
+        # Children are independent of each other: apply them at once, report the first error.
+        outcomes = await asyncio.gather(
+            *(self._apply(manifest, uid) for manifest in desired), return_exceptions=True
+        )
+        conflicts = [o for o in outcomes if isinstance(o, ChildConflict)]
+        errors = conflicts or [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
         if decision.canary is None:
             await self._delete_if_owned("apps/v1", "Deployment", namespace, f"{name}-canary", uid)
 

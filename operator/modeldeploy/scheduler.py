@@ -42,8 +42,8 @@ class Scheduler:
         """The latest state of a ModelDeployment from the watch; older states are ignored."""
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         known = self._bodies.get(key)
-        if known is not None and resource_version(body) < resource_version(known):
-            return
+        if known is not None and resource_version(body) <= resource_version(known):
+            return  # older, or the echo of our own status write: nothing new to act on
         self._bodies[key] = body
         self._note_phase(key, body)
         self.wake(key)
