@@ -19,8 +19,8 @@ import sys
 import threading
 import time
 import urllib.request
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from kubernetes import client, config, watch
