@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from kubernetes import client, config, watch
 
@@ -149,7 +150,7 @@ def main() -> None:
         )
         namespace = f"bench-{int(time.time())}"
         core = client.CoreV1Api(api_client)
-        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
         stack.callback(core.delete_namespace, namespace)
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{namespace}-operator.log"
         metrics_port = free_port()
@@ -176,9 +177,13 @@ def main() -> None:
         print(f"created {args.count} ModelDeployments in {time.monotonic() - started:.1f}s")
 
         def available() -> int:
-            items = custom.list_namespaced_custom_object(
-                "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments"
-            )["items"]
+            listed = cast(
+                dict[str, Any],
+                custom.list_namespaced_custom_object(
+                    "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments"
+                ),
+            )
+            items = listed["items"]
             return sum(
                 any(
                     c["type"] == "Available" and c["status"] == "True"
