@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,7 @@ class Server:
     label: str
     command: list[str]
     env: dict[str, str]
-    url_path: str
+    port: int
 
 
 def free_port() -> int:
@@ -79,7 +79,7 @@ def process_tree_cpu_seconds(root: int) -> float:
 
 
 @contextmanager
-def started(server: Server, port: int, log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(server: Server, log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (log_dir / f"{server.label.replace(' ', '-')}.log").open("wb")
     process = subprocess.Popen(
         server.command,
@@ -90,7 +90,8 @@ def started(server: Server, port: int, log_dir: Path) -> Iterator[subprocess.Pop
         cwd=log_dir,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready", process, log.name)
+        ready_url = f"http://127.0.0.1:{server.port}/v2/models/{MODEL_NAME}/ready"
+        wait_ready(ready_url, process, log.name)
         yield process
     finally:
         stop_group(process)
@@ -221,20 +222,27 @@ def mlserver_command(
 
 
 def measure(
-    server: Server, port: int, bodies: dict[int, Path], seconds: int, work: Path
-) -> dict[tuple[int, int], Result]:
-    results = {}
-    with started(server, port, work) as process:
-        url = f"http://127.0.0.1:{port}{server.url_path}"
+    servers: list[Server], bodies: dict[int, Path], seconds: int, work: Path
+) -> list[dict[tuple[int, int], Result]]:
+    """Run every load point on each server in turn, all servers up at once.
+
+    Taking the servers of a comparison one after the other at each point, rather than one
+    whole series after the other, spreads changes of the machine's load over both.
+    """
+    results: list[dict[tuple[int, int], Result]] = [{} for _ in servers]
+    with ExitStack() as stack:
+        processes = [stack.enter_context(started(server, work)) for server in servers]
         for rows, body in bodies.items():
             for concurrency in CONCURRENCIES:
-                result = run_wrk(url, body, concurrency, seconds, process.pid)
-                results[(concurrency, rows)] = result
-                print(
-                    f"  {server.label:<28} c={concurrency:<3} rows={rows:<4}"
-                    f" {result.requests_per_second:>9,.0f} req/s p99 {result.p99_ms:7.2f} ms",
-                    flush=True,
-                )
+                for server, process, series in zip(servers, processes, results, strict=True):
+                    url = f"http://127.0.0.1:{server.port}/v2/models/{MODEL_NAME}/infer"
+                    result = run_wrk(url, body, concurrency, seconds, process.pid)
+                    series[(concurrency, rows)] = result
+                    print(
+                        f"  {server.label:<28} c={concurrency:<3} rows={rows:<4}"
+                        f" {result.requests_per_second:>9,.0f} req/s p99 {result.p99_ms:7.2f} ms",
+                        flush=True,
+                    )
     return results
 
 
@@ -284,67 +292,49 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(untuned_env)
     tuned_workers = max(args.mlserver_tuned_workers, 1)
-    infer_path = f"/v2/models/{MODEL_NAME}/infer"
 
     with tempfile.TemporaryDirectory(prefix="bench-server-") as work_name:
         work = Path(work_name)
         bodies = write_bodies(sample_request, work)
         floors = in_process_predict_ms(model, sample_request)
 
-        def ours(
-            label: str, env: dict[str, str], extra: list[str]
-        ) -> dict[tuple[int, int], Result]:
+        def ours(label: str, env: dict[str, str], extra: list[str]) -> Server:
             port = free_port()
             command = [ours_bin, "--model-uri", str(model), "--host", "127.0.0.1"]
             command += ["--port", str(port), "--cache-dir", str(work / "cache"), *extra]
-            return measure(
-                Server(label, command, env, infer_path), port, bodies, args.seconds, work
-            )
+            return Server(label, command, env, port)
 
-        def mlserver(
-            label: str, env: dict[str, str], workers: int | None
-        ) -> dict[tuple[int, int], Result]:
+        def mlserver(label: str, env: dict[str, str], workers: int | None) -> Server:
             port = free_port()
             command = mlserver_command(args.mlserver_venv, model, port, workers, work)
-            return measure(
-                Server(label, command, env, infer_path), port, bodies, args.seconds, work
-            )
+            return Server(label, command, env, port)
 
         print("# default settings", flush=True)
-        ours_default = ours("modelserver defaults", {}, [])
-        mlserver_default = mlserver("MLServer defaults", {}, None)
+        ours_default, mlserver_default = measure(
+            [ours("modelserver defaults", {}, []), mlserver("MLServer defaults", {}, None)],
+            bodies,
+            args.seconds,
+            work,
+        )
         print(f"# tuned alike: {tuned_workers} worker(s), OMP_NUM_THREADS=1", flush=True)
         one_thread = {"OMP_NUM_THREADS": "1"}
-        ours_tuned = ours(
-            "modelserver tuned",
-            one_thread,
-            ["--workers", str(tuned_workers), "--predict-threads", "1"],
+        tuned_flags = ["--workers", str(tuned_workers), "--predict-threads", "1"]
+        ours_tuned, mlserver_tuned = measure(
+            [
+                ours("modelserver tuned", one_thread, tuned_flags),
+                mlserver("MLServer tuned", one_thread, args.mlserver_tuned_workers),
+            ],
+            bodies,
+            args.seconds,
+            work,
         )
-        mlserver_tuned = mlserver("MLServer tuned", one_thread, args.mlserver_tuned_workers)
         print("# HTTP ceiling: FastAPI + uvicorn returning a constant", flush=True)
         port = free_port()
-        constant = measure(
-            Server(
-                "constant FastAPI",
-                [
-                    uvicorn_bin,
-                    "constant_app:app",
-                    "--app-dir",
-                    str(HERE),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                ],
-                {},
-                f"/v2/models/{MODEL_NAME}/infer",
-            ),
-            port,
+        constant_command = [uvicorn_bin, "constant_app:app", "--app-dir", str(HERE)]
+        constant_command += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
+        constant_command += ["--http", "httptools", "--no-access-log"]
+        (constant,) = measure(
+            [Server("constant FastAPI", constant_command, {}, port)],
             {1: bodies[1]},
             args.seconds,
             work,
