@@ -1,0 +1,125 @@
+"""A real Prometheus (Debian's package) on 127.0.0.1, scraping targets from a JSON file."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+SCRAPE_INTERVAL = "1s"
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def prometheus_binary() -> str | None:
+    return shutil.which("prometheus")
+
+
+class RealPrometheus:
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="modeldeploy-prometheus-"))
+        self.targets_file = self.directory / "targets.json"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _config(self) -> str:
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": "modelserver",
+                    "scrape_timeout": SCRAPE_INTERVAL,
+                    "file_sd_configs": [
+                        {"files": [str(self.targets_file)], "refresh_interval": "1s"}
+                    ],
+                }
+            ],
+        }
+        return json.dumps(config)
+
+    def start(self) -> RealPrometheus:
+        binary = prometheus_binary()
+        if binary is None:
+            raise RuntimeError("prometheus is not installed (Debian package: prometheus)")
+        self.set_targets([])
+        config_file = self.directory / "prometheus.yml"
+        config_file.write_text(self._config())
+        log = (self.directory / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).is_success:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"Prometheus did not become ready:\n{self.log_tail()}")
+
+    def set_targets(self, targets: list[tuple[str, dict[str, str]]]) -> None:
+        """(host:port, labels) of every scrape target; written atomically."""
+        groups = [{"targets": [address], "labels": labels} for address, labels in targets]
+        staging = self.targets_file.with_suffix(".tmp")
+        staging.write_text(json.dumps(groups))
+        staging.replace(self.targets_file)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
+        result: list[dict[str, Any]] = reply.json()["data"]["result"]
+        return result
+
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.directory / "prometheus.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RealPrometheus:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
