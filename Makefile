@@ -5,7 +5,7 @@ UV_RUN := uv run --locked
 
 CRD_FILE := crds/modeldeploy.dev_modeldeployments.yaml
 
-.PHONY: help uv sync test test-unit test-integration lint format crds models \
+.PHONY: help uv sync tools test test-unit test-integration lint format crds models \
         cluster cluster-down demo bench bench-server bench-operator bench-rollback
 
 help:
@@ -17,13 +17,16 @@ uv: ## install uv from PyPI when it is missing
 sync: uv ## create the locked environment in .venv
 	uv sync --locked
 
-test: sync models ## run every test, the integration tests against a real local cluster included
+tools: ## install the programs the tests run (Prometheus) when missing
+	@scripts/ensure-tools.sh
+
+test: sync models tools ## run every test, the integration tests against a real local cluster included
 	$(UV_RUN) pytest
 
 test-unit: sync models ## run the unit tests only
 	$(UV_RUN) pytest tests/unit
 
-test-integration: sync models ## run the integration tests only
+test-integration: sync models tools ## run the integration tests only
 	$(UV_RUN) pytest -m integration tests/integration
 
 lint: sync ## ruff and mypy
@@ -56,7 +59,7 @@ bench-server: sync models ## our server vs MLServer, side by side
 	scripts/bench_server.sh
 
 bench-operator: sync ## 300 ModelDeployments on the local cluster
-	$(UV_RUN) python scripts/bench_operator.py
+	$(UV_RUN) python -m scripts.bench_operator
 
-bench-rollback: sync models ## time from first bad request to traffic back on stable
-	$(UV_RUN) python scripts/bench_rollback.py
+bench-rollback: sync models tools ## time from first bad request to traffic back on stable
+	$(UV_RUN) python -m scripts.bench_rollback

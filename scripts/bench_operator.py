@@ -38,8 +38,19 @@ def free_port() -> int:
         return port
 
 
+def put_kubectl_on_path() -> None:
+    """The pinned kubectl from the binaries cache (built on first use) goes first on PATH."""
+    built = subprocess.run(
+        [ROOT / "scripts" / "build-binaries.sh"], stdout=subprocess.PIPE, text=True, check=True
+    )
+    paths = dict(line.split("=", 1) for line in built.stdout.splitlines() if "=" in line)
+    kubectl_dir = str(Path(paths["KUBECTL_BIN"]).parent)
+    os.environ["PATH"] = f"{kubectl_dir}{os.pathsep}{os.environ['PATH']}"
+
+
 @contextmanager
 def local_cluster() -> Iterator[str]:
+    put_kubectl_on_path()
     external = os.environ.get("MODELDEPLOY_KUBECONFIG")
     if external:
         yield external
