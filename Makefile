@@ -40,6 +40,16 @@ format: sync
 
 crds: sync ## regenerate crds/ from operator/modeldeploy/api.py
 	$(UV_RUN) python -m modeldeploy.crdgen --output $(CRD_FILE)
+	$(UV_RUN) python -m modeldeploy.crdgen --output charts/modeldeploy/crds/modeldeploy.dev_modeldeployments.yaml
+
+.PHONY: chart
+chart: ## helm lint and helm template of charts/modeldeploy, with the pinned helm
+	@eval "$$(scripts/build-binaries.sh)" && \
+	"$$HELM_BIN" lint --strict charts/modeldeploy && \
+	"$$HELM_BIN" template modeldeploy charts/modeldeploy --namespace modeldeploy-system >/dev/null && \
+	"$$HELM_BIN" template modeldeploy charts/modeldeploy --namespace modeldeploy-system \
+	    --set 'watchNamespaces={team-a,team-b}' >/dev/null && \
+	echo "charts/modeldeploy: lint and template OK"
 
 models: sync ## train the sample models into examples/models/
 	$(UV_RUN) python examples/train_models.py --output examples/models
