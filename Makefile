@@ -60,8 +60,8 @@ cluster: sync ## start a local cluster and print its kubeconfig path
 cluster-down: ## stop the local cluster and remove its state
 	@scripts/cluster.sh down
 
-demo: sync models ## run the demo on a local cluster
-	$(UV_RUN) python scripts/demo.py
+demo: sync models tools ## serve a model, promote a good version, roll a bad one back
+	$(UV_RUN) python -m scripts.demo
 
 bench: bench-server bench-operator bench-rollback ## every benchmark
 

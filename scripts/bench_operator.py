@@ -49,13 +49,14 @@ def put_kubectl_on_path() -> None:
 
 
 @contextmanager
-def local_cluster() -> Iterator[str]:
+def local_cluster(name: str = CLUSTER_NAME) -> Iterator[str]:
+    """MODELDEPLOY_KUBECONFIG's cluster as is, or a local cluster started and stopped here."""
     put_kubectl_on_path()
     external = os.environ.get("MODELDEPLOY_KUBECONFIG")
     if external:
         yield external
         return
-    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": CLUSTER_NAME}
+    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": name}
     up = subprocess.run(
         [ROOT / "scripts" / "cluster.sh", "up"], env=env, stdout=subprocess.PIPE, text=True
     )

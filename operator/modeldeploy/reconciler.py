@@ -335,8 +335,8 @@ class Reconciler:
         outcomes = await asyncio.gather(
             *(self._apply(manifest, uid) for manifest in desired), return_exceptions=True
         )
-        conflicts = [o for o in outcomes if isinstance(o, ChildConflict)]
-        errors = conflicts or [o for o in outcomes if isinstance(o, BaseException)]
+        errors: list[BaseException] = [o for o in outcomes if isinstance(o, ChildConflict)]
+        errors = errors or [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             raise errors[0]
         if decision.canary is None:

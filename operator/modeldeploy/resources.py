@@ -150,17 +150,10 @@ def server_env(
         env.append({"name": "MODELSERVER_ALLOW_UNSAFE_FORMATS", "value": "true"})
     if template.server.workers is not None:
         env.append({"name": "MODELSERVER_WORKERS", "value": str(template.server.workers)})
-    # The operator's variables are the server/operator contract (metric labels, model
-    # identity, safety opt-ins, port and cache the pod spec is built around): a user entry
-    # of the same name is dropped. A name listed twice by the user keeps its last entry.
-    # Server-side apply rejects a container whose env lists one name twice.
-    reserved = {entry["name"] for entry in env}
-    extras: dict[str, dict[str, Any]] = {}
-    for extra in template.server.env:
-        if extra.name not in reserved:
-            extras.pop(extra.name, None)
-            extras[extra.name] = extra.model_dump(by_alias=True, exclude_none=True)
-    return env + list(extras.values())
+    # api.ServerSpec refuses user entries that repeat a name or reuse one of these.
+    return env + [
+        extra.model_dump(by_alias=True, exclude_none=True) for extra in template.server.env
+    ]
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from modeldeploy.analysis import failure_summary
 from modeldeploy.api import (
     HISTORY_LIMIT,
     AnalysisStatus,
@@ -464,12 +465,7 @@ class _Builder:
         if analysis.verdict == Verdict.FAIL:
             canary.failed_checks += 1
             canary.inconclusive_checks = 0
-            failed = "; ".join(
-                f"{c.name} {c.value} outside [{c.min}, {c.max}]" if c.value is not None else c.name
-                for c in analysis.checks
-                if c.verdict == Verdict.FAIL
-            )
-            summary = failed or "analysis failed"
+            summary = failure_summary(analysis)
             self.event(
                 Reason.ANALYSIS_FAILED,
                 f"step {canary.step + 1}: {summary} "
@@ -485,7 +481,7 @@ class _Builder:
                 )
             return None
         if analysis.verdict in (Verdict.NO_DATA, Verdict.ERROR):
-            reasons = "; ".join(c.message for c in analysis.checks if c.verdict != Verdict.PASS)
+            reasons = failure_summary(analysis)
             if spec.rollout.paused:
                 return None
             canary.inconclusive_checks += 1
@@ -527,7 +523,8 @@ class _Builder:
         self.status.phase = Phase.PROMOTING
         self.status.message = f"promoting {canary.version}: {why}"
         self.condition("Progressing", True, Reason.PROMOTION_STARTED, self.status.message)
-        self.event(Reason.PROMOTION_STARTED, self.status.message)
+        replaced = self.status.stable.version if self.status.stable else "nothing"
+        self.event(Reason.PROMOTION_STARTED, f"{self.status.message}; replacing {replaced}")
         return self.promoting()
 
     def promoting(self) -> Decision:
@@ -544,7 +541,7 @@ class _Builder:
             self.record(canary.revision, canary.version, Outcome.PROMOTED, self.status.message)
             self.event(
                 Reason.PROMOTED,
-                f"{canary.version} promoted to stable after {took:.0f}s; replaced {stable.version}",
+                f"{canary.version} promoted to stable after {took:.0f}s",
             )
             self.notifications.append(
                 Notification(Reason.PROMOTED, f"{canary.version} promoted to stable")

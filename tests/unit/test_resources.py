@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from modeldeploy import resources
 from modeldeploy.api import ModelDeploymentSpec, TrackTemplate
@@ -236,29 +237,37 @@ def test_unpinned_and_unsafe_opt_ins_reach_the_server_only_when_set():
     assert opted["MODELSERVER_MODEL_FORMAT"] == "sklearn-joblib"
 
 
-def test_user_env_is_added_but_cannot_replace_the_contract():
+def test_user_env_follows_the_contract_variables():
     manifest = build(
         server={
             "workers": 2,
             "env": [
-                {"name": "LOG_LEVEL", "value": "info"},
-                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "t"}}},
-                {"name": "MODELSERVER_TRACK", "value": "stable"},
-                {"name": "MODELSERVER_MODEL_URI", "value": "file:///elsewhere"},
                 {"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "t"}}},
             ],
         }
     )
     entries = env(manifest)  # asserts each name appears once: server-side apply needs it
 
     assert entries["MODELSERVER_TRACK"]["value"] == "canary"
-    assert entries["MODELSERVER_MODEL_URI"]["value"].startswith("https://models.example.com")
     assert entries["MODELSERVER_WORKERS"]["value"] == "2"
     assert entries["LOG_LEVEL"] == {"name": "LOG_LEVEL", "value": "debug"}
     assert entries["TOKEN"] == {
         "name": "TOKEN",
         "valueFrom": {"secretKeyRef": {"name": "s", "key": "t"}},
     }
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"name": "MODELSERVER_TRACK", "value": "stable"}], "may not set variables"),
+        ([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}], "lists a variable twice"),
+    ],
+)
+def test_user_env_cannot_replace_the_contract_or_repeat_a_name(entries, message):
+    with pytest.raises(ValidationError, match=message):
+        build(server={"env": entries})
 
 
 def test_probes_use_the_v2_health_endpoints_on_the_served_port():
