@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,17 +24,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from kubernetes import client, config, watch
+from prometheus_client.parser import text_string_to_metric_families
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_NAME = "modeldeploy-bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def put_kubectl_on_path() -> None:
@@ -128,16 +122,22 @@ def watch_children(apps: client.AppsV1Api, namespace: str, seen: dict[str, float
 
 
 def reconcile_stats(metrics_port: int) -> str:
-    """How many reconciles the operator ran and their mean duration, from its /metrics."""
+    """Reconciles and API calls the operator made, with mean durations, from its /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-    values: dict[str, float] = {}
-    for line in text.decode().splitlines():
-        if line.startswith("modeldeploy_reconcile_duration_seconds_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    count = values.get("modeldeploy_reconcile_duration_seconds_count", 0)
-    total = values.get("modeldeploy_reconcile_duration_seconds_sum", 0)
-    return f"{count:.0f} runs, mean {1000 * total / max(count, 1):.1f} ms"
+    sums: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name.endswith(("_count", "_sum")):
+                key = (family.name, tuple(sorted(sample.labels.items())))
+                slot = 0 if sample.name.endswith("_count") else 1
+                sums.setdefault(key, [0.0, 0.0])[slot] += sample.value
+    lines = []
+    for (family, labels), (count, total) in sorted(sums.items()):
+        if family in ("modeldeploy_reconcile_duration_seconds",
+                      "modeldeploy_kube_request_duration_seconds"):  # fmt: skip
+            described = ",".join(f"{k}={v}" for k, v in labels) or "reconciles"
+            lines.append(f"  {described}: {count:.0f}, mean {1000 * total / max(count, 1):.1f} ms")
+    return "\n".join(lines)
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -228,7 +228,7 @@ def main() -> None:
     print(f"| operator peak RSS | {rss:.0f} MB | < 200 MB |")
     print(f"| operator CPU idle ({args.idle_seconds:.0f} s) | {100 * idle_cpu:.2f} % of a core "
           "| < 3 % |")  # fmt: skip
-    print(f"reconciles: {reconciles}")
+    print(f"operator work:\n{reconciles}")
     print(f"(operator log: {log})")
 
 

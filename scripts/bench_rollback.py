@@ -22,8 +22,9 @@ from typing import Any
 from tests.e2e.harness.load import Load
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
+from tests.support.processes import free_port
 
-from scripts.bench_operator import ROOT, free_port, local_cluster, operator_process
+from scripts.bench_operator import ROOT, local_cluster, operator_process
 
 MODELS = ROOT / "examples" / "models"
 INTERVAL_SECONDS = 10

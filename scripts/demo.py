@@ -18,8 +18,9 @@ from typing import Any
 from tests.e2e.harness.load import Load
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
+from tests.support.processes import free_port
 
-from scripts.bench_operator import free_port, local_cluster, operator_process
+from scripts.bench_operator import local_cluster, operator_process
 from scripts.bench_rollback import MODEL_NAME, Kubectl, artifact, request_body, status
 
 NAME = "fraud"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import httpx
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from modeldeploy import metrics
 from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.resources import FIELD_MANAGER
 
@@ -39,6 +41,15 @@ class KubeError(Exception):
         super().__init__(message)
         self.status = status
         self.transient = transient
+
+
+def _resource_of(path: str) -> str:
+    """The resource a request path names (deployments, modeldeployments/status, ...)."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts:
+        rest = parts[parts.index("namespaces") + 2 :]
+        return "/".join(rest[:1] + rest[2:3]) if rest else "namespaces"
+    return parts[-1]
 
 
 def resource_version(obj: dict[str, Any]) -> int:
@@ -114,7 +125,7 @@ class Kube:
             verify=_ssl_context(configuration),
             auth=_KubeAuth(configuration),
             timeout=timeout,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
 
     async def close(self) -> None:
@@ -131,12 +142,17 @@ class Kube:
     ) -> httpx.Response:
         content = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if content is not None else {}
+        started = time.monotonic()
         try:
             response = await self._http.request(
                 method, path, content=content, headers=headers, params=params
             )
         except httpx.HTTPError as error:
             raise KubeError(f"{method} {path}: {error!r}", None, transient=True) from error
+        finally:
+            metrics.API_REQUESTS.labels(method, _resource_of(path)).observe(
+                time.monotonic() - started
+            )
         if response.status_code >= 400 and response.status_code != 404:
             transient = response.status_code in (409, 429) or response.status_code >= 500
             raise KubeError(

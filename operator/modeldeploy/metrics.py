@@ -16,6 +16,12 @@ RECONCILE_DURATION = Histogram(
     "Time one reconcile took.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+API_REQUESTS = Histogram(
+    "modeldeploy_kube_request_duration_seconds",
+    "Kubernetes API requests of the operator by verb and resource, with their latency.",
+    ["verb", "resource"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 BY_PHASE = Gauge(
     "modeldeploy_modeldeployments", "ModelDeployments by phase.", ["namespace", "phase"]
 )

@@ -133,16 +133,21 @@ class ChildMemory:
     """
 
     objects: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)
+    # Deployments known not to exist (a 404, or a watch deletion). Only observations trust
+    # this; an apply still asks the API server first, so a foreign object is never taken.
+    absent: set[ChildKey] = field(default_factory=set)
     applied: dict[ChildKey, str] = field(default_factory=dict)
     verified_at: dict[ChildKey, float] = field(default_factory=dict)
 
     def remember(self, obj: dict[str, Any]) -> None:
         key = child_key(obj)
+        self.absent.discard(key)
         known = self.objects.get(key)
         if known is None or resource_version(obj) >= resource_version(known):
             self.objects[key] = obj
 
     def forget(self, key: ChildKey) -> None:
+        self.absent.add(key)
         self.objects.pop(key, None)
         self.applied.pop(key, None)
         self.verified_at.pop(key, None)
@@ -203,12 +208,15 @@ class Reconciler:
             observation = dataclasses.replace(observation, analysis=verdict)
         decision = decide(observation)
 
-        updated = await self._record(body, ref, decision, now)
+        children = self._children(md, uid, decision)
         try:
-            await self._apply_children(md, uid, decision)
+            existing = await self._owned_or_absent(children, uid)
         except ChildConflict as conflict:
-            await self._conflict(updated or body, ref, str(conflict), now)
+            # Nothing is written while a name is taken: no half-applied ModelDeployment.
+            await self._conflict(body, ref, str(conflict), now)
             raise
+        updated = await self._record(body, ref, decision, now)
+        await self._apply_children(md, uid, decision, children, existing)
         await self._announce(md, ref, decision)
         self._export(md, decision)
         return decision.requeue_after, updated
@@ -219,8 +227,12 @@ class Reconciler:
         key = ("Deployment", namespace, name)
         if key in self.memory.objects:
             return self.memory.objects[key]
+        if key in self.memory.absent:
+            return None
         found = await self.kube.get("apps/v1", "Deployment", namespace, name)
-        if found is not None:
+        if found is None:
+            self.memory.absent.add(key)
+        else:
             found.setdefault("kind", "Deployment")
             self.memory.remember(found)
         return found
@@ -315,7 +327,7 @@ class Reconciler:
 
     # -- apply -------------------------------------------------------------------------
 
-    async def _apply_children(self, md: ModelDeployment, uid: str, decision: Decision) -> None:
+    def _children(self, md: ModelDeployment, uid: str, decision: Decision) -> list[dict[str, Any]]:
         namespace, name = md.metadata.namespace, md.metadata.name
         router = router_for(md.spec.traffic.router)
         desired = [
@@ -331,15 +343,55 @@ class Reconciler:
             resources.owned(route, name, uid)
             for route in router.routes(name, namespace, md.spec, decision.weight)
         ]
+        return desired
+
+    def _unchanged(self, manifest: dict[str, Any]) -> bool:
+        """Applied by this process with the same hash, recently enough to trust."""
+        key = child_key(manifest)
+        digest = manifest["metadata"]["annotations"][resources.HASH_ANNOTATION]
+        fresh = time.monotonic() - self.memory.verified_at.get(key, 0) < self.config.resync_seconds
+        return self.memory.applied.get(key) == digest and fresh
+
+    async def _owned_or_absent(
+        self, children: list[dict[str, Any]], uid: str
+    ) -> dict[ChildKey, dict[str, Any] | None]:
+        """The current copy of every child to (re)apply; ChildConflict if one is foreign."""
+        pending = [m for m in children if not self._unchanged(m)]
+        found = await asyncio.gather(*(self._current(m) for m in pending))
+        for manifest, existing in zip(pending, found, strict=True):
+            if existing is not None and not controlled_by(existing, uid):
+                meta = manifest["metadata"]
+                raise ChildConflict(
+                    f"{manifest['kind']} {meta['name']} already exists and is not owned by this "
+                    f"ModelDeployment; delete or rename it, and modeldeploy will create its own"
+                )
+        return {child_key(m): e for m, e in zip(pending, found, strict=True)}
+
+    async def _current(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        key = child_key(manifest)
+        known = self.memory.objects.get(key)
+        if known is not None:
+            return known
+        return await self.kube.get(manifest["apiVersion"], manifest["kind"], *key[1:])
+
+    async def _apply_children(
+        self,
+        md: ModelDeployment,
+        uid: str,
+        decision: Decision,
+        children: list[dict[str, Any]],
+        existing: dict[ChildKey, dict[str, Any] | None],
+    ) -> None:
         # Children are independent of each other: apply them at once, report the first error.
         outcomes = await asyncio.gather(
-            *(self._apply(manifest, uid) for manifest in desired), return_exceptions=True
+            *(self._apply(m, existing[child_key(m)]) for m in children if child_key(m) in existing),
+            return_exceptions=True,
         )
-        errors: list[BaseException] = [o for o in outcomes if isinstance(o, ChildConflict)]
-        errors = errors or [o for o in outcomes if isinstance(o, BaseException)]
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             raise errors[0]
         if decision.canary is None:
+            namespace, name = md.metadata.namespace, md.metadata.name
             await self._delete_if_owned("apps/v1", "Deployment", namespace, f"{name}-canary", uid)
 
     def _deployment(
@@ -355,21 +407,9 @@ class Reconciler:
             plan.replicas,
         )
 
-    async def _apply(self, manifest: dict[str, Any], uid: str) -> None:
-        meta = manifest["metadata"]
-        key = (manifest["kind"], meta["namespace"], meta["name"])
-        digest = meta["annotations"][resources.HASH_ANNOTATION]
-        fresh = time.monotonic() - self.memory.verified_at.get(key, 0) < self.config.resync_seconds
-        if self.memory.applied.get(key) == digest and fresh:
-            return
-        existing = self.memory.objects.get(key) or await self.kube.get(
-            manifest["apiVersion"], manifest["kind"], *key[1:]
-        )
-        if existing is not None and not controlled_by(existing, uid):
-            raise ChildConflict(
-                f"{manifest['kind']} {meta['name']} already exists and is not owned by this "
-                f"ModelDeployment; delete or rename it, and modeldeploy will create its own"
-            )
+    async def _apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None) -> None:
+        key = child_key(manifest)
+        digest = manifest["metadata"]["annotations"][resources.HASH_ANNOTATION]
         current = (existing or {}).get("metadata", {}).get("annotations", {})
         if current.get(resources.HASH_ANNOTATION) != digest:
             applied = await self.kube.apply(manifest)

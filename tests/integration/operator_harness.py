@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,21 +15,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from tests.support.processes import die_with_parent, free_port
+
 T = TypeVar("T")
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """The operator must not outlive the test run, even when pytest is killed."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
@@ -88,7 +74,7 @@ class OperatorProcess:
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()

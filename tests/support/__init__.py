@@ -17,7 +17,7 @@ to serve https.
         ...
         assert hook.received[0]["text"]       # the JSON bodies posted, in order
 
-`unused_port()` gives a port on 127.0.0.1 that nothing listens on, for "unreachable".
+`processes.free_port()` gives a port on 127.0.0.1 that nothing listens on, for "unreachable".
 
 The scripted Prometheus lives in `tests.support.scripted_prometheus`.
 """
@@ -25,7 +25,6 @@ The scripted Prometheus lives in `tests.support.scripted_prometheus`.
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -160,11 +159,3 @@ class RecordingWebhook:
         tb: TracebackType | None,
     ) -> None:
         self._server.stop()
-
-
-def unused_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (the OS just handed it out and took it back)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port

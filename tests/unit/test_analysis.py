@@ -26,7 +26,8 @@ from modeldeploy.analysis import (
     worst,
 )
 from modeldeploy.promql import TemplateError, render
-from tests.support import LocalServer, Reply, unused_port
+from tests.support import LocalServer, Reply
+from tests.support.processes import free_port
 from tests.support.scripted_prometheus import NO_SERIES, ScriptedPrometheus
 
 Verdict = api.Verdict
@@ -160,7 +161,7 @@ def test_dropped_connections_are_unreachable(prom):
 
 
 def test_nothing_listening_is_unreachable():
-    url = f"http://127.0.0.1:{unused_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     outcome = query(url)
     assert isinstance(outcome, QueryFailed)
     assert outcome.message.startswith(f"Prometheus at {url} unreachable: ")

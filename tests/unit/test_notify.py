@@ -3,7 +3,8 @@ import asyncio
 import pytest
 
 from modeldeploy.notify import Notification, NotificationKind, payload, post_notification
-from tests.support import RecordingWebhook, unused_port
+from tests.support import RecordingWebhook
+from tests.support.processes import free_port
 
 ROLLED_BACK = Notification(
     kind=NotificationKind.ROLLED_BACK,
@@ -53,7 +54,7 @@ def test_a_webhook_answering_500_gives_a_message_not_an_exception():
 
 
 def test_an_unreachable_webhook_gives_a_message_not_an_exception():
-    error = _post(f"http://127.0.0.1:{unused_port()}/services/T000/B000/secret-token")
+    error = _post(f"http://127.0.0.1:{free_port()}/services/T000/B000/secret-token")
     assert error is not None
     assert "unreachable" in error
     assert "secret-token" not in error, "the webhook URL's path is its secret"

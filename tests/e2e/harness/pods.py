@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,17 +15,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.harness.prometheus import RealPrometheus
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.processes import die_with_parent, free_port
 
 
 @dataclass
@@ -140,7 +127,7 @@ class PodMirror:
                 "metadata.namespace"
             ):
                 env[entry["name"]] = self.namespace
-        port = _free_port()
+        port = free_port()
         env.update(
             MODELSERVER_HOST="127.0.0.1",
             MODELSERVER_PORT=str(port),
@@ -153,7 +140,7 @@ class PodMirror:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
         return ServerProcess(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,18 +13,9 @@ from typing import Any
 
 import httpx
 
+from tests.support.processes import die_with_parent, free_port
+
 SCRAPE_INTERVAL = "1s"
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def prometheus_binary() -> str | None:
@@ -38,7 +26,7 @@ class RealPrometheus:
     def __init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="modeldeploy-prometheus-"))
         self.targets_file = self.directory / "targets.json"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +63,7 @@ class RealPrometheus:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + 30
