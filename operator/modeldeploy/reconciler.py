@@ -190,8 +190,11 @@ class Reconciler:
 
         template = resources.template_of(md.spec, self.config.default_image)
         revision = resources.revision_of(template)
-        stable_dep = await self._deployment_of(namespace, f"{name}-{Track.STABLE}")
-        canary_dep = await self._deployment_of(namespace, f"{name}-{Track.CANARY}")
+        # The first decision deploys the stable whatever exists: observing would cost two
+        # reads per new object, which add up when hundreds arrive at once.
+        first = md.status.stable is None
+        stable_dep = None if first else await self._deployment_of(namespace, f"{name}-stable")
+        canary_dep = None if first else await self._deployment_of(namespace, f"{name}-canary")
         observation = Observation(
             spec=md.spec,
             generation=metadata.get("generation", 0),
