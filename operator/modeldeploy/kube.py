@@ -171,19 +171,6 @@ class Kube:
         result: dict[str, Any] = response.json()
         return result
 
-    async def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str
-    ) -> list[dict[str, Any]]:
-        response = await self._request(
-            "GET",
-            resource_path(api_version, kind, namespace),
-            params={"labelSelector": label_selector},
-        )
-        if response.status_code == 404:
-            return []
-        items: list[dict[str, Any]] = response.json().get("items", [])
-        return items
-
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under the operator's one field manager."""
         metadata = manifest["metadata"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
@@ -62,13 +60,3 @@ CANARY_DURATION = Histogram(
     ["outcome"],
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
-
-
-def forget(namespace: str, name: str, checks: list[str]) -> None:
-    """Drop a deleted ModelDeployment's series so dashboards don't show ghosts."""
-    for gauge in (CANARY_WEIGHT, CANARY_ACTUAL_WEIGHT):
-        with contextlib.suppress(KeyError):
-            gauge.remove(namespace, name)
-    for check in checks:
-        with contextlib.suppress(KeyError):
-            CHECK_VALUE.remove(namespace, name, check)

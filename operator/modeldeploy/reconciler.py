@@ -24,8 +24,6 @@ from modeldeploy.api import (
     KIND,
     AnalysisStatus,
     CheckResult,
-    Condition,
-    ConditionStatus,
     ModelDeployment,
     ModelDeploymentStatus,
     Outcome,
@@ -43,6 +41,7 @@ from modeldeploy.rollout import (
     TrackPlan,
     analysis_due,
     decide,
+    set_condition,
 )
 from modeldeploy.routers import router_for
 
@@ -102,21 +101,6 @@ def status_dump(status: ModelDeploymentStatus) -> dict[str, Any]:
     return dumped
 
 
-def set_condition(
-    status: ModelDeploymentStatus, kind: str, true: bool, reason: str, message: str, now: datetime
-) -> None:
-    value = ConditionStatus.TRUE if true else ConditionStatus.FALSE
-    for condition in status.conditions:
-        if condition.type == kind:
-            if condition.status != value:
-                condition.last_transition_time = now
-            condition.status, condition.reason, condition.message = value, reason, message
-            return
-    status.conditions.append(
-        Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=now)
-    )
-
-
 ChildKey = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -163,8 +147,15 @@ class Reconciler:
         """Reconcile one object; returns (seconds until the next look, the updated object)."""
         started = time.monotonic()
         result = "ok"
+        metadata = body["metadata"]
+        ref = ObjectRef(API_VERSION, KIND, metadata["namespace"], metadata["name"], metadata["uid"])
         try:
-            return await self._reconcile(body)
+            try:
+                md = ModelDeployment.model_validate(body)
+            except ValidationError as error:
+                result = "invalid"
+                return None, await self._invalid(body, ref, error)
+            return await self._reconcile(body, md, ref)
         except ChildConflict:
             result = "conflict"
             return CONFLICT_RETRY_SECONDS, None
@@ -178,15 +169,12 @@ class Reconciler:
             metrics.RECONCILES.labels(result).inc()
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
-    async def _reconcile(self, body: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+    async def _reconcile(
+        self, body: dict[str, Any], md: ModelDeployment, ref: ObjectRef
+    ) -> tuple[float | None, dict[str, Any] | None]:
         metadata = body["metadata"]
-        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
-        ref = ObjectRef(API_VERSION, KIND, namespace, name, uid)
+        namespace, name, uid = ref.namespace, ref.name, ref.uid
         now = datetime.now(UTC)
-        try:
-            md = ModelDeployment.model_validate(body)
-        except ValidationError as error:
-            return None, await self._invalid(body, ref, error, now)
 
         template = resources.template_of(md.spec, self.config.default_image)
         revision = resources.revision_of(template)
@@ -216,7 +204,7 @@ class Reconciler:
             existing = await self._owned_or_absent(children, uid)
         except ChildConflict as conflict:
             # Nothing is written while a name is taken: no half-applied ModelDeployment.
-            await self._conflict(body, ref, str(conflict), now)
+            await self._record_failure(body, ref, "NameConflict", str(conflict))
             raise
         updated = await self._record(body, ref, decision, now)
         await self._apply_children(md, uid, decision, children, existing)
@@ -291,42 +279,44 @@ class Reconciler:
         return await self.kube.patch_status(ref.namespace, ref.name, merge_patch(old, new))
 
     async def _invalid(
-        self, body: dict[str, Any], ref: ObjectRef, error: ValidationError, now: datetime
+        self, body: dict[str, Any], ref: ObjectRef, error: ValidationError
     ) -> dict[str, Any] | None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
+        return await self._record_failure(
+            body,
+            ref,
+            "InvalidSpec",
+            f"the spec is invalid: {problems}",
+            generation=body["metadata"].get("generation"),
+        )
+
+    async def _record_failure(
+        self,
+        body: dict[str, Any],
+        ref: ObjectRef,
+        reason: str,
+        message: str,
+        generation: int | None = None,
+    ) -> dict[str, Any] | None:
+        """Phase Failed with a Reconciled=False condition and a Warning event, once per cause."""
         status = ModelDeploymentStatus.model_validate(body.get("status") or {})
-        message = f"the spec is invalid: {problems}"
-        if status.message == message:
+        if any(
+            c.type == "Reconciled" and c.reason == reason and c.message == message
+            for c in status.conditions
+        ):
             return None
         status.phase = Phase.FAILED
         status.message = message
-        status.observed_generation = body["metadata"].get("generation")
-        set_condition(status, "Reconciled", False, "InvalidSpec", message, now)
-        await self._event(ref, "Warning", "InvalidSpec", message)
-        metrics.RECONCILES.labels("invalid").inc()
+        if generation is not None:
+            status.observed_generation = generation
+        set_condition(status, "Reconciled", False, reason, message, datetime.now(UTC))
+        await self._event(ref, "Warning", reason, message)
         old = body.get("status") or {}
         return await self.kube.patch_status(
             ref.namespace, ref.name, merge_patch(old, status_dump(status))
         )
-
-    async def _conflict(
-        self, body: dict[str, Any], ref: ObjectRef, message: str, now: datetime
-    ) -> None:
-        status = ModelDeploymentStatus.model_validate(body.get("status") or {})
-        already = any(
-            c.type == "Reconciled" and c.reason == "NameConflict" and c.message == message
-            for c in status.conditions
-        )
-        if already:
-            return
-        status.phase = Phase.FAILED
-        status.message = message
-        set_condition(status, "Reconciled", False, "NameConflict", message, now)
-        await self._event(ref, "Warning", "NameConflict", message)
-        old = body.get("status") or {}
-        await self.kube.patch_status(ref.namespace, ref.name, merge_patch(old, status_dump(status)))
 
     # -- apply -------------------------------------------------------------------------
 

@@ -184,6 +184,37 @@ def new_requests(annotations: dict[str, str], handled: dict[str, str]) -> set[st
     }
 
 
+def set_condition(
+    status: ModelDeploymentStatus,
+    kind: str,
+    true: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None = None,
+) -> None:
+    """Set one condition; its transition time moves only when its status changes."""
+    value = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+    for existing in status.conditions:
+        if existing.type == kind:
+            if existing.status != value:
+                existing.last_transition_time = now
+            existing.status, existing.reason, existing.message = value, reason, message
+            if generation is not None:
+                existing.observed_generation = generation
+            return
+    status.conditions.append(
+        Condition(
+            type=kind,
+            status=value,
+            reason=reason,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        )
+    )
+
+
 class _Builder:
     """Accumulates one decision; every transition below is a method."""
 
@@ -208,26 +239,7 @@ class _Builder:
         self.pending.discard(annotation)
 
     def condition(self, kind: str, true: bool, reason: Reason | str, message: str) -> None:
-        status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
-        for existing in self.status.conditions:
-            if existing.type == kind:
-                if existing.status != status:
-                    existing.last_transition_time = self.o.now
-                existing.status = status
-                existing.reason = reason
-                existing.message = message
-                existing.observed_generation = self.o.generation
-                return
-        self.status.conditions.append(
-            Condition(
-                type=kind,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=self.o.now,
-                observed_generation=self.o.generation,
-            )
-        )
+        set_condition(self.status, kind, true, reason, message, self.o.now, self.o.generation)
 
     def progressing_reason(self) -> str | None:
         for existing in self.status.conditions:
