@@ -124,19 +124,21 @@ def watch_children(apps: client.AppsV1Api, namespace: str, seen: dict[str, float
 def reconcile_stats(metrics_port: int) -> str:
     """Reconciles and API calls the operator made, with mean durations, from its /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
-    sums: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
+    wanted = ("modeldeploy_reconcile_duration_seconds", "modeldeploy_kube_request_duration_seconds")
+    sums: dict[tuple[tuple[str, str], ...], list[float]] = {}
     for family in text_string_to_metric_families(text.decode()):
+        if family.name not in wanted:
+            continue
         for sample in family.samples:
             if sample.name.endswith(("_count", "_sum")):
-                key = (family.name, tuple(sorted(sample.labels.items())))
                 slot = 0 if sample.name.endswith("_count") else 1
-                sums.setdefault(key, [0.0, 0.0])[slot] += sample.value
+                sums.setdefault(tuple(sorted(sample.labels.items())), [0.0, 0.0])[slot] += (
+                    sample.value
+                )
     lines = []
-    for (family, labels), (count, total) in sorted(sums.items()):
-        if family in ("modeldeploy_reconcile_duration_seconds",
-                      "modeldeploy_kube_request_duration_seconds"):  # fmt: skip
-            described = ",".join(f"{k}={v}" for k, v in labels) or "reconciles"
-            lines.append(f"  {described}: {count:.0f}, mean {1000 * total / max(count, 1):.1f} ms")
+    for labels, (count, total) in sorted(sums.items()):
+        described = ",".join(f"{k}={v}" for k, v in labels) or "reconciles"
+        lines.append(f"  {described}: {count:.0f}, mean {1000 * total / max(count, 1):.1f} ms")
     return "\n".join(lines)
 
 

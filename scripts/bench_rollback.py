@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.harness.load import Load
+from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
 from tests.support.processes import free_port
 
 from scripts.bench_operator import ROOT, local_cluster, operator_process
 
-MODELS = ROOT / "examples" / "models"
 INTERVAL_SECONDS = 10
 FAILURE_THRESHOLD = 2
 SCRAPE_SECONDS = 1
-MODEL_NAME = "breast-cancer"
 
 
 class Kubectl:
@@ -49,11 +48,6 @@ class Kubectl:
         )
 
 
-def artifact(name: str) -> dict[str, str]:
-    digest = (MODELS / f"{name}.sha256").read_text().split()[0]
-    return {"uri": f"file://{MODELS / name}", "sha256": digest}
-
-
 def manifest(name: str, prometheus_url: str) -> dict[str, Any]:
     return {
         "apiVersion": "modeldeploy.dev/v1alpha1",
@@ -69,13 +63,6 @@ def manifest(name: str, prometheus_url: str) -> dict[str, Any]:
             "analysis": {"prometheus": {"url": prometheus_url}, "minRequests": 10},
         },
     }
-
-
-def request_body() -> bytes:
-    body = json.loads((MODELS / "sample-request.json").read_text())
-    tensor = body["inputs"][0]
-    tensor.update(shape=[1, tensor["shape"][1]], data=[tensor["data"][0]])
-    return json.dumps(body).encode()
 
 
 def status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
@@ -99,7 +86,7 @@ def one_run(kubectl: Kubectl, namespace: str, run: int, prometheus: RealPromethe
     kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest(name, prometheus.url)))
     with tempfile.TemporaryDirectory() as logs:
         mirror = PodMirror(kubectl, namespace, name, prometheus, Path(logs)).start()
-        load = Load(mirror, MODEL_NAME, request_body(), rate=20).start()
+        load = Load(mirror, MODEL_NAME, single_row_request(), rate=20).start()
         try:
             wait(lambda: status(kubectl, namespace, name).get("phase") == "Available", 90, name)
             wait(lambda: mirror.serving(), 60, "the stable server")

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.harness.load import Load
+from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
 from tests.support.processes import free_port
 
 from scripts.bench_operator import local_cluster, operator_process
-from scripts.bench_rollback import MODEL_NAME, Kubectl, artifact, request_body, status
+from scripts.bench_rollback import Kubectl, status
 
 NAME = "fraud"
 STEP_TIMEOUT = 240
@@ -110,7 +111,7 @@ def main() -> None:
         kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest(prometheus.url)))
         mirror = PodMirror(kubectl, namespace, NAME, prometheus, logs).start()
         stack.callback(mirror.stop)
-        load = Load(mirror, MODEL_NAME, request_body(), rate=20, max_seconds=900).start()
+        load = Load(mirror, MODEL_NAME, single_row_request(), rate=20, max_seconds=900).start()
         stack.callback(load.stop)
         say("deploying fraud 1.0.0 (XGBoost classifier) as the first stable")
         follow(kubectl, namespace, {"Available"}, time.monotonic())

@@ -153,6 +153,13 @@ class Objects:
         status: dict[str, Any] = md.get("status") or {}
         return status
 
+    def outcome(self, name: str, version: str) -> dict[str, Any] | None:
+        """The history entry that ended `version`'s canary (Promoted, RolledBack, ...)."""
+        for entry in self.status(name).get("history", []):
+            if entry["version"] == version and entry["outcome"] != "Deployed":
+                return dict(entry)
+        return None
+
     def apply(self, manifest: dict[str, Any] | str) -> None:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         self.kubectl("apply", "-f", "-", input=text)

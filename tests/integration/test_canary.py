@@ -66,13 +66,6 @@ def _phase(objects: Objects, name: str, phase: str) -> dict[str, Any] | None:
     return status if status.get("phase") == phase else None
 
 
-def _outcome(objects: Objects, name: str, version: str) -> dict[str, Any] | None:
-    for entry in objects.status(name).get("history", []):
-        if entry["version"] == version and entry["outcome"] != "Deployed":
-            return entry
-    return None
-
-
 def _replicas(objects: Objects, deployment: str) -> int | None:
     found = objects.get("deployment", deployment)
     return None if found is None else int(found["spec"]["replicas"])
@@ -93,7 +86,7 @@ def test_good_canary_walks_every_step_and_is_promoted(objects, operator, prometh
         canary = objects.status("good").get("canary")
         if canary and canary.get("weight") and canary["weight"] not in weights:
             weights.append(canary["weight"])
-        return _outcome(objects, "good", "2.0.0")
+        return objects.outcome("good", "2.0.0")
 
     entry = wait_for(promoted, 90, "the canary to be promoted", interval=0.1)
     assert entry["outcome"] == "Promoted"
@@ -120,7 +113,7 @@ def test_bad_canary_rolls_back_at_the_threshold_and_is_not_retried_until_asked(
     prometheus.set_track("canary", requests=100, error_rate=0.2)
     new_version(objects, "bad")
 
-    entry = wait_for(lambda: _outcome(objects, "bad", "2.0.0"), 60, "the rollback")
+    entry = wait_for(lambda: objects.outcome("bad", "2.0.0"), 60, "the rollback")
     assert entry["outcome"] == "RolledBack"
     assert entry["reason"].startswith("FailedChecks")
     status = objects.status("bad")
@@ -173,7 +166,7 @@ def test_low_traffic_holds_the_step_then_rolls_back_as_inconclusive(objects, ope
     assert analysis["verdict"] == "NoData"
     assert analysis["requests"] == pytest.approx(3)
 
-    entry = wait_for(lambda: _outcome(objects, "quiet", "2.0.0"), 60, "the rollback")
+    entry = wait_for(lambda: objects.outcome("quiet", "2.0.0"), 60, "the rollback")
     assert entry["outcome"] == "RolledBack"
     assert entry["reason"].startswith("AnalysisInconclusive")
     assert not _messages(objects, "quiet", "AnalysisFailed")
@@ -200,7 +193,7 @@ def test_prometheus_down_holds_the_canary_until_it_answers(objects, operator, pr
     assert any("503" in m for m in _messages(objects, "outage", "AnalysisInconclusive"))
 
     prometheus.set_down(False)
-    entry = wait_for(lambda: _outcome(objects, "outage", "2.0.0"), 60, "the promotion")
+    entry = wait_for(lambda: objects.outcome("outage", "2.0.0"), 60, "the promotion")
     assert entry["outcome"] == "Promoted"
 
 
@@ -214,7 +207,7 @@ def test_canary_pods_never_ready_roll_back_at_the_progress_deadline(objects, ope
     )
     objects.patch_spec("stuck", {"server": {"image": NEVER_READY_IMAGE}})
 
-    entry = wait_for(lambda: _outcome(objects, "stuck", "1.0.0"), 60, "the deadline rollback")
+    entry = wait_for(lambda: objects.outcome("stuck", "1.0.0"), 60, "the deadline rollback")
     assert entry["outcome"] == "RolledBack"
     assert entry["reason"].startswith("ProgressDeadlineExceeded")
     assert "never became ready within 6s" in entry["reason"]
@@ -233,7 +226,7 @@ def test_a_new_revision_supersedes_the_running_canary(objects, operator, prometh
     first = objects.status("moving")["canary"]["revision"]
 
     new_version(objects, "moving", "3.0.0")
-    entry = wait_for(lambda: _outcome(objects, "moving", "2.0.0"), 30, "2.0.0 superseded")
+    entry = wait_for(lambda: objects.outcome("moving", "2.0.0"), 30, "2.0.0 superseded")
     assert entry["outcome"] == "Superseded"
     canary = wait_for(
         lambda: (
@@ -261,14 +254,14 @@ def test_pause_holds_and_manual_promote_and_abort_win(objects, operator, prometh
     assert objects.status("manual")["lastAnalysis"]["verdict"] == "Pass"
 
     objects.annotate("manual", "modeldeploy.dev/promote", "now")
-    entry = wait_for(lambda: _outcome(objects, "manual", "2.0.0"), 30, "the manual promotion")
+    entry = wait_for(lambda: objects.outcome("manual", "2.0.0"), 30, "the manual promotion")
     assert entry["outcome"] == "Promoted"
     assert "ManualPromotion" in objects.event_reasons("manual")
 
     new_version(objects, "manual", "3.0.0")
     wait_for(lambda: (objects.status("manual").get("canary") or {}).get("weight"), 30, "canary")
     objects.annotate("manual", "modeldeploy.dev/abort", "now")
-    entry = wait_for(lambda: _outcome(objects, "manual", "3.0.0"), 30, "the abort")
+    entry = wait_for(lambda: objects.outcome("manual", "3.0.0"), 30, "the abort")
     assert entry["outcome"] == "RolledBack"
     assert entry["reason"].startswith("Aborted")
     assert objects.status("manual")["stable"]["version"] == "2.0.0"
@@ -297,7 +290,7 @@ def test_operator_killed_mid_canary_resumes_without_repeating_or_skipping(
     assert objects.status("resume")["canary"]["step"] == frozen["step"]
     operator.start()
 
-    entry = wait_for(lambda: _outcome(objects, "resume", "2.0.0"), 90, "the promotion")
+    entry = wait_for(lambda: objects.outcome("resume", "2.0.0"), 90, "the promotion")
     assert entry["outcome"] == "Promoted"
     advanced = [
         int(m.group(1))
@@ -325,7 +318,7 @@ def test_operator_killed_mid_canary_keeps_its_failed_checks(objects, operator, p
     operator.kill()
     time.sleep(3)
     operator.start()
-    entry = wait_for(lambda: _outcome(objects, "grudge", "2.0.0"), 60, "the rollback")
+    entry = wait_for(lambda: objects.outcome("grudge", "2.0.0"), 60, "the rollback")
     assert entry["outcome"] == "RolledBack"
     assert "3 failed analyses" in entry["reason"]
     assert len(_messages(objects, "grudge", "AnalysisFailed")) == 3
@@ -346,7 +339,7 @@ def test_replicas_router_sizes_the_canary_to_its_weight(objects, operator, prome
     objects.patch_spec("ratio", {"rollout": {"paused": False}})
     wait_for(lambda: _replicas(objects, "ratio-canary") == 4, 30, "4 canary pods at 50%")
     assert _replicas(objects, "ratio-stable") == 4
-    wait_for(lambda: _outcome(objects, "ratio", "2.0.0"), 60, "the promotion")
+    wait_for(lambda: objects.outcome("ratio", "2.0.0"), 60, "the promotion")
     wait_for(lambda: objects.get("deployment", "ratio-canary") is None, 30, "canary removed")
     assert _replicas(objects, "ratio-stable") == 4
 
@@ -385,7 +378,7 @@ def test_gateway_api_router_sets_httproute_weights(objects, operator, prometheus
         30,
         "a 50/50 split",
     )
-    wait_for(lambda: _outcome(objects, "gw", "2.0.0"), 60, "the promotion")
+    wait_for(lambda: objects.outcome("gw", "2.0.0"), 60, "the promotion")
     wait_for(
         lambda: _route_weights(objects, "gw") == {"gw-stable": 100, "gw-canary": 0},
         30,
@@ -397,7 +390,7 @@ def test_operator_metrics_expose_weight_checks_and_outcomes(objects, operator, p
     prometheus.healthy()
     deploy_stable(objects, "seen", prometheus)
     new_version(objects, "seen")
-    wait_for(lambda: _outcome(objects, "seen", "2.0.0"), 60, "the promotion")
+    wait_for(lambda: objects.outcome("seen", "2.0.0"), 60, "the promotion")
     text = operator.metrics()
     namespace = objects.namespace
     assert f'modeldeploy_promotions_total{{name="seen",namespace="{namespace}"}} 1.0' in text

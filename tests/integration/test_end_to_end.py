@@ -7,25 +7,21 @@ file-based discovery, and requests spread over the serving pods of both tracks.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.harness.load import Load
+from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus, prometheus_binary
 from tests.integration.operator_harness import Objects, objects, operator, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 __all__ = ["objects", "operator"]  # fixtures used by the tests below
-
-MODELS = Path(__file__).resolve().parents[2] / "examples" / "models"
-MODEL_NAME = "breast-cancer"
 
 
 @pytest.fixture
@@ -37,24 +33,6 @@ def real_prometheus() -> Iterator[RealPrometheus]:
         pytest.skip(reason)
     with RealPrometheus() as prometheus:
         yield prometheus
-
-
-def artifact(name: str) -> dict[str, str]:
-    path = MODELS / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `make models`")
-    digest = (MODELS / f"{name}.sha256").read_text().split()[0]
-    return {"uri": f"file://{path}", "sha256": digest}
-
-
-def single_row_request() -> bytes:
-    body = json.loads((MODELS / "sample-request.json").read_text())
-    tensor = body["inputs"][0]
-    features = tensor["shape"][1]
-    data = tensor["data"]
-    first = data[0] if isinstance(data[0], list) else data[:features]
-    tensor.update(shape=[1, features], data=[first])
-    return json.dumps(body).encode()
 
 
 @pytest.fixture
@@ -103,13 +81,6 @@ def roll_out(objects: Objects, version: str, artifact_name: str) -> float:
     return started
 
 
-def outcome(objects: Objects, version: str) -> dict[str, Any] | None:
-    for entry in objects.status("e2e").get("history", []):
-        if entry["version"] == version and entry["outcome"] != "Deployed":
-            return entry
-    return None
-
-
 def checks(objects: Objects) -> dict[str, dict[str, Any]]:
     analysis = objects.status("e2e").get("lastAnalysis") or {}
     return {check["name"]: check for check in analysis.get("checks", [])}
@@ -117,7 +88,7 @@ def checks(objects: Objects) -> dict[str, dict[str, Any]]:
 
 def test_a_good_new_model_is_promoted(objects, stack):
     roll_out(objects, "1.1.0", "xgb-classifier.ubj")
-    entry = wait_for(lambda: outcome(objects, "1.1.0"), 120, "the promotion")
+    entry = wait_for(lambda: objects.outcome("e2e", "1.1.0"), 120, "the promotion")
     assert entry["outcome"] == "Promoted", entry
     assert objects.status("e2e")["stable"]["version"] == "1.1.0"
     load: Load = stack["load"]
@@ -128,7 +99,7 @@ def test_a_good_new_model_is_promoted(objects, stack):
 
 def test_a_model_rejecting_the_stables_inputs_is_rolled_back(objects, stack):
     roll_out(objects, "2.0.0", "xgb-classifier-bad-features.ubj")
-    entry = wait_for(lambda: outcome(objects, "2.0.0"), 120, "the rollback")
+    entry = wait_for(lambda: objects.outcome("e2e", "2.0.0"), 120, "the rollback")
     assert entry["outcome"] == "RolledBack", entry
     assert entry["reason"].startswith("FailedChecks")
     error_rate = checks(objects)["error-rate"]
@@ -143,7 +114,7 @@ def test_a_model_rejecting_the_stables_inputs_is_rolled_back(objects, stack):
 
 def test_a_slow_model_is_rolled_back_by_the_latency_check(objects, stack):
     roll_out(objects, "3.0.0", "xgb-classifier-slow.ubj")
-    entry = wait_for(lambda: outcome(objects, "3.0.0"), 120, "the rollback")
+    entry = wait_for(lambda: objects.outcome("e2e", "3.0.0"), 120, "the rollback")
     assert entry["outcome"] == "RolledBack", entry
     latency = checks(objects)["latency-p99"]
     assert latency["verdict"] == "Fail"
