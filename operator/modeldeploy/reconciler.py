@@ -206,8 +206,17 @@ class Reconciler:
             # Nothing is written while a name is taken: no half-applied ModelDeployment.
             await self._record_failure(body, ref, "NameConflict", str(conflict))
             raise
-        updated = await self._record(body, ref, decision, now)
-        await self._apply_children(md, uid, decision, children, existing)
+        if first:
+            # Nothing to resume yet (a lost status write just deploys the same stable
+            # again), so the new object's children need not wait for its status.
+            recording = asyncio.create_task(self._record(body, ref, decision, now))
+            try:
+                await self._apply_children(md, uid, decision, children, existing)
+            finally:
+                updated = await recording
+        else:
+            updated = await self._record(body, ref, decision, now)
+            await self._apply_children(md, uid, decision, children, existing)
         await self._announce(md, ref, decision)
         self._export(md, decision)
         return decision.requeue_after, updated
@@ -220,7 +229,7 @@ class Reconciler:
             return self.memory.objects[key]
         if key in self.memory.absent:
             return None
-        found = await self.kube.get("apps/v1", "Deployment", namespace, name)
+        found = await self.kube.get("apps/v1", "Deployment", namespace, name, cached=True)
         if found is None:
             self.memory.absent.add(key)
         else:
@@ -326,8 +335,12 @@ class Reconciler:
         desired = [
             resources.service(name, namespace, uid),
             resources.service(name, namespace, uid, Track.STABLE),
-            resources.service(name, namespace, uid, Track.CANARY),
         ]
+        # The canary's Service appears with its first canary (or up front when the router
+        # sends traffic through it) and then stays. A ClusterIP allocation is the costliest
+        # write the API server does for us, so objects that never run a canary skip it.
+        if decision.canary is not None or router.routes_through_track_services:
+            desired.append(resources.service(name, namespace, uid, Track.CANARY))
         if decision.stable is not None:
             desired.append(self._deployment(md, uid, Track.STABLE, decision.stable))
         if decision.canary is not None:
@@ -365,7 +378,7 @@ class Reconciler:
         known = self.memory.objects.get(key)
         if known is not None:
             return known
-        return await self.kube.get(manifest["apiVersion"], manifest["kind"], *key[1:])
+        return await self.kube.get(manifest["apiVersion"], manifest["kind"], *key[1:], cached=True)
 
     async def _apply_children(
         self,
@@ -405,7 +418,9 @@ class Reconciler:
         digest = manifest["metadata"]["annotations"][resources.HASH_ANNOTATION]
         current = (existing or {}).get("metadata", {}).get("annotations", {})
         if current.get(resources.HASH_ANNOTATION) != digest:
-            applied = await self.kube.apply(manifest)
+            # Only an object already known to be ours is applied with force; a create that
+            # races with someone else's object fails with a conflict instead of taking it.
+            applied = await self.kube.apply(manifest, force=existing is not None)
             if applied.get("kind") == "Deployment":
                 self.memory.remember(applied)
         self.memory.applied[key] = digest

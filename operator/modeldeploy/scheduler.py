@@ -16,6 +16,7 @@ from typing import Any
 
 from modeldeploy import metrics
 from modeldeploy.kube import KubeError, resource_version
+from modeldeploy.slots import PrioritySlots
 
 log = logging.getLogger("modeldeploy.scheduler")
 
@@ -26,6 +27,13 @@ MAX_BACKOFF_SECONDS = 60.0
 # Reconciles running at once: enough to keep the API server busy, few enough that a burst
 # of new objects queues here instead of timing out in the HTTP connection pool.
 CONCURRENT_RECONCILES = 16
+# Objects with no stable track yet go first: a user waits for their first pods, while a
+# re-reconcile only records progress that is already happening.
+NEW_OBJECT, KNOWN_OBJECT = 0, 1
+
+
+def priority_of(body: dict[str, Any]) -> int:
+    return KNOWN_OBJECT if (body.get("status") or {}).get("stable") else NEW_OBJECT
 
 
 class Scheduler:
@@ -36,7 +44,7 @@ class Scheduler:
         self._wake: dict[Key, asyncio.Event] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._phases: dict[Key, str] = {}
-        self._slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
+        self._slots = PrioritySlots(CONCURRENT_RECONCILES)
 
     def observe(self, body: dict[str, Any]) -> None:
         """The latest state of a ModelDeployment from the watch; older states are ignored."""
@@ -84,7 +92,7 @@ class Scheduler:
         wake = self._wake[key]
         while key in self._bodies:
             try:
-                async with self._slots:
+                async with self._slots.hold(priority_of(self._bodies[key])):
                     wake.clear()
                     body = self._bodies[key]
                     delay, updated = await self._reconcile(body)

@@ -360,6 +360,8 @@ def test_gateway_api_router_sets_httproute_weights(objects, operator, prometheus
     }
     deploy_stable(objects, "gw", prometheus, traffic=traffic)
     assert _route_weights(objects, "gw") == {"gw-stable": 100, "gw-canary": 0}
+    # The route names both track Services, so both exist before any canary does.
+    assert objects.get("service", "gw-canary") is not None
     route = objects.get("httproute", "gw")
     assert route is not None
     assert route["spec"]["parentRefs"][0]["name"] == "ml-gateway"

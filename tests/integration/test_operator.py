@@ -70,8 +70,10 @@ def test_minimal_example_becomes_available_with_its_children(objects, operator):
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
 
-    for service in ("fraud", "fraud-stable", "fraud-canary"):
+    for service in ("fraud", "fraud-stable"):
         assert objects.get("service", service) is not None, f"Service {service} missing"
+    # With the replicas router the canary's Service comes with the first canary.
+    assert objects.get("service", "fraud-canary") is None
     client = objects.get("service", "fraud")
     assert client is not None
     assert "modeldeploy.dev/track" not in client["spec"]["selector"]
@@ -109,6 +111,10 @@ def test_scaling_keeps_the_revision_and_a_new_model_version_makes_a_new_one(obje
     assert status["revision"] != revision
     assert objects.status("scaled")["revision"] == status["revision"]
     assert "CanaryStarted" in objects.event_reasons("scaled")
+    canary_service = wait_for(
+        lambda: objects.get("service", "scaled-canary"), 30, "the canary's Service"
+    )
+    assert canary_service["spec"]["selector"]["modeldeploy.dev/track"] == "canary"
 
 
 def test_deleting_the_model_deployment_garbage_collects_its_children(objects, operator):

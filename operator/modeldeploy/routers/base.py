@@ -15,6 +15,10 @@ class TrackReplicas:
 
 
 class Router(Protocol):
+    # Whether the split itself goes through the per-track Services, so both must exist
+    # before any canary does.
+    routes_through_track_services: bool
+
     def replicas(self, total: int, weight: int) -> TrackReplicas:
         """Pods per track when the canary should take `weight` percent of `total` pods' load."""
 

@@ -14,6 +14,8 @@ from modeldeploy.routers.base import TrackReplicas
 
 
 class GatewayAPIRouter:
+    routes_through_track_services = True
+
     def replicas(self, total: int, weight: int) -> TrackReplicas:
         if weight <= 0 or total <= 0:
             # Scaled to zero: no pods for either track, the route still carries the split.

@@ -22,6 +22,8 @@ def _share_error(total: int, canary: int, weight: int) -> Fraction:
 
 
 class ReplicasRouter:
+    routes_through_track_services = False
+
     def replicas(self, total: int, weight: int) -> TrackReplicas:
         if weight <= 0 or total <= 0:
             return TrackReplicas(stable=max(total, 0), canary=0)
