@@ -8,7 +8,7 @@ Writes each artifact with a `<artifact>.sha256` file beside it (the hex digest o
   sklearn-pipeline.skops           scaler + logistic regression (skops), iris, 3 classes
   xgb-classifier-bad-features.ubj  like xgb-classifier but expects 20 features, so the
                                    stable's requests get 4xx from it (canary tests)
-  xgb-classifier-slow.ubj          the same predictions as xgb-classifier from 200 times
+  xgb-classifier-slow.ubj          the same predictions as xgb-classifier from 600 times
                                    the trees: genuinely slow (canary latency tests)
   sample-request.json              a V2 infer body with rows of the breast cancer data
 """
@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 SEED = 0
 BAD_FEATURE_COUNT = 20
-SLOW_MODEL_COPIES = 200
+SLOW_MODEL_COPIES = 600
 SAMPLE_ROWS = 4
 
 

@@ -4,6 +4,9 @@ Reports the time until all are Available, p50/p99 from each create to its stable
 Deployment appearing and to all its children (the Deployment and two Services) existing,
 the operator's peak RSS, and its CPU use while idle for 60 s afterwards. Everything is
 observed through watches, so measuring adds no polling load to the API server.
+Then, as the peer, the same burst runs on a fresh cluster with the operator replaced by
+a bare client that creates each object's children the moment it appears (the floor the
+API server allows), and every latency is reported beside it as a ratio.
 Uses MODELDEPLOY_KUBECONFIG when set, else starts (and stops)
 a local cluster with scripts/cluster.sh. Everything it starts listens on 127.0.0.1 and
 is stopped at the end.
@@ -15,7 +18,6 @@ import argparse
 import functools
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -23,12 +25,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
 from tests.support.processes import free_port
+
+from scripts.direct_children import DirectCreator
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_NAME = "modeldeploy-bench"
@@ -166,75 +171,113 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+@dataclass
+class Burst:
+    """When each object was created, and when its children and Available were first seen."""
+
+    created: dict[str, float] = field(default_factory=dict)
+    deployments: dict[str, float] = field(default_factory=dict)
+    services: dict[str, float] = field(default_factory=dict)
+    available: dict[str, float] = field(default_factory=dict)
+
+    def to_deployment(self) -> list[float]:
+        return [self.deployments[f"{n}-stable"] - t for n, t in self.created.items()]
+
+    def to_children(self) -> list[float]:
+        return [
+            max(
+                self.deployments[f"{n}-stable"],
+                *(self.services[f"{n}{s}"] for s in SERVICE_SUFFIXES),
+            )
+            - t
+            for n, t in self.created.items()
+        ]
+
+    def children_complete(self) -> bool:
+        return all(
+            f"{n}-stable" in self.deployments
+            and all(f"{n}{s}" in self.services for s in SERVICE_SUFFIXES)
+            for n in self.created
+        )
+
+
+def new_namespace(api_client: client.ApiClient, kubeconfig: str, stack: ExitStack) -> str:
+    subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", ROOT / "crds"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    namespace = f"bench-{int(time.time())}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    stack.callback(core.delete_namespace, namespace)
+    return namespace
+
+
+def burst(api_client: client.ApiClient, namespace: str, count: int, timeout: float,
+          until_available: bool) -> Burst:  # fmt: skip
+    """Create `count` ModelDeployments one after another, as fast as the API server takes
+    them, and wait for all their children (and, if asked, for all to be Available)."""
+    custom = client.CustomObjectsApi(api_client)
+    result = Burst()
+    stop = threading.Event()
+    watches = [
+        (client.AppsV1Api(api_client).list_namespaced_deployment, result.deployments, None),
+        (client.CoreV1Api(api_client).list_namespaced_service, result.services, None),
+        (
+            functools.partial(
+                custom.list_namespaced_custom_object,
+                "modeldeploy.dev", "v1alpha1", plural="modeldeployments",
+            ),
+            result.available,
+            is_available,
+        ),
+    ]  # fmt: skip
+    for list_call, seen, accept in watches:
+        threading.Thread(
+            target=first_seen,
+            args=(list_call, namespace, seen, stop, accept or (lambda obj: True)),
+            daemon=True,
+        ).start()
+    time.sleep(1)  # the watches are open before the first create
+    started = time.monotonic()
+    for i in range(count):
+        name = f"bench-{i:04d}"
+        custom.create_namespaced_custom_object(
+            "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments", manifest(name)
+        )
+        result.created[name] = time.monotonic()
+    print(f"created {count} ModelDeployments in {time.monotonic() - started:.1f}s")
+    while not result.children_complete() or (until_available and len(result.available) < count):
+        if time.monotonic() - started > timeout:
+            stop.set()
+            sys.exit(
+                f"after {timeout:.0f}s: {len(result.deployments)} Deployments, "
+                f"{len(result.available)}/{count} Available"
+            )
+        time.sleep(0.5)
+    stop.set()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--no-floor", action="store_true", help="skip the direct-client floor run")
     args = parser.parse_args()
 
     with ExitStack() as stack:
         kubeconfig = stack.enter_context(local_cluster())
         api_client = config.new_client_from_config(config_file=kubeconfig)
-        subprocess.run(
-            ["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", ROOT / "crds"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        namespace = f"bench-{int(time.time())}"
-        core = client.CoreV1Api(api_client)
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-        stack.callback(core.delete_namespace, namespace)
+        namespace = new_namespace(api_client, kubeconfig, stack)
         log = Path(os.environ.get("TMPDIR", "/tmp")) / f"{namespace}-operator.log"
         metrics_port = free_port()
         pid = stack.enter_context(operator_process(kubeconfig, namespace, log, metrics_port))
         time.sleep(5)
-
-        custom = client.CustomObjectsApi(api_client)
-        deployments: dict[str, float] = {}
-        services: dict[str, float] = {}
-        available: dict[str, float] = {}
-        stop = threading.Event()
-        watches = [
-            (client.AppsV1Api(api_client).list_namespaced_deployment, deployments, None),
-            (core.list_namespaced_service, services, None),
-            (
-                functools.partial(
-                    custom.list_namespaced_custom_object,
-                    "modeldeploy.dev", "v1alpha1", plural="modeldeployments",
-                ),
-                available,
-                is_available,
-            ),
-        ]  # fmt: skip
-        for list_call, seen, accept in watches:
-            threading.Thread(
-                target=first_seen,
-                args=(list_call, namespace, seen, stop, accept or (lambda obj: True)),
-                daemon=True,
-            ).start()
-        time.sleep(1)  # the watches are open before the first create
-        created: dict[str, float] = {}
-        started = time.monotonic()
-        for i in range(args.count):
-            name = f"bench-{i:04d}"
-            custom.create_namespaced_custom_object(
-                "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments", manifest(name)
-            )
-            created[name] = time.monotonic()
-        print(f"created {args.count} ModelDeployments in {time.monotonic() - started:.1f}s")
-
-        while len(available) < args.count:
-            if time.monotonic() - started > args.timeout:
-                sys.exit(f"only {len(available)}/{args.count} Available after {args.timeout:.0f}s")
-            time.sleep(0.5)
-        all_available = max(available.values()) - started
-        stop.set()
-        to_deployment = [deployments[f"{n}-stable"] - t for n, t in created.items()]
-        to_children = [
-            max(deployments[f"{n}-stable"], *(services[f"{n}{s}"] for s in SERVICE_SUFFIXES)) - t
-            for n, t in created.items()
-        ]
+        ours = burst(api_client, namespace, args.count, args.timeout, until_available=True)
+        all_available = max(ours.available.values()) - min(ours.created.values())
 
         time.sleep(5)  # let the last watch events settle before measuring idle
         cpu_before, idle_start = cpu_seconds(pid), time.monotonic()
@@ -243,19 +286,39 @@ def main() -> None:
         rss = peak_rss_mb(pid)
         reconciles = reconcile_stats(metrics_port)
 
+    floor = None
+    if not args.no_floor:
+        print("floor: the same burst on a fresh cluster, children created by a bare client")
+        with ExitStack() as stack:
+            kubeconfig = stack.enter_context(local_cluster(f"{CLUSTER_NAME}-floor"))
+            api_client = config.new_client_from_config(config_file=kubeconfig)
+            namespace = new_namespace(api_client, kubeconfig, stack)
+            creator = stack.enter_context(DirectCreator(api_client, kubeconfig, namespace))
+            floor = burst(api_client, namespace, args.count, args.timeout, until_available=False)
+            if creator.errors:
+                sys.exit(f"the direct client failed: {creator.errors[0]}")
+
     print()
-    print(f"| measure ({args.count} ModelDeployments) | value | target |")
-    print("|---|---|---|")
-    print(f"| time until all Available | {all_available:.1f} s | |")
-    for label, latencies, target in (
-        ("apply to stable Deployment", to_deployment, ""),
-        ("apply to all children (Deployment + 2 Services)", to_children, "< 2 s"),
+    print(f"| measure ({args.count} ModelDeployments) | modeldeploy | bare-client floor "
+          "| ratio | target |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for label, measured in (
+        ("apply to stable Deployment", Burst.to_deployment),
+        ("apply to all children (Deployment + 2 Services)", Burst.to_children),
     ):
-        print(f"| {label}, p50 | {statistics.median(latencies):.3f} s | |")
-        print(f"| {label}, p99 | {percentile(latencies, 0.99):.3f} s | {target} |")
-    print(f"| operator peak RSS | {rss:.0f} MB | < 200 MB |")
+        for quantile, fraction in (("p50", 0.5), ("p99", 0.99)):
+            value = percentile(measured(ours), fraction)
+            target = "< 2 s" if quantile == "p99" and "children" in label else ""
+            if floor is None:
+                print(f"| {label}, {quantile} | {value:.2f} s | | | {target} |")
+                continue
+            base = percentile(measured(floor), fraction)
+            print(f"| {label}, {quantile} | {value:.2f} s | {base:.2f} s "
+                  f"| {value / base:.2f}x | {target} |")  # fmt: skip
+    print(f"| time until all Available | {all_available:.1f} s | | | |")
+    print(f"| operator peak RSS | {rss:.0f} MB | | | < 200 MB |")
     print(f"| operator CPU idle ({args.idle_seconds:.0f} s) | {100 * idle_cpu:.2f} % of a core "
-          "| < 3 % |")  # fmt: skip
+          "| | | < 3 % |")  # fmt: skip
     print(f"operator work:\n{reconciles}")
     print(f"(operator log: {log})")
 

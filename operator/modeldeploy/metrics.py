@@ -60,3 +60,19 @@ CANARY_DURATION = Histogram(
     ["outcome"],
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
+
+_PER_OBJECT = (
+    CANARY_WEIGHT,
+    CANARY_ACTUAL_WEIGHT,
+    CHECK_VALUE,
+    ANALYSES,
+    CHECK_RESULTS,
+    PROMOTIONS,
+    ROLLBACKS,
+)
+
+
+def forget_object(namespace: str, name: str) -> None:
+    """Drop a deleted ModelDeployment's series, so they stop being scraped as if live."""
+    for metric in _PER_OBJECT:
+        metric.remove_by_labels({"namespace": namespace, "name": name})

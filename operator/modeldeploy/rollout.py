@@ -74,6 +74,7 @@ class Reason(StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     FAILED_CHECKS = "FailedChecks"
     ABORTED = "Aborted"
+    ABORT_TOO_LATE = "AbortTooLate"
     MANUAL_PROMOTION = "ManualPromotion"
     RETRY_REQUESTED = "RetryRequested"
     SUPERSEDED = "CanarySuperseded"
@@ -361,8 +362,13 @@ class _Builder:
         """A rolled-back canary stays, scaled to zero, until a new revision replaces it."""
         rejected = self.status.rejected_revision
         if self.o.canary.exists and rejected is not None and rejected == self.o.revision:
-            return self.desired_plan(0)
+            return self.desired_plan(self.rolled_back_canary_replicas())
         return None
+
+    def rolled_back_canary_replicas(self) -> int:
+        """None, unless stable has no ready pod to take the traffic back (a 100% step of
+        the replicas router scaled it to zero): no pods at all is worse than the canary."""
+        return self.o.canary.replicas if self.o.stable.ready_replicas == 0 else 0
 
     def start_canary(self, reason: str) -> Decision:
         spec = self.o.spec
@@ -540,14 +546,21 @@ class _Builder:
         return self.promoting()
 
     def promoting(self) -> Decision:
-        """Stable takes the canary's template; the canary keeps serving until stable is ready."""
+        """Stable takes the canary's template; the canary keeps serving until stable is ready.
+
+        The revision being promoted passed its analysis, so it finishes even if the spec
+        changed meanwhile; the newer revision then starts its canary against it."""
         canary = self.status.canary
         stable = self.status.stable
         assert canary is not None
         assert stable is not None
+        # The first promoting reconcile still has the canary's revision in the spec; later
+        # ones find its template already recorded as the stable's.
+        template = stable.template if stable.revision == canary.revision else self.o.template
+        assert template is not None
         wanted = self.o.spec.replicas
-        canary_plan = self.desired_plan(self.canary_replicas(canary.weight))
-        if self.o.stable.serving(self.o.revision, wanted):
+        canary_plan = TrackPlan(canary.revision, template, self.canary_replicas(canary.weight))
+        if self.o.stable.serving(canary.revision, wanted):
             self.outcome = Outcome.PROMOTED
             took = (self.o.now - canary.started_at).total_seconds()
             self.record(canary.revision, canary.version, Outcome.PROMOTED, self.status.message)
@@ -559,19 +572,21 @@ class _Builder:
                 Notification(Reason.PROMOTED, f"{canary.version} promoted to stable")
             )
             self.status.stable = StableStatus(
-                revision=self.o.revision, version=canary.version, template=self.o.template
+                revision=canary.revision, version=canary.version, template=template
             )
             self.status.canary = None
             self.status.rejected_revision = None
             self.status.phase = Phase.AVAILABLE
             self.status.message = f"stable {canary.version} serves all traffic"
             self.condition("Progressing", False, Reason.COMPLETE, self.status.message)
+            if self.o.revision != canary.revision:
+                return self.start_canary(f", changed while {canary.version} was promoted")
             return self.decision(None, 0, None)
         # The stable track rolls to the new template now; the canary holds its share.
         self.status.stable = StableStatus(
-            revision=self.o.revision,
+            revision=canary.revision,
             version=canary.version,
-            template=self.o.template,
+            template=template,
             replicas=stable.replicas,
             ready_replicas=stable.ready_replicas,
         )
@@ -597,9 +612,10 @@ class _Builder:
             warning=True,
         )
         self.notifications.append(Notification(Reason.ROLLED_BACK, self.status.message))
-        plan = TrackPlan(canary.revision, self.o.template, 0)
-        keep = canary.revision == self.o.revision
-        return self.decision(plan if keep else None, 0, None)
+        keep = self.rolled_back_canary_replicas()
+        plan = TrackPlan(canary.revision, self.o.template, keep)
+        current = canary.revision == self.o.revision
+        return self.decision(plan if current else None, 0, POLL_SECONDS if keep else None)
 
     def supersede(self) -> Decision:
         canary = self.status.canary
@@ -630,6 +646,14 @@ class _Builder:
         current = in_canary and canary is not None and canary.revision == self.o.revision
         if ABORT_ANNOTATION in pending and current:
             return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
+        if ABORT_ANNOTATION in pending and canary is not None and not in_canary:
+            self.event(
+                Reason.ABORT_TOO_LATE,
+                f"abort ignored: {canary.version} passed its analysis and is being promoted; "
+                "to go back, set the spec to the previous model, which is then rolled out "
+                "as a canary",
+                warning=True,
+            )
         if PROMOTE_ANNOTATION in pending and current and canary is not None:
             # A canary that never became ready keeps weight 0: no traffic to unready pods.
             self.event(Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user")
@@ -661,10 +685,10 @@ def decide(observation: Observation) -> Decision:
         return manual
 
     canary = b.status.canary
-    if canary is not None and canary.revision != observation.revision:
-        return b.supersede()
     if canary is not None and b.status.phase == Phase.PROMOTING:
         return b.promoting()
+    if canary is not None and canary.revision != observation.revision:
+        return b.supersede()
     if canary is not None:
         if canary.ready_at is None:
             return b.waiting_for_canary()

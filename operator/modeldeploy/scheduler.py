@@ -70,6 +70,7 @@ class Scheduler:
         self._wake.pop(key, None)
         self._phases.pop(key, None)
         self._export_phases()
+        metrics.forget_object(*key)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

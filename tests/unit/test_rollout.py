@@ -759,7 +759,59 @@ def test_abort_during_promotion_is_too_late_and_is_ignored():
 
     assert decision.status.phase == "Promoting"
     assert decision.status.handled_requests[ABORT_ANNOTATION] == "late"
+    (too_late,) = decision.events
+    assert (too_late.reason, too_late.type) == ("AbortTooLate", "Warning")
+    assert "set the spec to the previous model" in too_late.message
     assert sim.settle()[-1].decision.outcome == "Promoted"
+
+
+def test_a_new_revision_during_promotion_waits_for_it_then_starts_its_own_canary():
+    sim = canary_ready(deployed(steps=[10]))
+    promoted_revision = sim.revision
+    sim.stable_ready_after = 3
+    judge(sim, "Pass")
+    assert sim.status.phase == "Promoting"
+    with_version(sim, V3)
+
+    finishing = sim.step().decision
+    assert finishing.status.phase == "Promoting"
+    assert finishing.stable is not None
+    assert finishing.stable.revision == promoted_revision, "stable keeps rolling to V2"
+    assert finishing.canary is not None
+    assert finishing.canary.revision == promoted_revision, "the V2 pods keep their template"
+    assert finishing.outcome is None
+
+    ticks = sim.run(lambda s: s.status.canary is not None and s.status.canary.version == V3)
+    handover = ticks[-1].decision
+    assert handover.outcome == "Promoted"
+    assert [(h.version, h.outcome) for h in handover.status.history[:1]] == [(V2, "Promoted")]
+    assert handover.status.stable is not None
+    assert handover.status.stable.version == V2
+    assert reasons(handover)[-2:] == ["Promoted", "CanaryStarted"]
+    assert "changed while 2.0.0 was promoted" in handover.events[-1].message
+    assert handover.canary is not None
+    assert handover.canary.revision == sim.revision
+
+
+def test_rolling_back_from_a_full_step_keeps_the_canary_until_stable_has_pods_again():
+    sim = canary_ready(deployed(steps=[50, 100], replicas=2, failure_threshold=1))
+    judge(sim, "Pass")
+    sim.run(lambda s: s.stable.ready == 0)
+    assert sim.canary.ready == 2, "at 100% the replicas router serves from the canary alone"
+    sim.stable_ready_after = 3
+
+    (rollback,) = judge(sim, "Fail")
+    assert rollback.outcome == "RolledBack"
+    assert rollback.stable is not None
+    assert rollback.stable.replicas == 2
+    assert rollback.canary is not None
+    assert rollback.canary.replicas == 2, "no pods at all would be an outage"
+    assert rollback.requeue_after is not None
+
+    ticks = sim.run(lambda s: s.canary.replicas == 0)
+    assert all(t.observation.stable.ready_replicas == 0 for t in ticks[:-1])
+    assert ticks[-1].observation.stable.ready_replicas == 2
+    assert sim.status.phase == "RolledBack"
 
 
 def test_retry_while_nothing_was_rolled_back_does_nothing():
