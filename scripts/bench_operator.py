@@ -5,8 +5,8 @@ Deployment appearing and to all its children (the Deployment and two Services) e
 the operator's peak RSS, and its CPU use while idle for 60 s afterwards. Everything is
 observed through watches, so measuring adds no polling load to the API server.
 Then, as the peer, the same burst runs on a fresh cluster with the operator replaced by
-a bare client that creates each object's children the moment it appears (the floor the
-API server allows), and every latency is reported beside it as a ratio.
+a bare client (scripts/direct_children.py) that writes each object's children the moment
+it appears, with nothing else, and every latency is reported beside it as a ratio.
 Uses MODELDEPLOY_KUBECONFIG when set, else starts (and stops)
 a local cluster with scripts/cluster.sh. Everything it starts listens on 127.0.0.1 and
 is stopped at the end.
@@ -133,7 +133,7 @@ def first_seen(list_call: Any, namespace: str, seen: dict[str, float], stop: thr
                 seen.setdefault(name, time.monotonic())
             if stop.is_set():
                 break
-    except Exception as error:
+    except Exception as error:  # the cluster going away ends the watch
         if not stop.is_set():
             print(f"watch of {namespace} ended: {error!r}", file=sys.stderr)
     finally:
@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--no-floor", action="store_true", help="skip the direct-client floor run")
+    parser.add_argument("--no-peer", action="store_true", help="skip the bare-client run")
     args = parser.parse_args()
 
     with ExitStack() as stack:
@@ -286,20 +286,20 @@ def main() -> None:
         rss = peak_rss_mb(pid)
         reconciles = reconcile_stats(metrics_port)
 
-    floor = None
-    if not args.no_floor:
-        print("floor: the same burst on a fresh cluster, children created by a bare client")
+    peer = None
+    if not args.no_peer:
+        print("peer: the same burst on a fresh cluster, children written by a bare client")
         with ExitStack() as stack:
-            kubeconfig = stack.enter_context(local_cluster(f"{CLUSTER_NAME}-floor"))
+            kubeconfig = stack.enter_context(local_cluster(f"{CLUSTER_NAME}-peer"))
             api_client = config.new_client_from_config(config_file=kubeconfig)
             namespace = new_namespace(api_client, kubeconfig, stack)
             creator = stack.enter_context(DirectCreator(api_client, kubeconfig, namespace))
-            floor = burst(api_client, namespace, args.count, args.timeout, until_available=False)
+            peer = burst(api_client, namespace, args.count, args.timeout, until_available=False)
             if creator.errors:
                 sys.exit(f"the direct client failed: {creator.errors[0]}")
 
     print()
-    print(f"| measure ({args.count} ModelDeployments) | modeldeploy | bare-client floor "
+    print(f"| measure ({args.count} ModelDeployments) | modeldeploy | bare client "
           "| ratio | target |")  # fmt: skip
     print("|---|---|---|---|---|")
     for label, measured in (
@@ -309,10 +309,10 @@ def main() -> None:
         for quantile, fraction in (("p50", 0.5), ("p99", 0.99)):
             value = percentile(measured(ours), fraction)
             target = "< 2 s" if quantile == "p99" and "children" in label else ""
-            if floor is None:
+            if peer is None:
                 print(f"| {label}, {quantile} | {value:.2f} s | | | {target} |")
                 continue
-            base = percentile(measured(floor), fraction)
+            base = percentile(measured(peer), fraction)
             print(f"| {label}, {quantile} | {value:.2f} s | {base:.2f} s "
                   f"| {value / base:.2f}x | {target} |")  # fmt: skip
     print(f"| time until all Available | {all_available:.1f} s | | | |")

@@ -1,8 +1,9 @@
-"""The floor bench-operator compares against: each ModelDeployment's children created by
-a bare client the moment it appears, with no reads, status, events or queue.
+"""The peer bench-operator compares against: each ModelDeployment's children created by
+a bare client the moment it appears, with no reads, status, events or priorities.
 
-It builds the very manifests the operator would (same builders, same owner) and applies
-them with the operator's API client, so the only difference left is the operator itself.
+It builds the very manifests the operator would (same builders, same owner), applies
+them with the operator's API client and handles as many objects at once as the operator
+reconciles at once, so what is left to compare is the operator's own work.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from modeldeploy.api import ModelDeployment
 from modeldeploy.config import DEFAULT_IMAGE
 from modeldeploy.kube import Kube, load_configuration
 from modeldeploy.rollout import Track
+from modeldeploy.scheduler import CONCURRENT_RECONCILES
 
 
 def children_of(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,6 +47,7 @@ class DirectCreator:
         self._kube: Kube | None = None
         self.errors: list[str] = []
         self._stop = threading.Event()
+        self._slots: asyncio.Semaphore | None = None
 
     def __enter__(self) -> DirectCreator:
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
@@ -59,24 +62,34 @@ class DirectCreator:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _open(self) -> Kube:
+        self._slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
         return Kube(load_configuration(self._kubeconfig))
 
     def _watch(self) -> None:
         stream = watch.Watch()
         list_call = self._custom.list_namespaced_custom_object
         args = ("modeldeploy.dev", "v1alpha1", self._namespace, "modeldeployments")
-        for event in stream.stream(list_call, *args, timeout_seconds=900):
-            if self._stop.is_set():
-                break
-            if event["type"] == "ADDED":
-                asyncio.run_coroutine_threadsafe(self._create(event["object"]), self._loop)
-        stream.stop()
+        try:
+            for event in stream.stream(list_call, *args, timeout_seconds=900):
+                if self._stop.is_set():
+                    break
+                if event["type"] == "ADDED":
+                    asyncio.run_coroutine_threadsafe(self._create(event["object"]), self._loop)
+        except Exception as error:  # the cluster going away ends the watch
+            if not self._stop.is_set():
+                self.errors.append(f"watch ended: {error!r}")
+        finally:
+            stream.stop()
 
     async def _create(self, body: dict[str, Any]) -> None:
         assert self._kube is not None
         kube = self._kube
-        outcomes = await asyncio.gather(
-            *(kube.apply(manifest, force=False) for manifest in children_of(body)),
-            return_exceptions=True,
-        )
+        # As many objects at once as the operator reconciles at once, so the comparison
+        # is of the work per object, not of how hard each side pushes the API server.
+        assert self._slots is not None
+        async with self._slots:
+            outcomes = await asyncio.gather(
+                *(kube.apply(manifest, force=False) for manifest in children_of(body)),
+                return_exceptions=True,
+            )
         self.errors += [str(o) for o in outcomes if isinstance(o, BaseException)]

@@ -13,6 +13,10 @@ from modeldeploy.reconciler import Reconciler, observe_track
 from modeldeploy.resources import MANAGED_BY, MD_LABEL
 from modeldeploy.scheduler import Scheduler
 
+# A Deployment reports several status changes in quick succession while its pods start;
+# one reconcile after they settle records them all, instead of one status write each.
+CHILD_SETTLE_SECONDS = 1.0
+
 
 @kopf.on.login()
 def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
@@ -64,4 +68,4 @@ async def child_deployment_event(event: kopf.RawEvent, memo: Any, **_: Any) -> N
         return  # nothing the rollout decisions look at has changed
     owner = metadata.get("labels", {}).get(MD_LABEL)
     if owner:
-        scheduler.wake((metadata["namespace"], owner))
+        scheduler.wake((metadata["namespace"], owner), after=CHILD_SETTLE_SECONDS)

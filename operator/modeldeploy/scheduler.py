@@ -45,6 +45,7 @@ class Scheduler:
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._phases: dict[Key, str] = {}
         self._slots = PrioritySlots(CONCURRENT_RECONCILES)
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     def observe(self, body: dict[str, Any]) -> None:
         """The latest state of a ModelDeployment from the watch; older states are ignored."""
@@ -59,13 +60,28 @@ class Scheduler:
             self._wake.setdefault(key, asyncio.Event()).set()
             self._tasks[key] = asyncio.create_task(self._loop(key), name=f"md:{key[0]}/{key[1]}")
 
-    def wake(self, key: Key) -> None:
+    def wake(self, key: Key, after: float = 0.0) -> None:
+        """Reconcile `key` now, or `after` seconds from now, folding any wakes asked for in
+        between into that one."""
         event = self._wake.get(key)
-        if event is not None:
+        if event is None:
+            return
+        if after <= 0:
             event.set()
+            return
+        if key in self._timers:
+            return
+        self._timers[key] = asyncio.get_running_loop().call_later(after, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.wake(key)
 
     async def forget(self, key: Key) -> None:
         task = self._tasks.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
         self._bodies.pop(key, None)
         self._wake.pop(key, None)
         self._phases.pop(key, None)
