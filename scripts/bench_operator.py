@@ -18,12 +18,13 @@ import argparse
 import functools
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,14 +261,16 @@ def burst(api_client: client.ApiClient, namespace: str, count: int, timeout: flo
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=300)
-    parser.add_argument("--idle-seconds", type=float, default=60)
-    parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--no-peer", action="store_true", help="skip the bare-client run")
-    args = parser.parse_args()
+@dataclass
+class OperatorRun:
+    burst: Burst
+    all_available: float
+    idle_cpu: float | None
+    rss_mb: float
+    work: str
 
+
+def run_operator(args: argparse.Namespace, measure_idle: bool) -> OperatorRun:
     with ExitStack() as stack:
         kubeconfig = stack.enter_context(local_cluster())
         api_client = config.new_client_from_config(config_file=kubeconfig)
@@ -278,49 +281,98 @@ def main() -> None:
         time.sleep(5)
         ours = burst(api_client, namespace, args.count, args.timeout, until_available=True)
         all_available = max(ours.available.values()) - min(ours.created.values())
+        idle_cpu = None
+        if measure_idle:
+            time.sleep(5)  # let the last watch events settle before measuring idle
+            cpu_before, idle_start = cpu_seconds(pid), time.monotonic()
+            time.sleep(args.idle_seconds)
+            idle_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - idle_start)
+        work = f"{reconcile_stats(metrics_port)}\n  (operator log: {log})"
+        return OperatorRun(ours, all_available, idle_cpu, peak_rss_mb(pid), work)
 
-        time.sleep(5)  # let the last watch events settle before measuring idle
-        cpu_before, idle_start = cpu_seconds(pid), time.monotonic()
-        time.sleep(args.idle_seconds)
-        idle_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - idle_start)
-        rss = peak_rss_mb(pid)
-        reconciles = reconcile_stats(metrics_port)
 
-    peer = None
-    if not args.no_peer:
-        print("peer: the same burst on a fresh cluster, children written by a bare client")
-        with ExitStack() as stack:
-            kubeconfig = stack.enter_context(local_cluster(f"{CLUSTER_NAME}-peer"))
-            api_client = config.new_client_from_config(config_file=kubeconfig)
-            namespace = new_namespace(api_client, kubeconfig, stack)
-            creator = stack.enter_context(DirectCreator(api_client, kubeconfig, namespace))
-            peer = burst(api_client, namespace, args.count, args.timeout, until_available=False)
-            if creator.errors:
-                sys.exit(f"the direct client failed: {creator.errors[0]}")
+def run_peer(args: argparse.Namespace) -> Burst:
+    with ExitStack() as stack:
+        kubeconfig = stack.enter_context(local_cluster(f"{CLUSTER_NAME}-peer"))
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+        namespace = new_namespace(api_client, kubeconfig, stack)
+        creator = stack.enter_context(DirectCreator(api_client, kubeconfig, namespace))
+        peer = burst(api_client, namespace, args.count, args.timeout, until_available=False)
+        if creator.errors:
+            sys.exit(f"the bare client failed: {creator.errors[0]}")
+        return peer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="pairs of runs, in alternating order (bare client first, then the operator "
+        "first, ...) so that a machine getting busier or quieter favours neither side; "
+        "0 runs the operator alone",
+    )
+    args = parser.parse_args()
+
+    ours: list[OperatorRun] = []
+    peers: list[Burst] = []
+    for round_number in range(max(args.rounds, 1)):
+        order = ["peer", "ours"] if round_number % 2 == 0 else ["ours", "peer"]
+        for side in order if args.rounds else ["ours"]:
+            print(
+                f"round {round_number + 1}: {'the operator' if side == 'ours' else 'bare client'}"
+            )
+            if side == "ours":
+                ours.append(run_operator(args, measure_idle=not ours))
+            else:
+                peers.append(run_peer(args))
+
+    def median_of(runs: list[Burst], measured: Callable[[Burst], list[float]], fraction: float
+                  ) -> float:  # fmt: skip
+        return statistics.median(percentile(measured(run), fraction) for run in runs)
 
     print()
-    print(f"| measure ({args.count} ModelDeployments) | modeldeploy | bare client "
-          "| ratio | target |")  # fmt: skip
+    print(f"{args.count} ModelDeployments created back to back; medians over "
+          f"{len(ours)} operator and {len(peers)} bare-client runs")  # fmt: skip
+    print("| measure | modeldeploy | bare client | ratio | target |")
     print("|---|---|---|---|---|")
+    bursts = [run.burst for run in ours]
     for label, measured in (
         ("apply to stable Deployment", Burst.to_deployment),
         ("apply to all children (Deployment + 2 Services)", Burst.to_children),
     ):
         for quantile, fraction in (("p50", 0.5), ("p99", 0.99)):
-            value = percentile(measured(ours), fraction)
+            value = median_of(bursts, measured, fraction)
             target = "< 2 s" if quantile == "p99" and "children" in label else ""
-            if peer is None:
+            if not peers:
                 print(f"| {label}, {quantile} | {value:.2f} s | | | {target} |")
                 continue
-            base = percentile(measured(peer), fraction)
+            base = median_of(peers, measured, fraction)
             print(f"| {label}, {quantile} | {value:.2f} s | {base:.2f} s "
                   f"| {value / base:.2f}x | {target} |")  # fmt: skip
-    print(f"| time until all Available | {all_available:.1f} s | | | |")
-    print(f"| operator peak RSS | {rss:.0f} MB | | | < 200 MB |")
-    print(f"| operator CPU idle ({args.idle_seconds:.0f} s) | {100 * idle_cpu:.2f} % of a core "
+    available = statistics.median(run.all_available for run in ours)
+    print(f"| time until all Available | {available:.1f} s | | | |")
+    print(f"| operator peak RSS | {max(run.rss_mb for run in ours):.0f} MB | | | < 200 MB |")
+    idle = ours[0].idle_cpu or 0.0
+    print(f"| operator CPU idle ({args.idle_seconds:.0f} s) | {100 * idle:.2f} % of a core "
           "| | | < 3 % |")  # fmt: skip
-    print(f"operator work:\n{reconciles}")
-    print(f"(operator log: {log})")
+    for number, run in enumerate(ours, 1):
+        each = " / ".join(
+            f"{percentile(measured(run.burst), 0.99):.1f}"
+            for measured in (Burst.to_deployment, Burst.to_children)
+        )
+        print(f"operator run {number}: p99 to Deployment / to all children {each} s")
+        print(f"  work:\n{run.work}")
+    for number, peer in enumerate(peers, 1):
+        each = " / ".join(
+            f"{percentile(measured(peer), 0.99):.1f}"
+            for measured in (Burst.to_deployment, Burst.to_children)
+        )
+        print(f"bare-client run {number}: p99 to Deployment / to all children {each} s")
 
 
 if __name__ == "__main__":

@@ -23,3 +23,6 @@ def tune(settings: kopf.OperatorSettings) -> None:
         prefix="modeldeploy.dev"
     )
     settings.execution.max_workers = 4
+    # The handlers only hand events to the scheduler, which folds repeats itself; kopf's
+    # default 0.1 s wait for more events of the same object would only delay a new one.
+    settings.batching.batch_window = 0.02
