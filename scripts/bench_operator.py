@@ -216,9 +216,10 @@ def new_namespace(api_client: client.ApiClient, kubeconfig: str, stack: ExitStac
 
 
 def burst(api_client: client.ApiClient, namespace: str, count: int, timeout: float,
-          until_available: bool) -> Burst:  # fmt: skip
+          until_available: bool, rate: float | None = None) -> Burst:  # fmt: skip
     """Create `count` ModelDeployments one after another, as fast as the API server takes
-    them, and wait for all their children (and, if asked, for all to be Available)."""
+    them or at `rate` per second, and wait for all their children (and, if asked, for
+    all to be Available)."""
     custom = client.CustomObjectsApi(api_client)
     result = Burst()
     stop = threading.Event()
@@ -243,6 +244,8 @@ def burst(api_client: client.ApiClient, namespace: str, count: int, timeout: flo
     time.sleep(1)  # the watches are open before the first create
     started = time.monotonic()
     for i in range(count):
+        if rate:
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
         name = f"bench-{i:04d}"
         custom.create_namespaced_custom_object(
             "modeldeploy.dev", "v1alpha1", namespace, "modeldeployments", manifest(name)
@@ -279,7 +282,9 @@ def run_operator(args: argparse.Namespace, measure_idle: bool) -> OperatorRun:
         metrics_port = free_port()
         pid = stack.enter_context(operator_process(kubeconfig, namespace, log, metrics_port))
         time.sleep(5)
-        ours = burst(api_client, namespace, args.count, args.timeout, until_available=True)
+        ours = burst(
+            api_client, namespace, args.count, args.timeout, until_available=True, rate=args.rate
+        )
         all_available = max(ours.available.values()) - min(ours.created.values())
         idle_cpu = None
         if measure_idle:
@@ -297,7 +302,9 @@ def run_peer(args: argparse.Namespace) -> Burst:
         api_client = config.new_client_from_config(config_file=kubeconfig)
         namespace = new_namespace(api_client, kubeconfig, stack)
         creator = stack.enter_context(DirectCreator(api_client, kubeconfig, namespace))
-        peer = burst(api_client, namespace, args.count, args.timeout, until_available=False)
+        peer = burst(
+            api_client, namespace, args.count, args.timeout, until_available=False, rate=args.rate
+        )
         if creator.errors:
             sys.exit(f"the bare client failed: {creator.errors[0]}")
         return peer
@@ -308,6 +315,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="ModelDeployments created per second (default: back to back, as fast as the "
+        "API server accepts them)",
+    )
     parser.add_argument(
         "--rounds",
         type=int,
@@ -336,7 +350,8 @@ def main() -> None:
         return statistics.median(percentile(measured(run), fraction) for run in runs)
 
     print()
-    print(f"{args.count} ModelDeployments created back to back; medians over "
+    pace = f"at {args.rate:g}/s" if args.rate else "back to back"
+    print(f"{args.count} ModelDeployments created {pace}; medians over "
           f"{len(ours)} operator and {len(peers)} bare-client runs")  # fmt: skip
     print("| measure | modeldeploy | bare client | ratio | target |")
     print("|---|---|---|---|---|")

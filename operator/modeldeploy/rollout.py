@@ -269,14 +269,19 @@ class _Builder:
 
     def refresh_stable_counts(self) -> None:
         if self.status.stable is not None:
-            self.status.stable.replicas = self.o.stable.replicas
-            self.status.stable.ready_replicas = self.o.stable.ready_replicas
+            # A stable Deployment about to be created counts as what it is created with, so
+            # seeing it appear changes nothing in the status (no write per new object).
+            observed = self.o.stable
+            self.status.stable.replicas = (
+                observed.replicas if observed.exists else self.o.spec.replicas
+            )
+            self.status.stable.ready_replicas = observed.ready_replicas
 
     def availability(self) -> None:
         stable = self.status.stable
         ready = self.o.stable.ready_replicas
         wanted = self.o.spec.replicas
-        if stable is None or not self.o.stable.exists:
+        if stable is None:
             self.condition("Available", False, Reason.STABLE_NOT_READY, "no stable pods yet")
             self.condition("Ready", False, Reason.STABLE_NOT_READY, "no stable pods yet")
             return
@@ -319,14 +324,24 @@ class _Builder:
             template=self.o.template,
         )
         self.status.phase = Phase.PENDING
-        self.status.message = f"deploying {spec.model.version} as the first stable revision"
-        self.condition("Progressing", True, Reason.STABLE_DEPLOYED, self.status.message)
+        self.status.message = self.first_deploy_message()
+        self.condition(
+            "Progressing",
+            True,
+            Reason.STABLE_DEPLOYED,
+            f"deploying {spec.model.version} as the first stable revision",
+        )
         self.event(
             Reason.STABLE_DEPLOYED,
             f"deploying model {spec.model.name} {spec.model.version} "
             f"(revision {self.o.revision}) as stable",
         )
         return self.decision(None, 0, POLL_SECONDS)
+
+    def first_deploy_message(self) -> str:
+        version = self.o.spec.model.version
+        ready, wanted = self.o.stable.ready_replicas, self.o.spec.replicas
+        return f"deploying {version} as the first stable revision: {ready}/{wanted} pods ready"
 
     def steady(self) -> Decision:
         """No canary: keep the stable track at the spec's replicas."""
@@ -353,6 +368,8 @@ class _Builder:
             self.status.phase = Phase.AVAILABLE if already_serving else Phase.PENDING
             self.status.message = (
                 f"stable {stable.version}: {self.o.stable.ready_replicas}/{wanted} pods ready"
+                if already_serving
+                else self.first_deploy_message()
             )
         if self.o.stable.exists and self.o.stable.replicas != wanted:
             self.event(Reason.SCALED, f"scaling stable from {self.o.stable.replicas} to {wanted}")

@@ -138,6 +138,21 @@ def test_first_stable_becomes_available_once_its_pods_are_ready():
     assert all(t.decision.canary is None for t in ticks)
 
 
+def test_a_new_stable_deployment_appearing_leaves_the_status_as_written():
+    """Each new object's status is written when it is deployed and when it is ready, not
+    once more for its Deployment appearing: hundreds of new objects, hundreds fewer writes."""
+    sim = Simulator(make_spec(V1, replicas=2), stable_ready_after=3)
+    deployed_tick = sim.step()
+    appeared_tick = sim.step()
+
+    assert appeared_tick.observation.stable.exists
+    assert appeared_tick.observation.stable.ready_replicas == 0
+    written = deployed_tick.decision.status.model_dump(mode="json")
+    assert appeared_tick.decision.status.model_dump(mode="json") == written
+    assert written["message"] == "deploying 1.0.0 as the first stable revision: 0/2 pods ready"
+    assert written["stable"]["replicas"] == 2
+
+
 def test_a_new_model_before_the_first_stable_is_ready_replaces_it_without_a_canary():
     sim = Simulator(make_spec(V1), stable_ready_after=None)
     sim.step()
