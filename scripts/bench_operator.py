@@ -41,6 +41,9 @@ CLUSTER_NAME = "modeldeploy-bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # The client Service and the stable track's; the canary's comes with the first canary.
 SERVICE_SUFFIXES = ("", "-stable")
+# Between runs, so that one cluster's teardown (its disk writes above all) does not slow
+# the next one down.
+SETTLE_SECONDS = 20
 
 
 def put_kubectl_on_path() -> None:
@@ -141,6 +144,11 @@ def first_seen(list_call: Any, namespace: str, seen: dict[str, float], stop: thr
         stream.stop()
 
 
+def is_ready(deployment: client.V1Deployment) -> bool:
+    ready = (deployment.status.ready_replicas if deployment.status else None) or 0
+    return ready > 0 and ready >= (deployment.spec.replicas or 0)
+
+
 def is_available(md: dict[str, Any]) -> bool:
     conditions = (md.get("status") or {}).get("conditions", [])
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
@@ -180,6 +188,11 @@ class Burst:
     deployments: dict[str, float] = field(default_factory=dict)
     services: dict[str, float] = field(default_factory=dict)
     available: dict[str, float] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)
+
+    def all_ready(self) -> float:
+        """From the first create until every stable Deployment had all its pods ready."""
+        return max(self.ready.values()) - min(self.created.values())
 
     def to_deployment(self) -> list[float]:
         return [self.deployments[f"{n}-stable"] - t for n, t in self.created.items()]
@@ -218,13 +231,14 @@ def new_namespace(api_client: client.ApiClient, kubeconfig: str, stack: ExitStac
 def burst(api_client: client.ApiClient, namespace: str, count: int, timeout: float,
           until_available: bool, rate: float | None = None) -> Burst:  # fmt: skip
     """Create `count` ModelDeployments one after another, as fast as the API server takes
-    them or at `rate` per second, and wait for all their children (and, if asked, for
-    all to be Available)."""
+    them or at `rate` per second, and wait for all their children and ready pods (and,
+    if asked, for all to be Available): every run ends with the cluster equally settled."""
     custom = client.CustomObjectsApi(api_client)
     result = Burst()
     stop = threading.Event()
     watches = [
         (client.AppsV1Api(api_client).list_namespaced_deployment, result.deployments, None),
+        (client.AppsV1Api(api_client).list_namespaced_deployment, result.ready, is_ready),
         (client.CoreV1Api(api_client).list_namespaced_service, result.services, None),
         (
             functools.partial(
@@ -252,12 +266,16 @@ def burst(api_client: client.ApiClient, namespace: str, count: int, timeout: flo
         )
         result.created[name] = time.monotonic()
     print(f"created {count} ModelDeployments in {time.monotonic() - started:.1f}s")
-    while not result.children_complete() or (until_available and len(result.available) < count):
+    while (
+        not result.children_complete()
+        or len(result.ready) < count
+        or (until_available and len(result.available) < count)
+    ):
         if time.monotonic() - started > timeout:
             stop.set()
             sys.exit(
                 f"after {timeout:.0f}s: {len(result.deployments)} Deployments, "
-                f"{len(result.available)}/{count} Available"
+                f"{len(result.ready)} ready, {len(result.available)}/{count} Available"
             )
         time.sleep(0.5)
     stop.set()
@@ -340,6 +358,8 @@ def main() -> None:
             print(
                 f"round {round_number + 1}: {'the operator' if side == 'ours' else 'bare client'}"
             )
+            if ours or peers:
+                time.sleep(SETTLE_SECONDS)
             if side == "ours":
                 ours.append(run_operator(args, measure_idle=not ours))
             else:
@@ -369,6 +389,11 @@ def main() -> None:
             base = median_of(peers, measured, fraction)
             print(f"| {label}, {quantile} | {value:.2f} s | {base:.2f} s "
                   f"| {value / base:.2f}x | {target} |")  # fmt: skip
+    ready = statistics.median(run.burst.all_ready() for run in ours)
+    if peers:
+        peer_ready = statistics.median(peer.all_ready() for peer in peers)
+        print(f"| time until every pod is ready | {ready:.1f} s | {peer_ready:.1f} s "
+              f"| {ready / peer_ready:.2f}x | |")  # fmt: skip
     available = statistics.median(run.all_available for run in ours)
     print(f"| time until all Available | {available:.1f} s | | | |")
     print(f"| operator peak RSS | {max(run.rss_mb for run in ours):.0f} MB | | | < 200 MB |")
