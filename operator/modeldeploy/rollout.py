@@ -51,6 +51,10 @@ MANUAL_ANNOTATIONS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION)
 
 # How soon to look again while waiting for pods; analyses have their own schedule.
 POLL_SECONDS = 5.0
+# Waiting for stable pods needs no polling: every change of the Deployment wakes the
+# object. This only backs up a lost watch event, and keeps hundreds of objects that
+# deploy at once from re-reconciling every few seconds while their pods start.
+STABLE_RECHECK_SECONDS = 30.0
 
 
 class Reason(StrEnum):
@@ -336,7 +340,7 @@ class _Builder:
             f"deploying model {spec.model.name} {spec.model.version} "
             f"(revision {self.o.revision}) as stable",
         )
-        return self.decision(None, 0, POLL_SECONDS)
+        return self.decision(None, 0, STABLE_RECHECK_SECONDS)
 
     def first_deploy_message(self) -> str:
         version = self.o.spec.model.version
@@ -373,7 +377,8 @@ class _Builder:
             )
         if self.o.stable.exists and self.o.stable.replicas != wanted:
             self.event(Reason.SCALED, f"scaling stable from {self.o.stable.replicas} to {wanted}")
-        return self.decision(self.retained_canary(), 0, None if serving else POLL_SECONDS)
+        requeue = None if serving else STABLE_RECHECK_SECONDS
+        return self.decision(self.retained_canary(), 0, requeue)
 
     def retained_canary(self) -> TrackPlan | None:
         """A rolled-back canary stays, scaled to zero, until a new revision replaces it."""
