@@ -47,7 +47,9 @@ class DirectCreator:
         self._kube: Kube | None = None
         self.errors: list[str] = []
         self._stop = threading.Event()
-        self._slots: asyncio.Semaphore | None = None
+        # As many objects at once as the operator reconciles at once, so the comparison
+        # is of the work per object, not of how hard each side pushes the API server.
+        self._slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
 
     def __enter__(self) -> DirectCreator:
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
@@ -62,7 +64,6 @@ class DirectCreator:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _open(self) -> Kube:
-        self._slots = asyncio.Semaphore(CONCURRENT_RECONCILES)
         return Kube(load_configuration(self._kubeconfig))
 
     def _watch(self) -> None:
@@ -84,9 +85,6 @@ class DirectCreator:
     async def _create(self, body: dict[str, Any]) -> None:
         assert self._kube is not None
         kube = self._kube
-        # As many objects at once as the operator reconciles at once, so the comparison
-        # is of the work per object, not of how hard each side pushes the API server.
-        assert self._slots is not None
         async with self._slots:
             outcomes = await asyncio.gather(
                 *(kube.apply(manifest, force=False) for manifest in children_of(body)),

@@ -18,10 +18,6 @@ class PrioritySlots:
         self._order = itertools.count()
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
 
-    @property
-    def waiting(self) -> int:
-        return sum(not future.done() for _, _, future in self._waiters)
-
     @asynccontextmanager
     async def hold(self, priority: int) -> AsyncIterator[None]:
         await self._acquire(priority)
@@ -31,7 +27,8 @@ class PrioritySlots:
             self._release()
 
     async def _acquire(self, priority: int) -> None:
-        if self._free > 0 and not self.waiting:
+        # A free slot means nobody waits: a released slot goes to a waiter when there is one.
+        if self._free > 0:
             self._free -= 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -17,15 +17,20 @@ def body(resource_version: int) -> dict[str, Any]:
     }
 
 
+def recording_scheduler() -> tuple[Scheduler, list[float]]:
+    """A scheduler whose reconciles only record when they ran."""
+    runs: list[float] = []
+
+    async def reconcile(_: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+        runs.append(time.monotonic())
+        return None, None
+
+    return Scheduler(reconcile, resync_seconds=300), runs
+
+
 def test_a_burst_of_child_changes_is_folded_into_one_reconcile_after_it_settles() -> None:
     async def scenario() -> tuple[int, list[float]]:
-        runs: list[float] = []
-
-        async def reconcile(_: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
-            runs.append(time.monotonic())
-            return None, None
-
-        scheduler = Scheduler(reconcile, resync_seconds=300)
+        scheduler, runs = recording_scheduler()
         scheduler.observe(body(1))
         await asyncio.sleep(0.05)
         first = len(runs)
@@ -45,13 +50,7 @@ def test_a_burst_of_child_changes_is_folded_into_one_reconcile_after_it_settles(
 
 def test_a_change_to_the_object_itself_is_reconciled_at_once() -> None:
     async def scenario() -> list[float]:
-        runs: list[float] = []
-
-        async def reconcile(_: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
-            runs.append(time.monotonic())
-            return None, None
-
-        scheduler = Scheduler(reconcile, resync_seconds=300)
+        scheduler, runs = recording_scheduler()
         scheduler.observe(body(1))
         await asyncio.sleep(0.05)
         changed_at = time.monotonic()
