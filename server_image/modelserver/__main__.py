@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsError
 
 from modelserver.fatal import StartupError, exit_with_reason
-from modelserver.settings import Settings
+from modelserver.settings import Settings, ignored_variables
 
 _DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 # Thread pools that OpenMP and BLAS size when first imported; busy-waiting threads of
@@ -29,6 +29,12 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in ignored_variables(os.environ):
+        logging.getLogger("modelserver").warning(
+            "ignoring environment variable %s: settings are read only from upper-case"
+            " MODELSERVER_* names",
+            name,
+        )
     # Imported only now, so that numpy, xgboost and BLAS see the thread settings above.
     from modelserver.serve import serve
 

@@ -1,11 +1,18 @@
 """Configuration from command-line flags and MODELSERVER_* environment variables."""
 
+import os
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ModelFormat = Literal["xgboost", "sklearn", "sklearn-joblib"]
 Track = Literal["stable", "canary"]
@@ -13,12 +20,39 @@ Track = Literal["stable", "canary"]
 # Formats whose loading can run code that ships inside the artifact.
 UNSAFE_FORMATS: frozenset[str] = frozenset({"sklearn-joblib"})
 
+ENV_PREFIX = "MODELSERVER_"
+
+
+def ignored_variables(environ: Mapping[str, str]) -> list[str]:
+    """Variables that look like settings but are not spelled in upper case, so do not count."""
+    return sorted(
+        name for name in environ if name.upper().startswith(ENV_PREFIX) and name != name.upper()
+    )
+
+
+class _UpperCaseEnvironment(EnvSettingsSource):
+    """MODELSERVER_* variables, read only when their name is spelled in upper case.
+
+    pydantic-settings matches names regardless of case and the last spelling wins, so a
+    pod's `modelserver_model_uri` would override the MODELSERVER_MODEL_URI (and checksum)
+    that the operator pins.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        # Field names are matched in lower case; only exact upper-case names get there.
+        self.env_vars = {
+            name.lower(): value
+            for name, value in os.environ.items()
+            if name.startswith(ENV_PREFIX) and name == name.upper()
+        }
+
 
 class Settings(BaseSettings):
     """Every option is a flag (--model-uri) and a variable (MODELSERVER_MODEL_URI)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="MODELSERVER_",
+        env_prefix=ENV_PREFIX,
         cli_prog_name="modelserver",
         cli_kebab_case=True,
         cli_implicit_flags=True,
@@ -101,6 +135,17 @@ class Settings(BaseSettings):
         default=None,
         description="Buckets of modelserver_prediction_value; default depends on the task.",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _UpperCaseEnvironment(settings_cls)
 
     @field_validator("model_sha256")
     @classmethod

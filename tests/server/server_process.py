@@ -43,14 +43,23 @@ def run_to_exit(args: list[str], tmp_path: Path, timeout: float = 90) -> tuple[i
 
 
 @contextmanager
-def running_server(args: list[str], tmp_path: Path) -> Iterator[ServerProcess]:
-    """Start modelserver, wait until ready, and stop it (SIGTERM, then SIGKILL) at the end."""
+def running_server(
+    args: list[str], tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Start modelserver, wait until ready, and stop it (SIGTERM, then SIGKILL) at the end.
+
+    `env` is the whole environment of the process (default: this one's).
+    """
     port = free_port()
     log = tmp_path / f"modelserver-{port}.log"
     command = [COMMAND, "--host", "127.0.0.1", "--port", str(port), *args]
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path, env=os.environ
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=os.environ if env is None else env,
         )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
     try:

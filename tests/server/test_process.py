@@ -1,5 +1,6 @@
 """The real `modelserver` process over real HTTP on 127.0.0.1."""
 
+import os
 import signal
 import threading
 import time
@@ -134,6 +135,30 @@ def test_sigterm_lets_in_flight_requests_finish(models_dir: Path, tmp_path: Path
     assert statuses == [200] * 8
     assert max(finished_at) > signalled_at, "no request was in flight at SIGTERM"
     assert exit_code == 0
+
+
+def test_only_upper_case_variables_configure_the_server(models_dir: Path, tmp_path: Path):
+    pinned, unpinned = models_dir / "xgb-classifier.ubj", models_dir / "xgb-regressor.ubj"
+    pinned_sha256 = sha256_of(models_dir, pinned.name)
+    env = {
+        **os.environ,
+        "MODELSERVER_MODEL_URI": str(pinned),
+        "MODELSERVER_MODEL_SHA256": pinned_sha256,
+        "MODELSERVER_MODEL_NAME": "fraud",
+        "MODELSERVER_CACHE_DIR": str(tmp_path / "cache"),
+        # A pod's own entries after the operator's: the last spelling used to win.
+        "modelserver_model_uri": str(unpinned),
+        "modelserver_model_sha256": sha256_of(models_dir, unpinned.name),
+        "Modelserver_Model_Name": "fraud",
+    }
+    with running_server([], tmp_path, env=env) as server:
+        metadata = httpx.get(f"{server.url}/v2/models/fraud", timeout=5).json()
+        info = metric_samples(server, "modelserver_model_info")
+    assert metadata["parameters"]["sha256"] == pinned_sha256
+    assert metadata["parameters"]["task"] == "binary"
+    assert [labels["sha256"] for labels, _ in info] == [pinned_sha256]
+    for name in ("Modelserver_Model_Name", "modelserver_model_sha256", "modelserver_model_uri"):
+        assert f"ignoring environment variable {name}" in server.output()
 
 
 def test_missing_model_exits_non_zero_with_the_reason(tmp_path: Path):
