@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 import kopf
 from prometheus_client import start_http_server
@@ -22,11 +23,28 @@ from modeldeploy.scheduler import Scheduler
 log = logging.getLogger("modeldeploy")
 
 
+def stop_leading(
+    kube: Kube, scheduler: Scheduler, health: Health, stop: asyncio.Event
+) -> Callable[[], Awaitable[None]]:
+    """What the leader does the moment it loses the Lease: from then on, nothing writes."""
+
+    async def stopped() -> None:
+        stop.set()  # kopf stops watching
+        health.leading = False
+        # Closing the session refuses every new request and drops those in flight before
+        # its first await, so no reconcile sends anything once this line has started.
+        await kube.close()
+        await scheduler.stop()
+
+    return stopped
+
+
 async def run(config: OperatorConfig) -> int:
     health = Health()
     await health.start(config.bind_address, config.health_port)
     start_http_server(config.metrics_port, addr=config.bind_address)
-    kube = Kube(load_configuration(config.kubeconfig))
+    configuration = load_configuration(config.kubeconfig)
+    kube = Kube(configuration)
     reconciler = Reconciler(kube, config)
     scheduler = Scheduler(reconciler.reconcile, config.resync_seconds)
     stop = asyncio.Event()
@@ -36,10 +54,17 @@ async def run(config: OperatorConfig) -> int:
     try:
         if config.leader_election:
             namespace = config.lease_namespace or (config.namespaces or ["default"])[0]
-            lease = LeaderLease(kube, namespace, config.lease_name, config.identity)
+            timings = config.lease_timings
+            lease = LeaderLease(
+                # A session of its own: a renewal never queues behind reconciles' requests.
+                Kube(configuration, timeout=timings.renew_deadline),
+                namespace,
+                config.lease_name,
+                config.identity,
+                timings,
+            )
             await lease.acquire()
-            keeper = asyncio.create_task(lease.keep())
-            keeper.add_done_callback(lambda _: stop.set())
+            keeper = asyncio.create_task(lease.keep(stop_leading(kube, scheduler, health, stop)))
         health.leading = True
 
         await kopf.operator(
@@ -49,7 +74,7 @@ async def run(config: OperatorConfig) -> int:
             stop_flag=stop,
             memo=kopf.Memo(scheduler=scheduler, reconciler=reconciler, config=config),
         )
-        if keeper is not None and keeper.done():
+        if stop.is_set():  # only a lost Lease sets it; kopf handles SIGTERM by itself
             log.error("stopping: leadership lost")
             exit_code = 1
     finally:
@@ -58,9 +83,11 @@ async def run(config: OperatorConfig) -> int:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        if lease is not None and exit_code == 0:
-            with contextlib.suppress(Exception):
-                await lease.release()
+        if lease is not None:
+            if exit_code == 0:
+                with contextlib.suppress(Exception):
+                    await lease.release()
+            await lease.kube.close()
         await kube.close()
         await health.stop()
     return exit_code

@@ -6,6 +6,8 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from modeldeploy.leader import LeaseTimings
+
 DEFAULT_IMAGE = "ghcr.io/modeldeploy/modelserver:0.1.0"
 
 
@@ -24,6 +26,7 @@ class OperatorConfig:
     identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "modeldeploy"))
     resync_seconds: float = 300.0
     log_format: str = "json"
+    lease_timings: LeaseTimings = field(default_factory=LeaseTimings)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -80,7 +83,34 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
     parser.add_argument(
         "--log-format", choices=["json", "plain"], default=_env("LOG_FORMAT", "json")
     )
+    parser.add_argument(
+        "--lease-duration-seconds",
+        type=int,
+        default=int(_env("LEASE_DURATION_SECONDS", "15") or 15),
+        help="how long a renewal holds the leader Lease; standbys wait this long",
+    )
+    parser.add_argument(
+        "--renew-deadline-seconds",
+        type=float,
+        default=float(_env("RENEW_DEADLINE_SECONDS", "10") or 10),
+        help="a leader that has not renewed for this long stops (less than the duration)",
+    )
+    parser.add_argument(
+        "--retry-period-seconds",
+        type=float,
+        default=float(_env("RETRY_PERIOD_SECONDS", "2") or 2),
+        help="seconds between Lease renewals, and between a standby's attempts",
+    )
     args = parser.parse_args(argv)
+    try:
+        lease_timings = LeaseTimings(
+            args.lease_duration_seconds, args.renew_deadline_seconds, args.retry_period_seconds
+        )
+    except ValueError as error:
+        parser.error(
+            f"{error} (set by --retry-period-seconds, --renew-deadline-seconds and "
+            "--lease-duration-seconds)"
+        )
     return OperatorConfig(
         namespaces=list(dict.fromkeys(args.namespace)),
         kubeconfig=args.kubeconfig,
@@ -95,4 +125,5 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         identity=args.identity,
         resync_seconds=args.resync_seconds,
         log_format=args.log_format,
+        lease_timings=lease_timings,
     )
