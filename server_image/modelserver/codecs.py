@@ -91,7 +91,7 @@ def v1_decoder(model: Model) -> Decoder:
     def respond(prediction: Prediction) -> dict[str, Any]:
         body: dict[str, Any] = {"predictions": json_array(prediction.values)}
         if prediction.probabilities is not None:
-            body["probabilities"] = prediction.probabilities
+            body["probabilities"] = json_array(prediction.probabilities)
         return body
 
     return decode

@@ -186,7 +186,11 @@ def flat_data(array: npt.NDArray[Any]) -> npt.NDArray[Any] | list[Any]:
 
 
 def json_array(array: npt.NDArray[Any]) -> npt.NDArray[Any] | list[Any]:
-    """orjson writes numeric numpy arrays natively; labels that are strings go as lists."""
+    """An array as orjson can write it: every prediction goes through here to a response.
+
+    orjson writes numeric arrays natively but only C-ordered ones (several scikit-learn
+    classifiers return Fortran-ordered probabilities); labels that are strings go as lists.
+    """
     if array.dtype.kind in "fiub":
         return np.ascontiguousarray(array)
     labels: list[Any] = np.asarray(array, dtype=str).tolist()
