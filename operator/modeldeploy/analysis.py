@@ -13,18 +13,29 @@ Everything but `PrometheusClient` is pure.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
 import httpx
+import orjson
 
 from modeldeploy import api
+from modeldeploy.outbound import (
+    PROMETHEUS_ANSWER_LIMIT,
+    AnswerTooLarge,
+    BadUrl,
+    Origin,
+    Redactor,
+    check_allowed,
+    header_safe,
+    read_bounded,
+)
 from modeldeploy.promql import (
     REQUEST_VOLUME,
     VOLUME_CHECK,
@@ -87,29 +98,47 @@ _NO_SERIES = (
 
 
 class PrometheusClient:
-    """Instant queries against the Prometheus HTTP API; expected failures become outcomes."""
+    """Instant queries against the Prometheus HTTP API; every failure becomes an outcome.
+
+    The URL and the Secrets come from a tenant's spec (see `outbound`): at most
+    `answer_limit` bytes of an answer are read, only Prometheus' own error fields are
+    quoted, and the token and CA bundle never appear in a message.
+    """
 
     def __init__(
         self,
         url: str,
         *,
         timeout: float = 10.0,
-        bearer_token: str | None = None,
-        ca_pem: str | None = None,
+        bearer_token: bytes | str | None = None,
+        ca: bytes | str | None = None,
+        allowed: Sequence[Origin] = (),
+        answer_limit: int = PROMETHEUS_ANSWER_LIMIT,
+        token_source: str = "the bearer token",
+        ca_source: str = "the CA bundle",
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = url.strip().rstrip("/")
         self.timeout = timeout
-        # A bad CA bundle is reported by every query, so it shows up in the status.
-        self._setup_error: str | None = None
+        self._answer_limit = answer_limit
+        self._redact = Redactor([bearer_token, ca])
+        # A problem with the URL or the Secrets is reported by every query, so it shows
+        # up in the status of each analysis.
+        self._setup_error = _url_problem(self.url, allowed)
+        headers: dict[str, str] = {}
+        if bearer_token is not None and self._setup_error is None:
+            token, self._setup_error = _usable_token(bearer_token, token_source)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
         verify: ssl.SSLContext | bool = True
-        if ca_pem is not None:
+        if ca is not None and self._setup_error is None:
             try:
-                verify = ssl.create_default_context(cadata=ca_pem)
-            except (ssl.SSLError, ValueError) as exc:
-                self._setup_error = f"the CA bundle for {self.url} is not valid PEM: {exc}"
-        # Secrets written with `echo` or from files often end in a newline.
-        token = (bearer_token or "").strip()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+                verify = _trusting(ca)
+            except Exception as exc:  # whatever the bytes were, the analysis reports it
+                reason = self._redact(str(exc) or type(exc).__name__)
+                self._setup_error = (
+                    f"{ca_source} is neither PEM nor DER certificates ({reason}); "
+                    "point caSecretRef at the CA certificate that signed Prometheus' certificate"
+                )
         self._http = httpx.AsyncClient(headers=headers, verify=verify, timeout=timeout)
 
     @classmethod
@@ -117,35 +146,60 @@ class PrometheusClient:
         cls,
         spec: api.PrometheusSpec,
         *,
-        bearer_token: str | None = None,
-        ca_pem: str | None = None,
+        bearer_token: bytes | None = None,
+        ca: bytes | None = None,
+        allowed: Sequence[Origin] = (),
     ) -> PrometheusClient:
         """A client for `spec`; the caller reads the token and CA bundle from their Secrets."""
+        token_ref, ca_ref = spec.bearer_token_secret_ref, spec.ca_secret_ref
         return cls(
             spec.url,
             timeout=api.duration_seconds(spec.timeout),
             bearer_token=bearer_token,
-            ca_pem=ca_pem,
+            ca=ca,
+            allowed=allowed,
+            token_source=_secret_source(token_ref, "bearerTokenSecretRef", "the bearer token"),
+            ca_source=_secret_source(ca_ref, "caSecretRef", "the CA bundle"),
         )
 
     async def query(self, promql: str) -> QueryOutcome:
-        """Run one instant query. Never raises for an unreachable or unhappy Prometheus."""
+        """Run one instant query. Never raises, whatever Prometheus or the network do."""
         if self._setup_error is not None:
             return QueryFailed(self._setup_error)
+        outcome = await self._query(promql)
+        if isinstance(outcome, QueryFailed):
+            return QueryFailed(self._redact(outcome.message))
+        return outcome
+
+    async def _query(self, promql: str) -> QueryOutcome:
+        where = self.url
         try:
             # httpx times each phase; the outer bound caps the whole exchange.
-            async with asyncio.timeout(self.timeout):
-                response = await self._http.post(f"{self.url}/api/v1/query", data={"query": promql})
+            async with (
+                asyncio.timeout(self.timeout),
+                self._http.stream(
+                    "POST", f"{self.url}/api/v1/query", data={"query": promql}
+                ) as response,
+            ):
+                body = await read_bounded(response, self._answer_limit)
+                return interpret(response.status_code, body, where)
         except (TimeoutError, httpx.TimeoutException):
             return QueryFailed(
-                f"Prometheus at {self.url} unreachable: no answer within {self.timeout:g}s"
+                f"Prometheus at {where} unreachable: no answer within {self.timeout:g}s"
+            )
+        except AnswerTooLarge as exc:
+            return QueryFailed(
+                f"Prometheus at {where} answered with {exc}, and reading stopped there; an "
+                "instant query for one number needs a few hundred bytes: is the URL the base "
+                "URL of a Prometheus HTTP API?"
             )
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
-            return QueryFailed(f"Prometheus at {self.url} unreachable: {reason}")
-        except httpx.InvalidURL as exc:
-            return QueryFailed(f"Prometheus URL {self.url!r} is not usable: {exc}")
-        return interpret(response.status_code, response.text, self.url)
+            return QueryFailed(f"Prometheus at {where} unreachable: {reason}")
+        except Exception as exc:  # a hostile or broken answer must not stop the analysis
+            return QueryFailed(
+                f"querying Prometheus at {where} failed: {type(exc).__name__}: {exc}"
+            )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -162,28 +216,92 @@ class PrometheusClient:
         await self.aclose()
 
 
-def interpret(status_code: int, body: str, url: str) -> QueryOutcome:
-    """Map one answer of `/api/v1/query` to an outcome."""
+def _url_problem(url: str, allowed: Sequence[Origin]) -> str | None:
+    try:
+        Origin.parse(url)
+    except BadUrl as error:
+        return f"the Prometheus URL is not usable: {error}"
+    return check_allowed(url, allowed)
+
+
+def _secret_source(ref: api.SecretKeyRef | None, field: str, default: str) -> str:
+    return default if ref is None else f"Secret {ref.name}, key {ref.key!r} ({field})"
+
+
+def _usable_token(raw: bytes | str, source: str) -> tuple[str | None, str | None]:
+    """(token, None), or (None, why it cannot be sent) without quoting it."""
+    try:
+        # Secrets written with `echo` or from files often end in a newline.
+        token = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
+    except UnicodeDecodeError:
+        token = None
+    if token == "":
+        return None, None
+    if token is None or not header_safe(token):
+        return None, (
+            f"{source} cannot be sent as an HTTP header: it is binary, spans several lines "
+            "or has characters outside visible ASCII. Is the key right (a token, not a "
+            "certificate or private key)?"
+        )
+    return token, None
+
+
+def _trusting(ca: bytes | str) -> ssl.SSLContext:
+    """A context trusting `ca`: PEM text (one or more certificates) or one DER certificate."""
+    data = ca.encode() if isinstance(ca, str) else ca
+    if b"-----BEGIN" in data:
+        return ssl.create_default_context(cadata=data.decode("ascii"))
+    return ssl.create_default_context(cadata=data)
+
+
+_ERROR_FIELD_LIMIT = 300
+
+
+def _phrase(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return ""
+
+
+def _error_field(answer: dict[str, Any], key: str, default: str) -> str:
+    """One of Prometheus' own error fields, as a short single line."""
+    value = answer.get(key)
+    if not isinstance(value, str) or not value.strip():
+        return default
+    text = " ".join(value.split())
+    return text if len(text) <= _ERROR_FIELD_LIMIT else text[:_ERROR_FIELD_LIMIT] + "..."
+
+
+def interpret(status_code: int, body: bytes | str, url: str) -> QueryOutcome:
+    """Map one answer of `/api/v1/query` to an outcome. Bodies are never quoted: only
+    the error fields of Prometheus' own JSON are."""
     hint = " (is the bearer token right?)" if status_code in (401, 403) else ""
     try:
-        answer = json.loads(body)
-    except ValueError:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
         answer = None
     if not isinstance(answer, dict):
+        advice = ""
+        if status_code < 500 and not hint:
+            advice = (
+                ": is the URL the base URL of a Prometheus HTTP API? "
+                "(the operator appends /api/v1/query)"
+            )
         return QueryFailed(
-            f"Prometheus at {url} answered HTTP {status_code} without the query API's JSON"
-            f"{hint}: {_snippet(body)}"
+            f"Prometheus at {url} answered HTTP {status_code} {_phrase(status_code)} "
+            f"without the query API's JSON{hint}{advice}"
         )
     if answer.get("status") != "success":
-        kind = answer.get("errorType", "error")
+        kind = _error_field(answer, "errorType", "error")
+        reason = _error_field(answer, "error", "no error message")
         return QueryFailed(
-            f"Prometheus refused the query (HTTP {status_code}, {kind}){hint}: "
-            f"{answer.get('error', _snippet(body))}"
+            f"Prometheus refused the query (HTTP {status_code}, {kind}){hint}: {reason}"
         )
     try:
         return _outcome_of_data(answer["data"])
     except (KeyError, IndexError, TypeError, ValueError):
-        return QueryFailed(f"Prometheus at {url} gave an answer of unknown shape: {_snippet(body)}")
+        return QueryFailed(f"Prometheus at {url} gave an answer of unknown shape")
 
 
 def _outcome_of_data(data: dict[str, Any]) -> QueryOutcome:
@@ -211,11 +329,6 @@ def _outcome_of_sample(sample: str) -> QueryOutcome:
             f"query returned {value:+}, usually a division by zero because there were no requests"
         )
     return Value(value)
-
-
-def _snippet(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --- verdicts -------------------------------------------------------------------------------

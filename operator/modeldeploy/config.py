@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from modeldeploy.leader import LeaseTimings
+from modeldeploy.outbound import BadUrl, Origin, parse_allow_list
 
 DEFAULT_IMAGE = "ghcr.io/modeldeploy/modelserver:0.1.0"
 
@@ -26,6 +27,10 @@ class OperatorConfig:
     identity: str = field(default_factory=lambda: os.environ.get("HOSTNAME", "modeldeploy"))
     resync_seconds: float = 300.0
     log_format: str = "json"
+    # Where analyses may send queries (and the Secrets that go with them); empty: anywhere.
+    allowed_prometheus_urls: tuple[Origin, ...] = ()
+    # Off: bearer tokens, CA bundles and webhook URLs are never read from Secrets.
+    read_secrets: bool = True
     lease_timings: LeaseTimings = field(default_factory=LeaseTimings)
 
 
@@ -84,6 +89,23 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         "--log-format", choices=["json", "plain"], default=_env("LOG_FORMAT", "json")
     )
     parser.add_argument(
+        "--allowed-prometheus-urls",
+        default=_env("ALLOWED_PROMETHEUS_URLS", ""),
+        help=(
+            "comma-separated base URLs analyses may query; a spec's URL must match one's "
+            "scheme, host, port and leading path segments (default: any URL)"
+        ),
+    )
+    parser.add_argument(
+        "--no-secret-access",
+        action="store_true",
+        default=_env("READ_SECRETS", "true") == "false",
+        help=(
+            "never read Secrets: specs that reference a bearer token, CA bundle or webhook "
+            "URL in a Secret get an error instead"
+        ),
+    )
+    parser.add_argument(
         "--lease-duration-seconds",
         type=int,
         default=int(_env("LEASE_DURATION_SECONDS", "15") or 15),
@@ -111,6 +133,14 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
             f"{error} (set by --retry-period-seconds, --renew-deadline-seconds and "
             "--lease-duration-seconds)"
         )
+    try:
+        allowed = parse_allow_list(
+            [u for u in args.allowed_prometheus_urls.split(",") if u.strip()]
+        )
+        if args.default_prometheus_url:
+            Origin.parse(args.default_prometheus_url)
+    except BadUrl as error:
+        parser.error(str(error))
     return OperatorConfig(
         namespaces=list(dict.fromkeys(args.namespace)),
         kubeconfig=args.kubeconfig,
@@ -125,5 +155,7 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         identity=args.identity,
         resync_seconds=args.resync_seconds,
         log_format=args.log_format,
+        allowed_prometheus_urls=allowed,
+        read_secrets=not args.no_secret_access,
         lease_timings=lease_timings,
     )

@@ -248,14 +248,16 @@ class Kube:
         )
         return dict((await self._request("PUT", path, body=manifest)).body)
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+        """The raw bytes of one key: Secrets hold PEM, DER and tokens alike, and what they
+        mean is for the caller to judge (without ever quoting them)."""
         secret = await self.get("v1", "Secret", namespace, name)
         if secret is None:
             raise KubeError(f"Secret {namespace}/{name} not found", 404, transient=True)
         encoded = (secret.get("data") or {}).get(key)
         if encoded is None:
             raise KubeError(f"Secret {namespace}/{name} has no key {key!r}", 404, transient=True)
-        return base64.b64decode(encoded).decode()
+        return base64.b64decode(encoded)
 
     async def event(
         self, involved: ObjectRef, event_type: str, reason: str, message: str, component: str

@@ -10,8 +10,11 @@ import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+
+from modeldeploy.outbound import Redactor
 
 
 class NotificationKind(StrEnum):
@@ -68,20 +71,39 @@ def payload(event: Notification) -> dict[str, Any]:
     }
 
 
-async def post_notification(url: str, event: Notification, timeout: float = 5.0) -> str | None:
-    """Post `event`; None on success, else what went wrong (the URL's secret path left out)."""
-    url = url.strip()  # a URL read from a Secret often ends in a newline
-    # Incoming-webhook URLs carry their token in the path: name only scheme and host.
-    where = "/".join(url.split("/")[:3])
+def _where(url: str) -> str:
+    """Scheme, host and port only: incoming-webhook URLs carry their token in the path, and
+    a user name or password may sit before the host."""
     try:
-        async with asyncio.timeout(timeout), httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.post(url, json=payload(event))
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the configured URL"
+    return f"{parts.scheme}://{host}{port}" if parts.scheme else "the configured URL"
+
+
+async def post_notification(url: str, event: Notification, timeout: float = 5.0) -> str | None:
+    """Post `event`; None on success, else what went wrong.
+
+    The reply's body is never read, let alone quoted: the URL is a tenant's, and what it
+    answers must neither fill the operator's memory nor reach an Event.
+    """
+    url = url.strip()  # a URL read from a Secret often ends in a newline
+    where = _where(url)
+    redact = Redactor([url])
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            httpx.AsyncClient(timeout=timeout) as client,
+            client.stream("POST", url, json=payload(event)) as response,
+        ):
+            status = response.status_code
     except (TimeoutError, httpx.TimeoutException):
         return f"webhook at {where} did not answer within {timeout:g}s"
     except Exception as exc:  # whatever happens, the rollout goes on
-        reason = (str(exc) or type(exc).__name__).replace(url, where)
+        reason = redact(str(exc) or type(exc).__name__)
         return f"webhook at {where} unreachable: {reason}"
-    if response.is_success:
+    if 200 <= status < 300:
         return None
-    body = " ".join(response.text.split())[:200]
-    return f"webhook at {where} answered HTTP {response.status_code}: {body}"
+    return f"webhook at {where} answered HTTP {status}"

@@ -14,7 +14,10 @@ from modeldeploy import api
 # The inference server's metrics (the server/operator contract). Prometheus adds
 # `namespace` and `pod` at scrape time.
 REQUESTS_TOTAL = "modelserver_requests_total"
-"""Counter; labels model, model_version, track, modeldeployment, endpoint, code."""
+"""Counter; labels model, model_version, track, modeldeployment, endpoint, code, outcome."""
+OUTCOME_LABEL = "outcome"
+SERVER_ERROR = "server_error"
+REJECTED = "rejected"
 REQUEST_DURATION = "modelserver_request_duration_seconds"
 """Histogram; labels model, model_version, track, modeldeployment, endpoint."""
 
@@ -37,10 +40,19 @@ REQUEST_VOLUME = f"sum(increase({_window(REQUESTS_TOTAL)}))"
 
 
 def error_rate_query(count_rejected_requests: bool) -> str:
-    """Template of the share of the track's requests that failed in the window."""
-    # 4xx counts by default: a model that rejects inputs the stable accepted is a regression.
-    codes = "4..|5.." if count_rejected_requests else "5.."
-    errors = _window(REQUESTS_TOTAL, f', code=~"{codes}"')
+    """Template of the share of the track's requests the model is responsible for failing.
+
+    The server's `outcome` label sorts requests: `server_error` (5xx) and `rejected` (the
+    model refused an input the protocol accepts) are the model's doing; `client_error`
+    (malformed bodies, unknown paths, 413, clients that went away) never is, so clients
+    cannot force a rollback.
+    """
+    outcomes = (
+        f'{OUTCOME_LABEL}=~"{SERVER_ERROR}|{REJECTED}"'
+        if count_rejected_requests
+        else f'{OUTCOME_LABEL}="{SERVER_ERROR}"'
+    )
+    errors = _window(REQUESTS_TOTAL, f", {outcomes}")
     # sum() of no series is empty, not 0: without `or vector(0)` an error-free canary
     # would have no error rate at all.
     return f"(sum(rate({errors})) or vector(0)) / sum(rate({_window(REQUESTS_TOTAL)}))"

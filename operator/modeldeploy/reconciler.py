@@ -51,6 +51,10 @@ CONFLICT_RETRY_SECONDS = 30.0
 COMPONENT = "modeldeploy-operator"
 
 
+class SecretsOff(Exception):
+    """A spec references a Secret, and this operator was told never to read Secrets."""
+
+
 class ChildConflict(Exception):
     """A child's name is taken by an object this ModelDeployment does not control."""
 
@@ -238,9 +242,13 @@ class Reconciler:
         return found
 
     async def _analyse(self, md: ModelDeployment) -> AnalysisStatus:
+        """The analysis of the canary's last interval. Never raises: whatever fails becomes
+        an Error verdict, which holds the step and counts toward inconclusiveLimit."""
         now = datetime.now(UTC)
         try:
             client = await self._prometheus(md)
+        except SecretsOff as error:
+            return _backend_error(str(error), now)
         except KubeError as error:
             return _backend_error(f"cannot read the Prometheus credentials: {error}", now)
         if client is None:
@@ -257,23 +265,37 @@ class Reconciler:
             model=md.spec.model.name,
             version=md.spec.model.version,
         )
-        async with client:
-            return await analysis.analyse(client, md.spec.analysis, context, now)
+        try:
+            async with client:
+                return await analysis.analyse(client, md.spec.analysis, context, now)
+        except Exception as error:
+            log.exception("analysis of %s/%s failed", md.metadata.namespace, md.metadata.name)
+            return _backend_error(f"the analysis failed: {type(error).__name__}", now)
 
     async def _prometheus(self, md: ModelDeployment) -> analysis.PrometheusClient | None:
         spec = md.spec.analysis.prometheus
-        namespace = md.metadata.namespace
+        allowed = self.config.allowed_prometheus_urls
         if spec is None:
             url = self.config.default_prometheus_url
+            # The platform team's own default needs no allow-list entry.
             return analysis.PrometheusClient(url) if url else None
         token = ca = None
         if spec.bearer_token_secret_ref is not None:
             ref = spec.bearer_token_secret_ref
-            token = (await self.kube.read_secret_key(namespace, ref.name, ref.key)).strip()
+            token = await self._secret(md, ref.name, ref.key, "analysis.prometheus")
         if spec.ca_secret_ref is not None:
             ref = spec.ca_secret_ref
-            ca = await self.kube.read_secret_key(namespace, ref.name, ref.key)
-        return analysis.PrometheusClient.from_spec(spec, bearer_token=token, ca_pem=ca)
+            ca = await self._secret(md, ref.name, ref.key, "analysis.prometheus")
+        return analysis.PrometheusClient.from_spec(spec, bearer_token=token, ca=ca, allowed=allowed)
+
+    async def _secret(self, md: ModelDeployment, name: str, key: str, used_by: str) -> bytes:
+        if not self.config.read_secrets:
+            raise SecretsOff(
+                f"{used_by} references Secret {name}, but this operator does not read Secrets "
+                "(started with --no-secret-access, chart value secretAccess.enabled=false); "
+                "remove the reference or ask your platform team"
+            )
+        return await self.kube.read_secret_key(md.metadata.namespace, name, key)
 
     # -- record ------------------------------------------------------------------------
 
@@ -455,22 +477,26 @@ class Reconciler:
         webhook = md.spec.notifications.webhook
         if webhook is None or not decision.notifications:
             return
+        secret = webhook.url_secret_ref
         try:
-            url = await self.kube.read_secret_key(
-                md.metadata.namespace, webhook.url_secret_ref.name, webhook.url_secret_ref.key
-            )
-        except KubeError as error:
+            raw = await self._secret(md, secret.name, secret.key, "notifications.webhook")
+            url = raw.decode("utf-8").strip()
+        except (SecretsOff, KubeError) as error:
             await self._event(ref, "Warning", "NotificationFailed", str(error))
+            return
+        except UnicodeDecodeError:
+            message = f"the webhook URL in Secret {secret.name}, key {secret.key!r} is not text"
+            await self._event(ref, "Warning", "NotificationFailed", message)
             return
         for note in decision.notifications:
             failure = await notify.post_notification(
-                url.strip(),
+                url,
                 notify.Notification(
                     kind=notify.NotificationKind(note.kind.value),
                     namespace=md.metadata.namespace,
                     name=md.metadata.name,
-                    version=md.spec.model.version,
-                    revision=decision.status.revision or "",
+                    version=note.version,
+                    revision=note.revision,
                     message=note.message,
                 ),
             )

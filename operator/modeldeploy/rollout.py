@@ -144,6 +144,8 @@ class EventRecord:
 class Notification:
     kind: Reason
     message: str
+    version: str  # of the revision the notification is about, not necessarily the spec's
+    revision: str
 
 
 @dataclass
@@ -238,6 +240,9 @@ class _Builder:
 
     def event(self, reason: Reason, message: str, *, warning: bool = False) -> None:
         self.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
+
+    def notify(self, kind: Reason, message: str, canary: CanaryStatus) -> None:
+        self.notifications.append(Notification(kind, message, canary.version, canary.revision))
 
     def handle(self, annotation: str) -> None:
         self.status.handled_requests[annotation] = self.o.annotations[annotation]
@@ -483,6 +488,12 @@ class _Builder:
         )
         if spec.rollout.paused:
             self.status.message = f"paused at step {canary.step + 1} ({weight}%)"
+            if self.progressing_reason() != Reason.PAUSED:
+                self.event(
+                    Reason.PAUSED,
+                    f"canary {canary.version} paused at step {canary.step + 1} ({weight}%); "
+                    "analyses go on and failed checks still roll it back",
+                )
             self.condition("Progressing", True, Reason.PAUSED, self.status.message)
         elif self.progressing_reason() == Reason.PAUSED:
             self.status.message = (
@@ -512,7 +523,7 @@ class _Builder:
                 f"(failed checks {canary.failed_checks}/{spec.rollout.failure_threshold})",
                 warning=True,
             )
-            self.notifications.append(Notification(Reason.ANALYSIS_FAILED, summary))
+            self.notify(Reason.ANALYSIS_FAILED, summary, canary)
             if canary.failed_checks >= spec.rollout.failure_threshold:
                 return self.roll_back(
                     Reason.FAILED_CHECKS,
@@ -590,9 +601,7 @@ class _Builder:
                 Reason.PROMOTED,
                 f"{canary.version} promoted to stable after {took:.0f}s",
             )
-            self.notifications.append(
-                Notification(Reason.PROMOTED, f"{canary.version} promoted to stable")
-            )
+            self.notify(Reason.PROMOTED, f"{canary.version} promoted to stable", canary)
             self.status.stable = StableStatus(
                 revision=canary.revision, version=canary.version, template=template
             )
@@ -633,7 +642,7 @@ class _Builder:
             f"{reason}: {message}",
             warning=True,
         )
-        self.notifications.append(Notification(Reason.ROLLED_BACK, self.status.message))
+        self.notify(Reason.ROLLED_BACK, self.status.message, canary)
         keep = self.rolled_back_canary_replicas()
         plan = TrackPlan(canary.revision, self.o.template, keep)
         current = canary.revision == self.o.revision

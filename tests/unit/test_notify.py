@@ -4,6 +4,7 @@ import pytest
 
 from modeldeploy.notify import Notification, NotificationKind, payload, post_notification
 from tests.support import RecordingWebhook
+from tests.support.hostile import EndlessServer
 from tests.support.processes import free_port
 
 ROLLED_BACK = Notification(
@@ -48,9 +49,8 @@ def test_a_webhook_answering_500_gives_a_message_not_an_exception():
     with RecordingWebhook() as hook:
         hook.respond(500, body="no_service")
         error = _post(hook.url)
-    assert error is not None
-    assert "HTTP 500: no_service" in error
-    assert "secret-token" not in error, "the webhook URL's path is its secret"
+    assert error == f"webhook at {hook.url.split('/services')[0]} answered HTTP 500"
+    assert "no_service" not in error, "a reply's body never reaches an Event"
 
 
 def test_an_unreachable_webhook_gives_a_message_not_an_exception():
@@ -75,3 +75,19 @@ def test_a_url_read_from_a_secret_with_a_trailing_newline_works():
 
 def test_a_malformed_url_gives_a_message_not_an_exception():
     assert "unreachable" in (_post("not a url") or "")
+
+
+def test_an_endless_reply_is_not_read():
+    with EndlessServer(cap=256 * 1024 * 1024) as server:
+        assert _post(f"{server.url}/services/T/B/secret") is None
+        assert server.hung_up.wait(10)
+    assert server.sent < 32 * 1024 * 1024
+
+
+def test_a_user_name_and_password_in_the_url_are_never_quoted():
+    url = f"http://bot:pa55word@127.0.0.1:{free_port()}/services/T000/B000/secret-token"
+    error = _post(url)
+    assert error is not None
+    assert "pa55word" not in error
+    assert "bot" not in error
+    assert "secret-token" not in error
