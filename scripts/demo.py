@@ -3,15 +3,19 @@
 Starts a local cluster (or uses MODELDEPLOY_KUBECONFIG), the operator, a real Prometheus
 and real modelserver processes standing in for the pods (see tests/e2e/harness), sends
 steady traffic, and walks through two rollouts while printing what the operator decides.
-Everything runs on 127.0.0.1 and is stopped at the end.
+Everything runs on 127.0.0.1 and is stopped at the end, also when the demo is ended
+early by SIGTERM, SIGHUP or SIGINT (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +23,13 @@ from tests.e2e.harness.load import Load
 from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
-from tests.support.processes import free_port
+from tests.support.processes import end_gracefully_on_signals, free_port, run_in_group, shielded
 
-from scripts.bench_operator import local_cluster, operator_process
+from scripts.bench_operator import ROOT, operator_process, put_kubectl_on_path
 from scripts.bench_rollback import Kubectl, status
 
 NAME = "fraud"
+CLUSTER = "modeldeploy-demo"
 STEP_TIMEOUT = 240
 
 
@@ -93,49 +98,81 @@ def events(kubectl: Kubectl, namespace: str) -> None:
         print(f"  {event['type']:<8} {event['reason']:<22} {event['message']}")
 
 
+@contextmanager
+def local_cluster() -> Iterator[str]:
+    """MODELDEPLOY_KUBECONFIG's cluster as is, or a local cluster that is taken down however
+    the demo ends: even a signal during `cluster.sh up` stops kwokctl with it."""
+    put_kubectl_on_path()
+    external = os.environ.get("MODELDEPLOY_KUBECONFIG")
+    if external:
+        yield external
+        return
+    script = str(ROOT / "scripts" / "cluster.sh")
+    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": CLUSTER}
+    try:
+        up = run_in_group([script, "up"], env=env, stdout=subprocess.PIPE, text=True)
+        if up.returncode != 0:
+            raise SystemExit("demo: the local cluster did not start (see the messages above)")
+        yield up.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([script, "down"], env=env, check=False)
+
+
 def main() -> None:
-    with ExitStack() as stack:
-        say("starting a local cluster")
-        kubeconfig = stack.enter_context(local_cluster("modeldeploy-demo"))
-        kubectl = Kubectl(kubeconfig)
-        kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
-        namespace = f"demo-{int(time.time())}"
-        kubectl("create", "namespace", namespace)
-        stack.callback(kubectl, "delete", "namespace", namespace, "--wait=false", check=False)
-        logs = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
-        stack.enter_context(operator_process(kubeconfig, namespace, logs / "operator.log",
-                                             free_port()))  # fmt: skip
-        prometheus = stack.enter_context(RealPrometheus())
-        say(f"operator, Prometheus ({prometheus.url}) and traffic up; logs in {logs}")
+    end_gracefully_on_signals()
+    stack = ExitStack()
+    try:
+        walk_through(stack)
+    except KeyboardInterrupt as ended:
+        say(f"{ended}")
+        raise SystemExit(1) from None
+    finally:
+        with shielded():  # a second signal must not cut the teardown short
+            stack.close()
 
-        kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest(prometheus.url)))
-        mirror = PodMirror(kubectl, namespace, NAME, prometheus, logs).start()
-        stack.callback(mirror.stop)
-        load = Load(mirror, MODEL_NAME, single_row_request(), rate=20, max_seconds=900).start()
-        stack.callback(load.stop)
-        say("deploying fraud 1.0.0 (XGBoost classifier) as the first stable")
-        follow(kubectl, namespace, {"Available"}, time.monotonic())
-        print(kubectl("-n", namespace, "get", "md,deployments").stdout)
 
-        say("rolling out 1.1.0, a healthy model: 20% -> 50% -> promoted")
-        started = time.monotonic()
-        kubectl("-n", namespace, "patch", "md", NAME, "--type", "merge", "-p",
-                json.dumps({"spec": {"model": {"version": "1.1.0"}}}))  # fmt: skip
-        follow(kubectl, namespace, {"Available"}, started + 5)
+def walk_through(stack: ExitStack) -> None:
+    say("starting a local cluster")
+    kubeconfig = stack.enter_context(local_cluster())
+    kubectl = Kubectl(kubeconfig)
+    kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
+    namespace = f"demo-{int(time.time())}"
+    kubectl("create", "namespace", namespace)
+    stack.callback(kubectl, "delete", "namespace", namespace, "--wait=false", check=False)
+    logs = Path(tempfile.mkdtemp(prefix="modeldeploy-demo-"))
+    stack.enter_context(operator_process(kubeconfig, namespace, logs / "operator.log",
+                                         free_port()))  # fmt: skip
+    prometheus = stack.enter_context(RealPrometheus())
+    say(f"operator, Prometheus ({prometheus.url}) and traffic up; logs in {logs}")
 
-        say("rolling out 2.0.0, a model that rejects the inputs clients send")
-        started = time.monotonic()
-        bad = {"model": {"version": "2.0.0", **artifact("xgb-classifier-bad-features.ubj")}}
-        kubectl("-n", namespace, "patch", "md", NAME, "--type", "merge", "-p",
-                json.dumps({"spec": bad}))  # fmt: skip
-        final = follow(kubectl, namespace, {"RolledBack"}, started)
-        print(f"\n  {final['message']}")
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest(prometheus.url)))
+    mirror = PodMirror(kubectl, namespace, NAME, prometheus, logs).start()
+    stack.callback(mirror.stop)
+    load = Load(mirror, MODEL_NAME, single_row_request(), rate=20, max_seconds=900).start()
+    stack.callback(load.stop)
+    say("deploying fraud 1.0.0 (XGBoost classifier) as the first stable")
+    follow(kubectl, namespace, {"Available"}, time.monotonic())
+    print(kubectl("-n", namespace, "get", "md,deployments").stdout)
 
-        say("events of the ModelDeployment")
-        events(kubectl, namespace)
-        served = len(load.sent)
-        failed = sum(1 for s in load.sent if s.status != 200)
-        say(f"done: {served} requests sent, {failed} rejected, all by the bad canary")
+    say("rolling out 1.1.0, a healthy model: 20% -> 50% -> promoted")
+    started = time.monotonic()
+    kubectl("-n", namespace, "patch", "md", NAME, "--type", "merge", "-p",
+            json.dumps({"spec": {"model": {"version": "1.1.0"}}}))  # fmt: skip
+    follow(kubectl, namespace, {"Available"}, started + 5)
+
+    say("rolling out 2.0.0, a model that rejects the inputs clients send")
+    started = time.monotonic()
+    bad = {"model": {"version": "2.0.0", **artifact("xgb-classifier-bad-features.ubj")}}
+    kubectl("-n", namespace, "patch", "md", NAME, "--type", "merge", "-p",
+            json.dumps({"spec": bad}))  # fmt: skip
+    final = follow(kubectl, namespace, {"RolledBack"}, started)
+    print(f"\n  {final['message']}")
+
+    say("events of the ModelDeployment")
+    events(kubectl, namespace)
+    served = len(load.sent)
+    failed = sum(1 for s in load.sent if s.status != 200)
+    say(f"done: {served} requests sent, {failed} rejected, all by the bad canary")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Fixtures (all tests here are marked ``integration``):
     With ``MODELDEPLOY_KUBECONFIG`` set, that cluster is used as is and never torn down.
     Otherwise ``scripts/cluster.sh up`` starts a dedicated cluster with a unique name
     (kind when docker works, else local processes with kwok fake nodes) and
-    ``scripts/cluster.sh down`` removes it at the end of the session, leaving no process.
+    ``scripts/cluster.sh down`` removes it at the end of the session, leaving no process,
+    also when the run ends early on SIGTERM (a CI timeout), SIGHUP or SIGINT.
 ``crds_installed`` (session)
     Applies every file in ``crds/`` and waits until the CRDs are Established.
 ``namespace`` (function)
@@ -42,6 +43,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.processes import cluster_processes, shielded, start_in_group, stop_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -84,7 +87,8 @@ def _run_streaming(
 ) -> tuple[int, str, str]:
     """Run cmd, echoing its stderr lines live; returns (rc, stdout, last stderr lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
-    proc = subprocess.Popen(
+    # A group of its own: an interrupted `cluster.sh up` must not leave kwokctl running on.
+    proc = start_in_group(
         cmd,
         cwd=REPO_ROOT,
         env=env,
@@ -104,8 +108,7 @@ def _run_streaming(
         out = proc.stdout.read()
         rc = proc.wait()
     except BaseException:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop_group(proc)
         raise
     return rc, out, "\n".join(tail)
 
@@ -208,22 +211,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _processes_of(cluster_name: str) -> list[int]:
-    """PIDs of processes whose command line points into this cluster's kwok work dir."""
-    marker = f"/clusters/{cluster_name}/".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline and str(CACHE).encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 def _cluster_env(name: str) -> dict[str, str]:
     env = dict(os.environ)
     env["MODELDEPLOY_CLUSTER_NAME"] = name
@@ -232,20 +219,22 @@ def _cluster_env(name: str) -> dict[str, str]:
 
 
 def _down(name: str) -> str:
-    done = subprocess.run(
-        [str(SCRIPTS / "cluster.sh"), "down"],
-        cwd=REPO_ROOT,
-        env=_cluster_env(name),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=180,
-    )
-    # belt and braces: nothing of this cluster may outlive the session
-    stray = _processes_of(name)
-    for pid in stray:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    # A signal (a CI timeout's SIGTERM, a second Ctrl-C) must not cut the teardown short.
+    with shielded():
+        done = subprocess.run(
+            [str(SCRIPTS / "cluster.sh"), "down"],
+            cwd=REPO_ROOT,
+            env=_cluster_env(name),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=180,
+        )
+        # belt and braces: nothing of this cluster may outlive the session
+        stray = cluster_processes(CACHE, name)
+        for pid in stray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     return done.stderr + (f"\nkilled stray processes {stray}" if stray else "")
 
 
@@ -285,40 +274,39 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         _unavailable(_build_error)
     _reap_abandoned_test_clusters()
     name = f"{TEST_CLUSTER_PREFIX}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    # From here on, whatever ends the session (a failed start, a skip, the last test, or a
+    # signal: see the root conftest) takes the cluster down.
+    try:
+        yield _start(config, name)
+    finally:
+        report = _down(name)
+        left = cluster_processes(CACHE, name)
+        if left:
+            _print(config, f"integration tests: processes left by {name}: {left}\n{report}")
+
+
+def _start(config: pytest.Config, name: str) -> Cluster:
     _print(config, f"\nintegration tests: starting local cluster {name} ...")
     started = time.monotonic()
-    try:
-        rc, out, tail = _run_streaming(
-            config, [str(SCRIPTS / "cluster.sh"), "up"], env=_cluster_env(name), prefix="  "
-        )
-    except BaseException:
-        _down(name)
-        raise
+    rc, out, tail = _run_streaming(
+        config, [str(SCRIPTS / "cluster.sh"), "up"], env=_cluster_env(name), prefix="  "
+    )
     if rc != 0:
-        _down(name)
         _unavailable(f"scripts/cluster.sh up failed (exit {rc}):\n{tail}")
     lines = [line for line in out.splitlines() if line.strip()]
     kubeconfig = Path(lines[-1]) if lines else None
     if kubeconfig is None or not kubeconfig.is_file():
-        _down(name)
         _unavailable(f"scripts/cluster.sh up printed no kubeconfig path:\n{tail}")
     assert kubeconfig is not None
     _print(config, f"integration tests: cluster {name} up in {time.monotonic() - started:.0f}s")
     binaries = _binaries or {}
-    c = Cluster(
+    return Cluster(
         name=name,
         kubeconfig=kubeconfig,
         kubectl_bin=binaries.get("KUBECTL_BIN") or _which("kubectl") or "kubectl",
         helm_bin=binaries.get("HELM_BIN"),
         owned=True,
     )
-    try:
-        yield c
-    finally:
-        report = _down(name)
-        left = _processes_of(name)
-        if left:
-            _print(config, f"integration tests: processes left by {name}: {left}\n{report}")
 
 
 def _crd_names(path: Path) -> list[str]:
