@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,7 +45,7 @@ MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 
 Duration = Annotated[
     str,
-    StringConstraints(pattern=DURATION_PATTERN),
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
     Field(json_schema_extra={"format": "duration"}),
 ]
 Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
@@ -68,6 +71,61 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
 
 def validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
+
+
+def _within(at_least: str | None, at_most: str | None) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        seconds = duration_seconds(value)
+        if at_least is not None and seconds < duration_seconds(at_least):
+            raise ValueError(f"must be at least {at_least}")
+        if at_most is not None and seconds > duration_seconds(at_most):
+            raise ValueError(f"must be at most {at_most}")
+        return value
+
+    return check
+
+
+def _duration_rules(at_least: str | None, at_most: str | None) -> dict[str, Any]:
+    rules = []
+    if at_least is not None:
+        rules.append(
+            cel(f"duration(self) >= duration('{at_least}')", f"must be at least {at_least}")
+        )
+    if at_most is not None:
+        rules.append(cel(f"duration(self) <= duration('{at_most}')", f"must be at most {at_most}"))
+    return {"format": "duration", **validations(*rules)}
+
+
+# Durations that time something the operator waits for: below a second, a spec would make
+# it requeue, query and write status in a hot loop.
+TimerDuration = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_within("1s", None)),
+    Field(json_schema_extra=_duration_rules("1s", None)),
+]
+# One query may hold a reconcile slot this long at most.
+QueryTimeout = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_within("1s", "60s")),
+    Field(json_schema_extra=_duration_rules("1s", "60s")),
+]
+DrainDelay = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_within(None, "60s")),
+    Field(json_schema_extra=_duration_rules(None, "60s")),
+]
+
+
+class AddedLater:
+    """Marks a pod-shaping field added after the API was first released.
+
+    A revision hashes the pod-shaping spec with its defaults; such a field joins the hash
+    only when it is set to something other than its default, so objects stored before it
+    existed keep their revision and an operator upgrade starts no canary.
+    """
 
 
 class ApiModel(BaseModel):
@@ -236,10 +294,12 @@ OPERATOR_ENV = (
     "MODELSERVER_CACHE_DIR",
 )
 _RESERVED_ENV_MESSAGE = (
-    "server.env may not set variables the operator sets (" + ", ".join(OPERATOR_ENV) + "); "
-    "use the matching spec field instead"
+    "server.env may not set variables the operator sets (" + ", ".join(OPERATOR_ENV) + "), "
+    "in any letter case; use the matching spec field instead"
 )
-_RESERVED_ENV_RULE = "self.all(e, !(e.name in [" + ", ".join(f"'{n}'" for n in OPERATOR_ENV) + "]))"
+_RESERVED_ENV_RULE = (
+    "self.all(e, !(e.name.upperAscii() in [" + ", ".join(f"'{n}'" for n in OPERATOR_ENV) + "]))"
+)
 
 
 class ServerSpec(ApiModel):
@@ -272,15 +332,22 @@ class ServerSpec(ApiModel):
     workers: int | None = Field(
         default=None, ge=1, le=64, description="Server worker processes; default chosen by server."
     )
-    startup_timeout: Duration = Field(
+    startup_timeout: TimerDuration = Field(
         default="300s",
         description="How long a pod may take to download and load the model before restarting.",
+    )
+    drain_delay: Annotated[DrainDelay, AddedLater()] = Field(
+        default="5s",
+        description=(
+            "How long a stopping pod keeps serving (a preStop sleep) while its removal from "
+            "the Service's endpoints reaches every node; 0s turns the wait off."
+        ),
     )
 
     @field_validator("env")
     @classmethod
     def _no_reserved_env(cls, env: list[EnvVar]) -> list[EnvVar]:
-        if any(e.name in OPERATOR_ENV for e in env):
+        if any(e.name.upper() in OPERATOR_ENV for e in env):
             raise ValueError(_RESERVED_ENV_MESSAGE)
         names = [e.name for e in env]
         if len(names) != len(set(names)):
@@ -355,7 +422,7 @@ class RolloutSpec(ApiModel):
         description="Canary traffic percentages, walked in order; promotion follows the last.",
         json_schema_extra=validations(cel(_STEPS_RULE, _STEPS_MESSAGE)),
     )
-    interval: Duration = Field(
+    interval: TimerDuration = Field(
         default="60s", description="Time between analyses; each Pass advances one step."
     )
     failure_threshold: int = Field(
@@ -370,7 +437,7 @@ class RolloutSpec(ApiModel):
             "before a rollback with reason AnalysisInconclusive."
         ),
     )
-    progress_deadline: Duration = Field(
+    progress_deadline: TimerDuration = Field(
         default="600s",
         description="Canary pods must be ready within this time, else the canary is rolled back.",
     )
@@ -395,17 +462,61 @@ class SecretKeyRef(ApiModel):
     )
 
 
+_URL_NO_QUERY_MESSAGE = (
+    "analysis.prometheus.url must be a base URL without a query string or fragment, "
+    "e.g. http://prometheus.monitoring:9090 (the operator appends /api/v1/query)"
+)
+_URL_USERINFO_MESSAGE = (
+    "analysis.prometheus.url must not carry a user name or password; "
+    "use bearerTokenSecretRef for credentials"
+)
+_URL_PORT_MESSAGE = "analysis.prometheus.url must be an http(s) URL whose port is within 1..65535"
+_URL_PORT_RULE = (
+    "isURL(self) && (url(self).getPort() == '' || "
+    "(int(url(self).getPort()) >= 1 && int(url(self).getPort()) <= 65535))"
+)
+
+
+def _prometheus_url_problem(url: str) -> str | None:
+    if "?" in url or "#" in url:
+        return _URL_NO_QUERY_MESSAGE
+    if "@" in url:
+        return _URL_USERINFO_MESSAGE
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return _URL_PORT_MESSAGE
+    return _URL_PORT_MESSAGE if port == 0 else None
+
+
 class PrometheusSpec(ApiModel):
-    url: Annotated[str, StringConstraints(pattern=r"^https?://.+")] = Field(
-        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+    url: Annotated[str, StringConstraints(pattern=r"^https?://.+", max_length=2048)] = Field(
+        description=(
+            "Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090; "
+            "no query string, fragment or credentials."
+        ),
+        json_schema_extra=validations(
+            cel("!self.contains('?') && !self.contains('#')", _URL_NO_QUERY_MESSAGE),
+            cel("!self.contains('@')", _URL_USERINFO_MESSAGE),
+            cel(_URL_PORT_RULE, _URL_PORT_MESSAGE),
+        ),
     )
     bearer_token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a bearer token sent with every query."
     )
     ca_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Secret key holding a PEM CA bundle to verify https URLs."
+        default=None,
+        description="Secret key holding the CA certificates (PEM, or one DER) to verify https.",
     )
-    timeout: Duration = Field(default="10s", description="Timeout of one query.")
+    timeout: QueryTimeout = Field(default="10s", description="Timeout of one query (1s..60s).")
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        problem = _prometheus_url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
 
 
 class SLOSpec(ApiModel):
@@ -709,6 +820,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canary.weight"},
+    {"name": "Actual", "type": "integer", "jsonPath": ".status.canary.actualWeight"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]

@@ -10,14 +10,18 @@ Names, for a ModelDeployment `NAME`:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 from typing import Any
 
+from pydantic import BaseModel
+
 from modeldeploy.api import (
     API_VERSION,
     KIND,
+    AddedLater,
     ModelDeploymentSpec,
     ServerSpec,
     TrackTemplate,
@@ -35,12 +39,40 @@ TRACK_LABEL = "modeldeploy.dev/track"
 REVISION_LABEL = "modeldeploy.dev/revision"
 MANAGED_BY = "modeldeploy"
 STARTUP_PERIOD_SECONDS = 5
+# The server's own default for MODELSERVER_GRACEFUL_TIMEOUT_SECONDS: how long it lets
+# in-flight requests finish after SIGTERM.
+SERVER_GRACEFUL_TIMEOUT_SECONDS = 25.0
+GRACEFUL_TIMEOUT_ENV = "MODELSERVER_GRACEFUL_TIMEOUT_SECONDS"
+# Time left after the drain for the process to exit before the kubelet kills it.
+TERMINATION_MARGIN_SECONDS = 5
 
 
 def revision_of(template: TrackTemplate) -> str:
     """A stable hash of what shapes the pods; replicas and rollout settings are not in it."""
-    canonical = json.dumps(template.model_dump(mode="json", by_alias=True), sort_keys=True)
+    canonical = json.dumps(_hashed_form(template), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def _hashed_form(model: BaseModel) -> dict[str, Any]:
+    """The model's JSON, less the fields added later that still hold their default."""
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
+    _drop_defaulted_additions(model, dumped)
+    return dumped
+
+
+def _drop_defaulted_additions(model: BaseModel, dumped: dict[str, Any]) -> None:
+    for name, info in type(model).model_fields.items():
+        key = info.alias or name
+        value = getattr(model, name)
+        added_later = any(isinstance(marker, AddedLater) for marker in info.metadata)
+        if added_later and value == info.get_default(call_default_factory=True):
+            del dumped[key]
+        elif isinstance(value, BaseModel):
+            _drop_defaulted_additions(value, dumped[key])
+        elif isinstance(value, list):
+            for item, item_dump in zip(value, dumped[key], strict=True):
+                if isinstance(item, BaseModel):
+                    _drop_defaulted_additions(item, item_dump)
 
 
 def template_of(spec: ModelDeploymentSpec, default_image: str) -> TrackTemplate:
@@ -156,6 +188,18 @@ def server_env(
     ]
 
 
+def termination_grace_seconds(server: ServerSpec) -> int:
+    """Drain delay, then the server's graceful shutdown, then a margin to exit."""
+    graceful = SERVER_GRACEFUL_TIMEOUT_SECONDS
+    for variable in server.env:
+        if variable.name == GRACEFUL_TIMEOUT_ENV and variable.value is not None:
+            # A value the server cannot read makes it refuse to start, saying why.
+            with contextlib.suppress(ValueError):
+                graceful = max(float(variable.value), 0.0)
+    drain = duration_seconds(server.drain_delay)
+    return math.ceil(drain + graceful) + TERMINATION_MARGIN_SECONDS
+
+
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
@@ -212,10 +256,16 @@ def pod_template(name: str, track: str, revision: str, template: TrackTemplate) 
     }
     if server.image_pull_policy is not None:
         container["imagePullPolicy"] = server.image_pull_policy
+    drain = duration_seconds(server.drain_delay)
+    if drain > 0:
+        # Endpoint removal reaches kube-proxy and load balancers only after the pod is told
+        # to stop; serving on meanwhile keeps those late requests from failing. An exec
+        # sleep, not the newer `sleep` action: the chart supports Kubernetes 1.26.
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", f"{drain:g}"]}}}
     spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": termination_grace_seconds(server),
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,

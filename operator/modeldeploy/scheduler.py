@@ -24,6 +24,9 @@ Key = tuple[str, str]
 Reconcile = Callable[[dict[str, Any]], Awaitable[tuple[float | None, dict[str, Any] | None]]]
 
 MAX_BACKOFF_SECONDS = 60.0
+# However soon the decision core asks to look again, the loop waits at least this long
+# unless a watch event wakes it: no spec can make the operator query and write in a loop.
+MIN_REQUEUE_SECONDS = 1.0
 # Reconciles running at once: enough to keep the API server busy, few enough that a burst
 # of new objects queues here instead of timing out in the HTTP connection pool.
 CONCURRENT_RECONCILES = 16
@@ -127,7 +130,7 @@ class Scheduler:
             # Jitter keeps hundreds of objects from resyncing in lockstep.
             timeout = self._resync * random.uniform(0.9, 1.0) if delay is None else delay
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=max(timeout, 0.05))
+                await asyncio.wait_for(wake.wait(), timeout=max(timeout, MIN_REQUEUE_SECONDS))
 
     def observe_own_write(self, key: Key, body: dict[str, Any]) -> None:
         """Our own status write is the newest state: use it even before the watch sees it."""

@@ -108,6 +108,7 @@ def _args(deployment: dict[str, Any]) -> list[str]:
 
 
 def _namespaced_rules_hold(grants: dict[tuple[str, str], set[str]]) -> None:
+    """The rules of the default values."""
     assert {"get", "list", "watch", "patch", "update"} <= grants[
         ("modeldeploy.dev", "modeldeployments")
     ]
@@ -282,3 +283,33 @@ def test_several_replicas_without_leader_election_are_refused(helm):
     single = _render(helm, "leaderElection.enabled=false", "replicas=1")
     assert "--no-leader-election" in _args(_one(single, "Deployment"))
     assert not [d for d in single if d["kind"] in ("PodDisruptionBudget", "Role")]
+
+
+def test_secret_access_can_be_turned_off_and_then_no_role_grants_secrets(helm):
+    for docs in (
+        _render(helm, "secretAccess.enabled=false"),
+        _render(helm, "secretAccess.enabled=false", "watchNamespaces={a,b}"),
+    ):
+        roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+        assert roles
+        assert not any(resource == "secrets" for role in roles for (_, resource) in _grants(role))
+        assert "--no-secret-access" in _args(_one(docs, "Deployment"))
+    assert "--no-secret-access" not in _args(_one(_render(helm), "Deployment"))
+
+
+def test_allowed_prometheus_urls_reach_the_operator_as_one_flag(helm):
+    docs = _render(helm, "allowedPrometheusUrls={http://prom-a:9090,https://gw.example/prom}")
+    args = _args(_one(docs, "Deployment"))
+    assert args[args.index("--allowed-prometheus-urls") + 1] == (
+        "http://prom-a:9090,https://gw.example/prom"
+    )
+    assert "--allowed-prometheus-urls" not in _args(_one(_render(helm), "Deployment"))
+
+
+def test_the_notes_warn_that_secrets_are_readable_in_every_namespace(helm):
+    notes = _run(helm, "install", "md", str(CHART), "--dry-run=client", "--namespace", "x").stdout
+    assert "may read Secrets (get by name) in EVERY namespace" in notes
+    scoped = _run(
+        helm, "install", "md", str(CHART), "--dry-run=client", "--set", "watchNamespaces={a}"
+    ).stdout
+    assert "EVERY namespace" not in scoped

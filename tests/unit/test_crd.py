@@ -44,7 +44,7 @@ def test_names_scope_and_subresources(crd):
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns[:5] == ["Phase", "Stable", "Canary", "Weight", "Age"]
+    assert columns[:6] == ["Phase", "Stable", "Canary", "Weight", "Actual", "Age"]
 
 
 def test_schema_is_structural(crd):

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from modeldeploy import resources
 from modeldeploy.api import ModelDeploymentSpec, TrackTemplate
 from modeldeploy.resources import deployment, http_route, owned, revision_of, service, template_of
+from tests.unit.examples import EXAMPLES_DIR
 
 NAME, NAMESPACE, UID = "fraud", "ml", "0d6f1c9e-5b7a-4c1e-9f4e-2a3b4c5d6e7f"
 IMAGE = "ghcr.io/example/modelserver:1.0"
@@ -294,10 +296,66 @@ def test_startup_probe_allows_the_startup_timeout_and_no_more_than_a_period_beyo
     assert seconds <= allowed < seconds + probe["periodSeconds"]
 
 
-@pytest.mark.parametrize("timeout", ["0s", "250ms"])
-def test_a_tiny_startup_timeout_still_makes_a_valid_probe(timeout):
-    probe = container(build(server={"startupTimeout": timeout}))["startupProbe"]
+def test_the_shortest_startup_timeout_still_makes_a_valid_probe():
+    probe = container(build(server={"startupTimeout": "1s"}))["startupProbe"]
     assert probe["failureThreshold"] >= 1
+
+
+def test_a_stopping_pod_serves_on_for_the_drain_delay_before_sigterm():
+    lifecycle = container(build(server={"drainDelay": "7s"}))["lifecycle"]
+    # An exec hook, not the `sleep` action: the chart supports Kubernetes 1.26.
+    assert lifecycle == {"preStop": {"exec": {"command": ["sleep", "7"]}}}
+
+
+def test_the_drain_delay_is_5s_by_default_and_0s_turns_it_off():
+    assert container(build())["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert "lifecycle" not in container(build(server={"drainDelay": "0s"}))
+
+
+@pytest.mark.parametrize(
+    ("server", "grace"),
+    [
+        ({}, 5 + 25 + 5),
+        ({"drainDelay": "0s"}, 25 + 5),
+        (
+            {
+                "drainDelay": "10s",
+                "env": [{"name": "MODELSERVER_GRACEFUL_TIMEOUT_SECONDS", "value": "60"}],
+            },
+            75,
+        ),
+        ({"env": [{"name": "MODELSERVER_GRACEFUL_TIMEOUT_SECONDS", "value": "2.5"}]}, 13),
+    ],
+)
+def test_the_grace_period_covers_the_drain_delay_the_graceful_shutdown_and_a_margin(server, grace):
+    assert (
+        build(server=server)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+    )
+
+
+# Revisions the first release computed for the examples. An operator upgrade that changed
+# them would start a canary on every existing object.
+FIRST_RELEASE_REVISIONS = {
+    "minimal.yaml": "a02a4e0314",
+    "full.yaml": "9175e8e7c2",
+    "sklearn-replicas.yaml": "20c144ab99",
+    "pvc-model.yaml": "28856374e6",
+}
+
+
+@pytest.mark.parametrize(("example", "revision"), FIRST_RELEASE_REVISIONS.items())
+def test_fields_added_since_the_first_release_leave_existing_revisions_alone(example, revision):
+    manifest = yaml.safe_load((EXAMPLES_DIR / example).read_text())
+    example_spec = ModelDeploymentSpec.model_validate(manifest["spec"])
+    assert revision_of(template_of(example_spec, "ghcr.io/modeldeploy/modelserver:0.1.0")) == (
+        revision
+    )
+
+
+def test_a_field_added_later_changes_the_revision_once_set_to_something_else():
+    default = revision_of(template())
+    assert revision_of(template(server={"drainDelay": "10s"})) != default
+    assert revision_of(template(server={"drainDelay": "5s"})) == default
 
 
 def test_pods_have_scrape_annotations_for_the_server_metrics():

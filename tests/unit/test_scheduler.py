@@ -61,3 +61,24 @@ def test_a_change_to_the_object_itself_is_reconciled_at_once() -> None:
 
     (delay,) = asyncio.run(scenario())
     assert delay < 0.05
+
+
+def test_a_decision_asking_to_look_again_at_once_is_not_a_hot_loop() -> None:
+    """A spec such as `interval: 0s` stored by an older release must not make the
+    operator query Prometheus and write status many times a second."""
+
+    async def scenario() -> int:
+        runs = 0
+
+        async def reconcile(_: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+            nonlocal runs
+            runs += 1
+            return 0.0, None
+
+        scheduler = Scheduler(reconcile, resync_seconds=300)
+        scheduler.observe(body(1))
+        await asyncio.sleep(2.5)
+        await scheduler.stop()
+        return runs
+
+    assert asyncio.run(scenario()) <= 4, "at most one reconcile a second, plus the first"

@@ -89,10 +89,12 @@ their children, the Secrets they name and the Events it records. Used by the Clu
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+{{- if .Values.secretAccess.enabled }}
 # Prometheus bearer token and CA, webhook URL: read by name only, never listed.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- end }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
