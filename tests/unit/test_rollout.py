@@ -605,6 +605,16 @@ def test_a_paused_canary_does_not_advance_on_passes():
     assert "paused" in decisions[-1].status.message
 
 
+def test_pausing_a_canary_records_one_paused_event():
+    sim = canary_ready(deployed(steps=[10, 50]))
+    sim.set_spec(with_rollout(sim.spec, paused=True))
+    paused = sim.step().decision
+    later = judge(sim, "Pass", "Pass")
+
+    assert "Paused" in reasons(paused)
+    assert not any("Paused" in reasons(d) for d in later), "one event, not one per reconcile"
+
+
 def test_a_paused_canary_at_its_last_step_is_not_promoted():
     sim = canary_ready(deployed(steps=[10]))
     sim.set_spec(with_rollout(sim.spec, paused=True))
