@@ -816,6 +816,10 @@ def test_a_new_revision_during_promotion_waits_for_it_then_starts_its_own_canary
     assert "changed while 2.0.0 was promoted" in handover.events[-1].message
     assert handover.canary is not None
     assert handover.canary.revision == sim.revision
+    (note,) = handover.notifications
+    assert (note.kind, note.version, note.revision) == ("Promoted", V2, promoted_revision), (
+        "the notification names the promoted version, not the spec's newer one"
+    )
 
 
 def test_rolling_back_from_a_full_step_keeps_the_canary_until_stable_has_pods_again():
