@@ -10,6 +10,7 @@ from modelserver.model import Model, Prediction
 from modelserver.schemas import InferenceRequest, V1PredictRequest
 from modelserver.settings import Settings
 from modelserver.tensors import (
+    BAD_REQUEST,
     InvalidInput,
     Rows,
     check_requested_outputs,
@@ -35,7 +36,9 @@ def parse_body(body: bytes, model: type[_Body]) -> _Body:
         # accepts; otherwise pydantic reports where the JSON is broken.
         return _validate(lambda: model.model_validate_json(body))
     if not isinstance(parsed, dict):
-        raise InvalidInput(f"invalid request body: must be a JSON object, got {parsed!r:.40}", 400)
+        raise InvalidInput(
+            f"invalid request body: must be a JSON object, got {parsed!r:.40}", BAD_REQUEST
+        )
     return _validate(lambda: model.model_validate(parsed))
 
 
@@ -51,13 +54,13 @@ def describe_validation_error(error: ValidationError) -> InvalidInput:
     problems = error.errors(include_url=False)
     if problems[0]["type"] == "json_invalid":
         reason = str(problems[0]["msg"]).removeprefix("Invalid JSON: ")
-        return InvalidInput(f"malformed JSON: {reason}", 400)
+        return InvalidInput(f"malformed JSON: {reason}", BAD_REQUEST)
     details = "; ".join(
         f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
         for problem in problems[:3]
     )
     more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    return InvalidInput(f"invalid request body: {details}{more}", 400)
+    return InvalidInput(f"invalid request body: {details}{more}", BAD_REQUEST)
 
 
 def v2_decoder(settings: Settings, model: Model) -> Decoder:

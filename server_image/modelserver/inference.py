@@ -101,6 +101,11 @@ class InferenceService:
             self.metrics.inflight.dec()
             self.metrics.record_request(endpoint, status_code, time.perf_counter() - started)
 
+    async def method_not_allowed(self, method: str, send: Send, endpoint: str) -> None:
+        body = json_bytes({"error": f"{method} not allowed; use POST"})
+        await _send_json(send, 405, body, (b"allow", b"POST"))
+        self.metrics.record_request(endpoint, 405, 0.0)
+
     async def _answer(
         self, scope: Scope, receive: Receive, path_match: re.Match[str], decode: Decoder
     ) -> tuple[int, bytes]:
@@ -186,8 +191,7 @@ class InferenceEndpoints:
                 if path_match is None:
                     continue
                 if scope["method"] != "POST":
-                    body = json_bytes({"error": f"{scope['method']} not allowed; use POST"})
-                    await _send_json(send, 405, body, (b"allow", b"POST"))
+                    await self._service.method_not_allowed(scope["method"], send, endpoint)
                     return
                 await self._service.handle(scope, receive, send, endpoint, path_match, decode)
                 return

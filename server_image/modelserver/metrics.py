@@ -34,6 +34,14 @@ BASE_LABELS = ("model", "model_version", "track", "modeldeployment")
 ENDPOINT_V2_INFER = "v2_infer"
 ENDPOINT_V1_PREDICT = "v1_predict"
 
+# Values of the `outcome` label of REQUESTS_TOTAL: whose doing the answer was.
+OUTCOME_OK = "ok"
+OUTCOME_REJECTED = "rejected"
+"""The model refused an input that the protocol accepts (422)."""
+OUTCOME_CLIENT_ERROR = "client_error"
+"""Not a valid request, or it never reached the model: 400, 404, 405, 408, 413, 499."""
+OUTCOME_SERVER_ERROR = "server_error"
+
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
@@ -95,8 +103,9 @@ class ServerMetrics:
         base = (model, model_version, track, modeldeployment)
         self._requests = Counter(
             REQUESTS_TOTAL,
-            "Inference requests by endpoint and HTTP status code (4xx: rejected input).",
-            (*BASE_LABELS, "endpoint", "code"),
+            "Inference requests by endpoint, HTTP status code and outcome"
+            " (ok, rejected, client_error, server_error).",
+            (*BASE_LABELS, "endpoint", "code", "outcome"),
             registry=registry,
         )
         self._duration = Histogram(
@@ -158,7 +167,9 @@ class ServerMetrics:
         key = (endpoint, status_code)
         counter = self._request_children.get(key)
         if counter is None:
-            counter = self._requests.labels(*self._base, endpoint, str(status_code))
+            counter = self._requests.labels(
+                *self._base, endpoint, str(status_code), outcome(status_code)
+            )
             self._request_children[key] = counter
         counter.inc()
         duration = self._duration_children.get(endpoint)
@@ -166,6 +177,17 @@ class ServerMetrics:
             duration = self._duration.labels(*self._base, endpoint)
             self._duration_children[endpoint] = duration
         duration.observe(seconds)
+
+
+def outcome(status_code: int) -> str:
+    """The one place that decides whose doing an answer was; analyses count on it."""
+    if status_code >= 500:
+        return OUTCOME_SERVER_ERROR
+    if status_code == 422:
+        return OUTCOME_REJECTED
+    if status_code >= 400:
+        return OUTCOME_CLIENT_ERROR
+    return OUTCOME_OK
 
 
 def default_prediction_buckets(task: str) -> tuple[float, ...]:

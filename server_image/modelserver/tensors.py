@@ -5,6 +5,7 @@ the caller has to fix its request from the message alone.
 """
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,18 +17,64 @@ from modelserver.schemas import InferenceRequest
 OUTPUT_PREDICT = "predict"
 OUTPUT_PROBABILITIES = "predict_proba"
 
-# numpy kinds accepted for each V2 datatype: f float, i signed, u unsigned, b bool.
+# The two kinds of bad input, told apart by the metrics (client_error vs rejected):
+BAD_REQUEST = 400
+"""Not a valid request of the protocol, whatever model is served: broken JSON, a body of
+the wrong shape, tensor data that disagree with their own shape or datatype."""
+REJECTED = 422
+"""A valid request that the served model cannot take: another feature count, a datatype
+or value the model does not accept, an output it does not have."""
+
 Rows = npt.NDArray[np.floating]
 """A checked [rows, features] array in the dtype that the model wants."""
 
-_ACCEPTED_KINDS = {"FP32": "fiu", "FP64": "fiu", "INT32": "iu", "INT64": "iu", "BOOL": "b"}
+
+@dataclass(frozen=True)
+class _Datatype:
+    name: str
+    kinds: str
+    """numpy kinds of the parsed JSON data it accepts: f float, i signed, u unsigned, b bool."""
+    low: int | float
+    high: int | float
+    """The range of values it holds."""
+
+
+def _integer(name: str, dtype: type[np.integer]) -> _Datatype:
+    limits = np.iinfo(dtype)
+    return _Datatype(name, "iu", int(limits.min), int(limits.max))
+
+
+def _floating(name: str, dtype: type[np.floating]) -> _Datatype:
+    largest = float(np.finfo(dtype).max)
+    return _Datatype(name, "fiu", -largest, largest)
+
+
+_DATATYPES: dict[str, _Datatype] = {
+    datatype.name: datatype
+    for datatype in (
+        _Datatype("BOOL", "b", 0, 1),
+        _integer("INT8", np.int8),
+        _integer("INT16", np.int16),
+        _integer("INT32", np.int32),
+        _integer("INT64", np.int64),
+        _integer("UINT8", np.uint8),
+        _integer("UINT16", np.uint16),
+        _integer("UINT32", np.uint32),
+        _integer("UINT64", np.uint64),
+        _floating("FP16", np.float16),
+        _floating("FP32", np.float32),
+        _floating("FP64", np.float64),
+    )
+}
+_UNSUPPORTED_DATATYPES = frozenset({"BYTES"})
+"""Datatypes of the protocol that no model of this server takes."""
 _V2_DATATYPES = {"f4": "FP32", "f8": "FP64", "i4": "INT32", "i8": "INT64", "b1": "BOOL"}
 
 
 class InvalidInput(Exception):
-    """The request cannot be answered as sent; `status_code` is 400 or 422."""
+    """The request cannot be answered as sent; `status_code` says whose fault (see above)."""
 
-    def __init__(self, message: str, status_code: int = 422) -> None:
+    def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
 
@@ -36,62 +83,82 @@ def v2_rows(request: InferenceRequest, model: Model) -> Rows:
     if len(request.inputs) != 1:
         raise InvalidInput(
             f"expected exactly 1 input tensor of shape [rows, {model.n_features}],"
-            f" got {len(request.inputs)} inputs"
+            f" got {len(request.inputs)} inputs",
+            REJECTED,
         )
     tensor = request.inputs[0]
     where = f"input {tensor.name!r}"
-    if tensor.datatype not in _ACCEPTED_KINDS:
+    datatype = _DATATYPES.get(tensor.datatype)
+    if datatype is None:
+        if tensor.datatype in _UNSUPPORTED_DATATYPES:
+            raise InvalidInput(
+                f"{where}: datatype {tensor.datatype} is not supported;"
+                f" supported: {', '.join(_DATATYPES)}",
+                REJECTED,
+            )
         raise InvalidInput(
-            f"{where}: unsupported datatype {tensor.datatype!r};"
-            f" supported: {', '.join(_ACCEPTED_KINDS)}"
+            f"{where}: unknown datatype {tensor.datatype!r}; supported: {', '.join(_DATATYPES)}",
+            BAD_REQUEST,
         )
     shape = tensor.shape
-    if len(shape) != 2 or shape[0] < 1 or shape[1] < 0:
-        raise InvalidInput(f"{where}: shape must be [rows, features] with rows >= 1, got {shape}")
+    if any(dimension < 0 for dimension in shape):
+        raise InvalidInput(f"{where}: shape {shape} has a negative dimension", BAD_REQUEST)
+    if len(shape) != 2 or shape[0] < 1:
+        raise InvalidInput(
+            f"{where}: shape must be [rows, features] with rows >= 1, got {shape}", REJECTED
+        )
     if shape[1] != model.n_features:
         raise InvalidInput(
-            f"{where}: the model expects {model.n_features} features per row, got shape {shape}"
+            f"{where}: the model expects {model.n_features} features per row, got shape {shape}",
+            REJECTED,
         )
     values = _as_array(tensor.data, where)
     if values.ndim == 1:
         if values.size != math.prod(shape):
             raise InvalidInput(
-                f"{where}: shape {shape} needs {math.prod(shape)} values, data has {values.size}"
+                f"{where}: shape {shape} needs {math.prod(shape)} values, data has {values.size}",
+                BAD_REQUEST,
             )
         values = values.reshape(shape)
     elif list(values.shape) != shape:
         raise InvalidInput(
-            f"{where}: nested data has shape {list(values.shape)}, declared shape is {shape}"
+            f"{where}: nested data has shape {list(values.shape)}, declared shape is {shape}",
+            BAD_REQUEST,
         )
-    _check_kind(values, tensor.datatype, where)
-    return _finite_rows(values, model, where)
+    _check_kind(values, datatype, where, BAD_REQUEST)
+    _check_integer_range(values, datatype, where)
+    return _finite_rows(values, model, where, datatype)
 
 
 def v1_rows(instances: list[Any], model: Model) -> Rows:
     where = "instances"
     if not instances:
-        raise InvalidInput("instances: at least one row is needed")
+        raise InvalidInput("instances: at least one row is needed", REJECTED)
     values = _as_array(instances, where)
     if values.ndim != 2:
         raise InvalidInput(
-            f"instances: must be a list of rows (lists of {model.n_features} numbers)"
+            f"instances: must be a list of rows (lists of {model.n_features} numbers)", REJECTED
         )
     if values.shape[1] != model.n_features:
         raise InvalidInput(
             f"instances: the model expects {model.n_features} features per row,"
-            f" got {values.shape[1]}"
+            f" got {values.shape[1]}",
+            REJECTED,
         )
-    _check_kind(values, "FP64", where)
-    return _finite_rows(values, model, where)
+    # V1 declares no datatype: what the model cannot take is its own refusal.
+    _check_kind(values, _DATATYPES["FP64"], where, REJECTED)
+    return _finite_rows(values, model, where, None)
 
 
 def _as_array(data: list[Any], where: str) -> npt.NDArray[Any]:
     try:
         values = np.asarray(data)
     except (ValueError, TypeError) as error:
-        raise InvalidInput(f"{where}: ragged data, rows of different lengths ({error})") from error
+        raise InvalidInput(
+            f"{where}: ragged data, rows of different lengths ({error})", BAD_REQUEST
+        ) from error
     if values.dtype.kind == "O":
-        raise InvalidInput(f"{where}: {_describe_odd_value(values)}")
+        raise InvalidInput(f"{where}: {_describe_odd_value(values)}", BAD_REQUEST)
     return values
 
 
@@ -102,19 +169,27 @@ def _describe_odd_value(values: npt.NDArray[Any]) -> str:
             return f"null at flat position {position}; send NaN for a missing value"
         if isinstance(value, int) and not isinstance(value, bool):
             if not -(2**63) <= value < 2**64:
-                return f"integer out of range at flat position {position}"
+                return f"integer {value} at flat position {position} does not fit in 64 bits"
         elif not isinstance(value, float | bool):
             return f"unexpected {type(value).__name__} at flat position {position}"
-    return "values of mixed types"
+    return "values of mixed types (integers beyond 63 bits with negative ones?)"
 
 
-def _check_kind(values: npt.NDArray[Any], datatype: str, where: str) -> None:
+def _check_kind(
+    values: npt.NDArray[Any], datatype: _Datatype, where: str, status_code: int
+) -> None:
     kind = values.dtype.kind
-    if kind in _ACCEPTED_KINDS[datatype]:
+    if kind in datatype.kinds:
         return
-    if datatype.startswith("INT") and kind == "f":
-        # The JSON parser turns integers beyond 64 bits into floats, so say both.
-        raise InvalidInput(f"{where}: datatype {datatype} needs integers within 64 bits")
+    if datatype.kinds == "iu" and kind == "f":
+        # Also what integers beyond 64 bits become in the JSON parser.
+        fractional = ~_is_integral(values)
+        got = _first(values, fractional if fractional.any() else np.ones(values.shape, bool))
+        raise InvalidInput(
+            f"{where}: datatype {datatype.name} needs integers (JSON integers of at most 64 bits),"
+            f" got {got}",
+            status_code,
+        )
     found = {
         "U": "strings",
         "S": "strings",
@@ -123,10 +198,34 @@ def _check_kind(values: npt.NDArray[Any], datatype: str, where: str) -> None:
         "u": "integers",
         "f": "floating-point numbers",
     }.get(kind, f"values of numpy kind {kind!r}")
-    raise InvalidInput(f"{where}: datatype {datatype} does not accept {found}")
+    raise InvalidInput(f"{where}: datatype {datatype.name} does not accept {found}", status_code)
 
 
-def _finite_rows(values: npt.NDArray[Any], model: Model, where: str) -> Rows:
+def _is_integral(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    with np.errstate(invalid="ignore"):
+        return np.asarray(np.isfinite(values) & (values == np.round(values)))
+
+
+def _check_integer_range(values: npt.NDArray[Any], datatype: _Datatype, where: str) -> None:
+    if datatype.kinds != "iu" or (values.min() >= datatype.low and values.max() <= datatype.high):
+        return
+    outside = (values < datatype.low) | (values > datatype.high)
+    raise InvalidInput(
+        f"{where}: datatype {datatype.name} takes integers from {datatype.low} to"
+        f" {datatype.high}, got {_first(values, outside)}",
+        BAD_REQUEST,
+    )
+
+
+def _first(values: npt.NDArray[Any], where: npt.NDArray[np.bool_]) -> str:
+    """The first value of a [rows, features] array where `where` holds, for a message."""
+    row, column = (int(i) for i in np.argwhere(where)[0])
+    return f"{values[row, column].item()!r} at row {row}, column {column}"
+
+
+def _finite_rows(
+    values: npt.NDArray[Any], model: Model, where: str, declared: _Datatype | None
+) -> Rows:
     with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
         rows = values.astype(model.input_dtype)
     finite = np.isfinite(rows)
@@ -136,11 +235,18 @@ def _finite_rows(values: npt.NDArray[Any], model: Model, where: str) -> Rows:
     if model.accepts_missing and not (~finite & ~nan).any():
         return rows
     row, column = (int(i) for i in np.argwhere(~finite)[0])
+    value = values[row, column].item()
     if nan[row, column]:
         problem = "NaN (missing value), which this model does not accept"
+    elif declared is not None and math.isfinite(value) and abs(value) > declared.high:
+        raise InvalidInput(
+            f"{where}: row {row}, column {column} is {value!r},"
+            f" out of range for its datatype {declared.name}",
+            BAD_REQUEST,
+        )
     else:
-        problem = f"{values[row, column].item()!r}, out of range for {rows.dtype} or infinite"
-    raise InvalidInput(f"{where}: row {row}, column {column} is {problem}")
+        problem = f"{value!r}, out of range for {rows.dtype} or infinite"
+    raise InvalidInput(f"{where}: row {row}, column {column} is {problem}", REJECTED)
 
 
 def model_outputs(model: Model) -> list[str]:
@@ -156,7 +262,8 @@ def check_requested_outputs(request: InferenceRequest, model_outputs: list[str])
     unknown = [name for name in names if name not in model_outputs]
     if unknown:
         raise InvalidInput(
-            f"unknown output {unknown[0]!r}; this model has: {', '.join(model_outputs)}", 400
+            f"unknown output {unknown[0]!r}; this model has: {', '.join(model_outputs)}",
+            REJECTED,
         )
     return names
 

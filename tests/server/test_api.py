@@ -81,10 +81,12 @@ def test_flattened_and_nested_data_give_the_same_answer(classifier: TestClient):
     assert classifier.post(INFER, json=flat).json() == nested
 
 
-@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT32", "INT64"])
+@pytest.mark.parametrize(
+    "datatype", ["FP16", "FP32", "FP64", "INT16", "INT32", "INT64", "UINT16", "UINT32", "UINT64"]
+)
 def test_numeric_datatypes_are_accepted(classifier: TestClient, datatype: str):
-    rows = np.rint(breast_cancer_rows(2))
-    values = rows.astype(int).tolist() if datatype.startswith("INT") else rows.tolist()
+    rows = np.rint(breast_cancer_rows(2))  # every value fits 16 bits
+    values = rows.tolist() if datatype.startswith("FP") else rows.astype(int).tolist()
     response = classifier.post(INFER, json=v2_body(values, datatype))
     assert response.status_code == 200, response.text
 

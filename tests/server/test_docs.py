@@ -1,5 +1,6 @@
 """docs/server.md documents every setting and every metric, so users can rely on it."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,30 @@ def test_the_contract_metrics_are_all_defined():
         "modelserver_prediction_value",
         "modelserver_model_info",
     }
+
+
+OUTCOMES = {value for name, value in vars(metrics).items() if name.startswith("OUTCOME_")}
+
+
+def documented_outcomes() -> dict[str, list[int]]:
+    """The outcome table of docs/server.md: outcome -> example status codes of its row."""
+    rows = re.findall(r"^\| `([a-z_]+)` \| ([0-9x, ]+) \|", DOCS, flags=re.MULTILINE)
+    return {
+        name: [
+            code
+            for part in codes.split(",")
+            for code in (
+                [int(part.strip()[0]) * 100, int(part.strip()[0]) * 100 + 3]
+                if part.strip().endswith("xx")
+                else [int(part)]
+            )
+        ]
+        for name, codes in rows
+    }
+
+
+def test_every_outcome_is_documented_with_the_codes_that_give_it():
+    table = documented_outcomes()
+    assert set(table) == OUTCOMES
+    for name, codes in table.items():
+        assert [metrics.outcome(code) for code in codes] == [name] * len(codes)

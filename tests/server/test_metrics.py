@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelserver.metrics import BulkHistogram
+from modelserver.metrics import BulkHistogram, outcome
 from tests.server.conftest import Serve
 from tests.server.data import breast_cancer_rows
 from tests.server.helpers import FailingModel, loaded, make_settings, serving_app, v2_body
@@ -44,22 +44,58 @@ def fraud(serve: Serve):
         yield client
 
 
-def test_requests_are_counted_by_endpoint_and_status_code(fraud):
+def test_requests_are_counted_by_endpoint_status_code_and_outcome(fraud):
     row = breast_cancer_rows(1).tolist()
     fraud.post("/v2/models/fraud/infer", json=v2_body(row))
     fraud.post("/v2/models/fraud/infer", json=v2_body(row))
     fraud.post("/v2/models/fraud/infer", content=b"{")
     fraud.post("/v2/models/other/infer", json=v2_body(row))
+    fraud.get("/v2/models/fraud/infer")
     fraud.post("/v1/models/fraud:predict", json={"instances": [row[0][:3]]})
     text = fraud.get("/metrics").text
     total = "modelserver_requests_total"
-    assert value(text, total, endpoint="v2_infer", code="200") == 2
-    assert value(text, total, endpoint="v2_infer", code="400") == 1
-    assert value(text, total, endpoint="v2_infer", code="404") == 1
-    assert value(text, total, endpoint="v1_predict", code="422") == 1
+    assert value(text, total, endpoint="v2_infer", code="200", outcome="ok") == 2
+    assert value(text, total, endpoint="v2_infer", code="400", outcome="client_error") == 1
+    assert value(text, total, endpoint="v2_infer", code="404", outcome="client_error") == 1
+    assert value(text, total, endpoint="v2_infer", code="405", outcome="client_error") == 1
+    assert value(text, total, endpoint="v1_predict", code="422", outcome="rejected") == 1
     duration = "modelserver_request_duration_seconds_count"
-    assert value(text, duration, endpoint="v2_infer") == 4
+    assert value(text, duration, endpoint="v2_infer") == 5
     assert value(text, duration, endpoint="v1_predict") == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (200, "ok"),
+        (400, "client_error"),
+        (404, "client_error"),
+        (405, "client_error"),
+        (408, "client_error"),
+        (413, "client_error"),
+        (422, "rejected"),
+        (499, "client_error"),
+        (500, "server_error"),
+        (503, "server_error"),
+    ],
+)
+def test_every_status_code_has_one_outcome(code: int, expected: str):
+    assert outcome(code) == expected
+
+
+def test_a_body_too_large_is_a_client_error(serve: Serve):
+    settings = {
+        "model_name": "fraud",
+        "model_version": "2.1.0",
+        "track": "canary",
+        "deployment": "fraud-md",
+        "max_body_bytes": 4096,
+    }
+    with serve("xgb-classifier.ubj", **settings) as client:
+        client.post("/v2/models/fraud/infer", json=v2_body(breast_cancer_rows(50).tolist()))
+        text = client.get("/metrics").text
+    total = "modelserver_requests_total"
+    assert value(text, total, endpoint="v2_infer", code="413", outcome="client_error") == 1
 
 
 def test_health_metadata_and_metrics_requests_are_not_counted(fraud):
@@ -121,8 +157,8 @@ def test_model_failure_is_a_5xx_and_counted_apart_from_rejections(tmp_path: Path
     assert broken.json() == {"error": "inference failed: RuntimeError: the model broke"}
     assert rejected.status_code == 422
     total = "modelserver_requests_total"
-    assert value(text, total, endpoint="v2_infer", code="500") == 1
-    assert value(text, total, endpoint="v2_infer", code="422") == 1
+    assert value(text, total, endpoint="v2_infer", code="500", outcome="server_error") == 1
+    assert value(text, total, endpoint="v2_infer", code="422", outcome="rejected") == 1
 
 
 def test_bulk_histogram_counts_like_one_observation_at_a_time():
