@@ -332,7 +332,7 @@ class ServerSpec(ApiModel):
     workers: int | None = Field(
         default=None, ge=1, le=64, description="Server worker processes; default chosen by server."
     )
-    startup_timeout: TimerDuration = Field(
+    startup_timeout: Duration = Field(
         default="300s",
         description="How long a pod may take to download and load the model before restarting.",
     )
@@ -477,7 +477,7 @@ _URL_PORT_RULE = (
 )
 
 
-def _prometheus_url_problem(url: str) -> str | None:
+def prometheus_url_problem(url: str) -> str | None:
     if "?" in url or "#" in url:
         return _URL_NO_QUERY_MESSAGE
     if "@" in url:
@@ -513,7 +513,7 @@ class PrometheusSpec(ApiModel):
     @field_validator("url")
     @classmethod
     def _base_url(cls, url: str) -> str:
-        problem = _prometheus_url_problem(url)
+        problem = prometheus_url_problem(url)
         if problem is not None:
             raise ValueError(problem)
         return url

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modeldeploy import analysis, metrics, notify, resources
+from modeldeploy import analysis, legacy, metrics, notify, resources
 from modeldeploy.api import (
     API_VERSION,
     KIND,
@@ -146,6 +146,7 @@ class Reconciler:
         self.kube = kube
         self.config = config
         self.memory = ChildMemory()
+        self._warned: set[tuple[str, int | None, str]] = set()
 
     async def reconcile(self, body: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
         """Reconcile one object; returns (seconds until the next look, the updated object)."""
@@ -157,8 +158,12 @@ class Reconciler:
             try:
                 md = ModelDeployment.model_validate(body)
             except ValidationError as error:
-                result = "invalid"
-                return None, await self._invalid(body, ref, error)
+                parsed = await self._stored_by_an_older_release(body, ref, error)
+                if parsed is None:
+                    result = "invalid"
+                    return None, await self._invalid(legacy.repair(body).body, ref, error)
+                md, unusable = parsed
+                return await self._reconcile(body, md, ref, invalid_spec=unusable)
             return await self._reconcile(body, md, ref)
         except ChildConflict:
             result = "conflict"
@@ -173,8 +178,47 @@ class Reconciler:
             metrics.RECONCILES.labels(result).inc()
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
+    async def _stored_by_an_older_release(
+        self, body: dict[str, Any], ref: ObjectRef, error: ValidationError
+    ) -> tuple[ModelDeployment, str | None] | None:
+        """An object that fails today's rules, repaired as far as it safely can be.
+
+        (object, None) when clamping bounds was enough; (object, why) when the spec cannot
+        be acted on but a canary runs, which must then be rolled back; None when the
+        object is simply invalid.
+        """
+        repaired = legacy.repair(body)
+        try:
+            md = ModelDeployment.model_validate(repaired.body)
+        except ValidationError:
+            return None
+        walking = md.status.canary is not None and md.status.phase != Phase.PROMOTING
+        if repaired.unusable and not walking:
+            return None
+        generation = body["metadata"].get("generation")
+        for note in repaired.clamped + repaired.status_fixed:
+            await self._warn_once(ref, generation, "SpecAdjusted", note)
+        if repaired.unusable:
+            return md, "; ".join(repaired.unusable)
+        log.info("%s/%s: stored before today's rules: %s", ref.namespace, ref.name, error)
+        return md, None
+
+    async def _warn_once(
+        self, ref: ObjectRef, generation: int | None, reason: str, message: str
+    ) -> None:
+        """A Warning event per object generation and message, not one per reconcile."""
+        key = (ref.uid, generation, message)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        await self._event(ref, "Warning", reason, message)
+
     async def _reconcile(
-        self, body: dict[str, Any], md: ModelDeployment, ref: ObjectRef
+        self,
+        body: dict[str, Any],
+        md: ModelDeployment,
+        ref: ObjectRef,
+        invalid_spec: str | None = None,
     ) -> tuple[float | None, dict[str, Any] | None]:
         metadata = body["metadata"]
         namespace, name, uid = ref.namespace, ref.name, ref.uid
@@ -197,6 +241,7 @@ class Reconciler:
             canary=observe_track(canary_dep),
             annotations=metadata.get("annotations") or {},
             now=now,
+            invalid_spec=invalid_spec,
         )
         if analysis_due(observation):
             verdict = await self._analyse(md)

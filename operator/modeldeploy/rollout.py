@@ -84,6 +84,7 @@ class Reason(StrEnum):
     SUPERSEDED = "CanarySuperseded"
     REVERTED = "CanaryCancelled"
     REVISION_REJECTED = "RevisionRejected"
+    INVALID_SPEC = "InvalidSpec"
     COMPLETE = "Complete"
 
 
@@ -124,6 +125,9 @@ class Observation:
     annotations: dict[str, str]
     now: datetime
     analysis: AnalysisStatus | None = None
+    # Set when the stored spec breaks a rule this operator enforces and cannot be clamped
+    # (an object stored by an older release): a running canary is rolled back.
+    invalid_spec: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def analysis_due(observation: Observation) -> bool:
     canary = observation.status.canary
     if canary is None or canary.revision != observation.revision:
         return False
-    if observation.status.phase == Phase.PROMOTING:
+    if observation.invalid_spec is not None or observation.status.phase == Phase.PROMOTING:
         return False
     due = next_analysis_at(observation.spec, canary)
     return due is not None and observation.now >= due
@@ -710,6 +714,14 @@ def decide(observation: Observation) -> Decision:
         # The spec moved away from the rolled-back revision: asking for it again later is
         # a new request, not a retry loop.
         b.status.rejected_revision = None
+
+    walking = b.status.canary is not None and b.status.phase != Phase.PROMOTING
+    if observation.invalid_spec is not None and walking:
+        return b.roll_back(
+            Reason.INVALID_SPEC,
+            f"the spec breaks a rule this operator enforces, so nothing may judge the canary: "
+            f"{observation.invalid_spec}",
+        )
 
     manual = b.manual()
     if manual is not None:

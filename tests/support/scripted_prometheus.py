@@ -104,7 +104,12 @@ class ScriptedPrometheus:
         if requests is not None:
             self.set(selector, f"sum(increase({promql.REQUESTS_TOTAL}{{", value=requests)
         if error_rate is not None:
-            self.set(selector, f"{promql.REQUESTS_TOTAL}{{", f"{promql.OUTCOME_LABEL}=~", value=error_rate)
+            self.set(
+                selector,
+                f"{promql.REQUESTS_TOTAL}{{",
+                f"{promql.OUTCOME_LABEL}=~",
+                value=error_rate,
+            )
         if p99 is not None:
             self.set(selector, "histogram_quantile(0.99,", value=p99)
 

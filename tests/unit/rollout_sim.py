@@ -185,6 +185,8 @@ class Simulator:
     canary: FakeTrack = field(default_factory=FakeTrack)
     # Revisions whose pods never become ready on the canary track.
     broken: set[str] = field(default_factory=set)
+    # Why the stored spec breaks today's rules (an object an older release stored).
+    invalid_spec: str | None = None
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class Simulator:
             canary=self.canary.observe(),
             annotations=dict(self.annotations),
             now=self.now,
+            invalid_spec=self.invalid_spec,
         )
 
     def step(self, *, persist: bool = True, apply: bool = True) -> Tick:

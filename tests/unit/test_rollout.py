@@ -658,6 +658,32 @@ def test_unpausing_resumes_with_the_next_pass_and_says_so():
     assert advanced.weight == 50
 
 
+# --- objects stored by an older release -----------------------------------------------
+
+
+def test_a_walking_canary_whose_spec_cannot_be_acted_on_is_rolled_back_without_analysis():
+    sim = canary_ready(deployed(steps=[10, 50]))
+    sim.script("Pass")
+    sim.invalid_spec = "spec.server.env sets modelserver_model_uri"
+    decision = sim.step().decision
+
+    assert decision.outcome == "RolledBack"
+    assert decision.weight == 0
+    assert decision.status.history[0].reason.startswith("InvalidSpec: ")
+    assert "modelserver_model_uri" in decision.status.history[0].reason
+    assert list(sim.verdicts) == ["Pass"], "no analysis judges a spec nobody can act on"
+
+
+def test_a_promoting_canary_is_left_to_finish_when_its_spec_turns_out_invalid():
+    sim = canary_ready(deployed(steps=[10]))
+    sim.stable_ready_after = 3
+    judge(sim, "Pass")
+    assert sim.status.phase == "Promoting"
+    sim.invalid_spec = "spec.server.env sets modelserver_model_uri"
+    decision = sim.step().decision
+    assert decision.outcome != "RolledBack"
+
+
 # --- manual requests ----------------------------------------------------------------------
 
 

@@ -135,10 +135,11 @@ class RunChecker:
         assert status.stable is not None
         assert d.stable.revision == status.stable.revision
 
-        # Rollback: all traffic to stable at once, canary scaled to zero, full stable.
+        # Rollback: all traffic to stable at once, canary scaled to zero, full stable;
+        # the canary keeps its pods only while stable has none ready (never zero pods).
         if d.outcome == "RolledBack" or status.phase == "RolledBack":
             assert d.weight == 0
-            assert d.canary is None or d.canary.replicas == 0
+            assert d.canary is None or d.canary.replicas == 0 or o.stable.ready_replicas == 0
             assert d.stable.replicas == o.spec.replicas
             assert status.canary is None
         if d.outcome == "RolledBack":
@@ -147,7 +148,7 @@ class RunChecker:
             assert Reason.ROLLED_BACK in reasons
             assert any(e.type == "Warning" for e in d.events)
         if d.canary is not None and d.canary.revision == status.rejected_revision:
-            assert d.canary.replicas == 0
+            assert d.canary.replicas == 0 or o.stable.ready_replicas == 0
 
         # Promotion only after a Pass at every step, unless a user asked for it.
         if Reason.CANARY_STARTED in reasons:
@@ -159,11 +160,16 @@ class RunChecker:
             self.passed_steps.add(tick.step)
         if Reason.PROMOTION_STARTED in reasons and not self.manually_promoted:
             assert self.passed_steps == set(range(len(steps)))
-        if d.outcome == "Promoted":
+        if d.outcome == "Promoted" and Reason.CANARY_STARTED not in reasons:
             assert status.phase == "Available"
             assert d.canary is None
             assert d.weight == 0
             assert d.stable.replicas == o.spec.replicas
+        if d.outcome == "Promoted" and Reason.CANARY_STARTED in reasons:
+            # The spec moved on while the promotion finished: its canary starts right away.
+            assert status.canary is not None
+            assert status.canary.revision == o.revision
+            assert d.weight == 0
 
         # Each manual request value is recorded when first seen, and acted on at most once.
         new = new_requests(o.annotations, o.status.handled_requests)
