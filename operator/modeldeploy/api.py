@@ -252,7 +252,8 @@ class ResourceRequirements(ApiModel):
 
 
 class EnvVar(ApiModel):
-    name: Annotated[str, StringConstraints(min_length=1)] = Field(
+    # Bounded so that the API server can afford the CEL rule over every name.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
         description="Name of the environment variable."
     )
     value: str | None = Field(default=None, description="Literal value.")
@@ -316,6 +317,7 @@ class ServerSpec(ApiModel):
     )
     env: list[EnvVar] = Field(
         default_factory=list,
+        max_length=128,
         description="Extra environment variables of the server container.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",

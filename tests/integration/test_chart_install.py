@@ -91,6 +91,7 @@ def _can(cluster: Cluster, release: Release, verb: str, resource: str, namespace
 def test_install_creates_the_operator_and_its_identity(cluster, release):
     ns = release.namespace
     assert "modeldeploy operator" in release.notes
+    assert "may read Secrets (get by name) in those namespaces" in release.notes
     cluster.kubectl("get", "serviceaccount", release.service_account, "-n", ns)
     cluster.kubectl("get", "role", release.service_account, "-n", ns)
     cluster.kubectl("get", "rolebinding", release.service_account, "-n", ns)
@@ -140,3 +141,23 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
     # kopf's cluster-wide reads
     assert _can(cluster, release, "watch", "namespaces", ns)
     assert _can(cluster, release, "list", "customresourcedefinitions.apiextensions.k8s.io", ns)
+
+
+@pytest.mark.parametrize("secret_access", [True, False])
+def test_cluster_wide_secret_access_is_announced_and_can_be_turned_off(
+    cluster, crds_installed, namespace, tmp_path, secret_access
+):
+    name = f"md-{uuid.uuid4().hex[:6]}"
+    install = ["install", name, str(CHART), "--namespace", namespace, "--skip-crds"]
+    done = _helm(
+        cluster, tmp_path, *install, "--set", f"secretAccess.enabled={str(secret_access).lower()}"
+    )
+    release = Release(name, namespace, f"{name}-modeldeploy", done.stdout)
+    try:
+        may_read = _can(cluster, release, "get", "secrets", "default")
+        assert may_read is secret_access
+        assert ("in EVERY namespace" in release.notes) is secret_access
+        if not secret_access:
+            assert "It reads no Secrets" in release.notes
+    finally:
+        _helm(cluster, tmp_path, "uninstall", name, "--namespace", namespace, check=False)

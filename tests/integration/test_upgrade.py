@@ -102,7 +102,16 @@ def test_a_canary_whose_stored_spec_cannot_be_acted_on_is_rolled_back_saying_why
     assert entry["outcome"] == "RolledBack"
     assert entry["reason"].startswith("InvalidSpec")
     assert "modelserver_model_uri" in entry["reason"]
-    wait_for(lambda: objects.get("deployment", "sneaky-canary") is None, 30, "canary removed")
+    wait_for(
+        lambda: (
+            (objects.get("deployment", "sneaky-canary") or {"spec": {"replicas": 0}})["spec"][
+                "replicas"
+            ]
+            == 0
+        ),
+        30,
+        "the canary scaled to zero",
+    )
     status = wait_for(
         lambda: (s := objects.status("sneaky")).get("phase") == "Failed" and s,
         30,

@@ -304,12 +304,3 @@ def test_allowed_prometheus_urls_reach_the_operator_as_one_flag(helm):
         "http://prom-a:9090,https://gw.example/prom"
     )
     assert "--allowed-prometheus-urls" not in _args(_one(_render(helm), "Deployment"))
-
-
-def test_the_notes_warn_that_secrets_are_readable_in_every_namespace(helm):
-    notes = _run(helm, "install", "md", str(CHART), "--dry-run=client", "--namespace", "x").stdout
-    assert "may read Secrets (get by name) in EVERY namespace" in notes
-    scoped = _run(
-        helm, "install", "md", str(CHART), "--dry-run=client", "--set", "watchNamespaces={a}"
-    ).stdout
-    assert "EVERY namespace" not in scoped
