@@ -2,13 +2,16 @@
 # Build the pinned local control plane binaries from Go modules into a cache outside
 # the repository, keyed by component and version, and reuse them when present.
 #
-#   scripts/build-binaries.sh [--no-build]
+#   scripts/build-binaries.sh [--no-build] [--node]
 #
 # Versions come from scripts/versions.env. The cache is
 #   ${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/bin/<component>-<version>/<binary>
 # Progress goes to stderr; stdout gets only shell-quoted NAME=path lines, for eval:
 #   ETCD_BIN KUBE_APISERVER_BIN KUBE_CONTROLLER_MANAGER_BIN KUBE_SCHEDULER_BIN
 #   KUBECTL_BIN KWOK_BIN KWOKCTL_BIN HELM_BIN
+# and with --node, what the real node needs (scripts/node/node.sh): KUBELET_BIN
+# KUBE_PROXY_BIN COREDNS_BIN, and the OCI archives of the images built from
+# scripts/node/ (packed with umoci): PAUSE_ARCHIVE NODECHECK_ARCHIVE.
 # When KUBEBUILDER_ASSETS names a folder with envtest binaries (etcd, kube-apiserver,
 # kubectl), those are used instead of building them. With --no-build nothing is built:
 # the script fails (exit 3) when a binary is missing.
@@ -21,10 +24,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 NO_BUILD=0
+NODE=0
 for arg in "$@"; do
     case "$arg" in
         --no-build) NO_BUILD=1 ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        --node) NODE=1 ;;
+        -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "build-binaries.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -128,11 +133,25 @@ prepare_k8s_module() {
     echo "$mod"
 }
 
+k8s_module_for() { # $1 = command: the module, with that command's requirements resolved
+    local mod; mod="$(prepare_k8s_module)"
+    case "$1" in
+        kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) ;;
+        *)
+            if [[ ! -f "$mod/.ready-$1" ]]; then
+                (cd "$mod" && run_logged kubernetes-mod go get "k8s.io/kubernetes/cmd/$1@$KUBERNETES_VERSION")
+                touch "$mod/.ready-$1"
+            fi
+            ;;
+    esac
+    echo "$mod"
+}
+
 build_k8s() { # $1 = binary name (cmd/<name>)
     local name="$1" out="$K8S_DIR/$1"
     have "$out" && return 0
     missing "$out"
-    local mod; mod="$(prepare_k8s_module)"
+    local mod; mod="$(k8s_module_for "$name")"
     local ld="-s -w" p
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         ld+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$k8s_minor"
@@ -230,6 +249,98 @@ build_helm() {
     go_install helm "$HELM_DIR" "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# ---------------------------------------------------------------- the real node (--node)
+NODE_SRC="$here/node"
+
+src_hash() { # a short hash of files: their build outputs are cached under it
+    cat "$@" | sha256sum | cut -c1-12
+}
+
+# CoreDNS with only the plugins the node's DNS uses (scripts/node/coredns/main.go), built
+# through a small module like etcd; the folder name follows the version and that file.
+COREDNS_DIR="$BIN/coredns-$COREDNS_VERSION-$(src_hash "$NODE_SRC/coredns/main.go")"
+build_coredns() {
+    local out="$COREDNS_DIR/coredns"
+    have "$out" && return 0
+    missing "$out"
+    local mod="$SRC/coredns-$COREDNS_VERSION"
+    if [[ ! -f "$mod/.ready" ]] || ! cmp -s "$NODE_SRC/coredns/main.go" "$mod/main.go"; then
+        log "resolving github.com/coredns/coredns@$COREDNS_VERSION"
+        rm -rf "$mod"; mkdir -p "$mod"
+        printf 'module modeldeploy.local/coredns-build\n\ngo 1.26.0\n\nrequire github.com/coredns/coredns %s\n' \
+            "$COREDNS_VERSION" >"$mod/go.mod"
+        cp "$NODE_SRC/coredns/main.go" "$mod/main.go"
+        (cd "$mod" && run_logged coredns-mod go mod tidy)
+        touch "$mod/.ready"
+    fi
+    log "building coredns $COREDNS_VERSION"
+    local t0=$SECONDS
+    start_ticker coredns
+    mkdir -p "$COREDNS_DIR"
+    (cd "$mod" && run_logged coredns go build -p "$GO_P" -ldflags "-s -w" -o "$out.tmp" .)
+    stop_ticker
+    mv -f "$out.tmp" "$out"
+    log "built coredns in $((SECONDS - t0))s -> $out"
+}
+
+# The node's own small programs (no dependencies): built from scripts/node/<name>/main.go.
+build_tool() { # $1 = name: prints the binary's path
+    local name="$1" dir out
+    dir="$BIN/$name-$(src_hash "$NODE_SRC/$name/main.go")"
+    out="$dir/$name"
+    if ! have "$out"; then
+        missing "$out" >&2
+        local mod="$SRC/$name"
+        rm -rf "$mod"; mkdir -p "$mod" "$dir"
+        printf 'module modeldeploy.local/%s\n\ngo 1.26.0\n' "$name" >"$mod/go.mod"
+        cp "$NODE_SRC/$name/main.go" "$mod/main.go"
+        log "building $name"
+        (cd "$mod" && run_logged "$name" go build -p "$GO_P" -ldflags "-s -w" -o "$out.tmp" .)
+        mv -f "$out.tmp" "$out"
+    fi
+    echo "$out"
+}
+
+# An OCI archive holding one static program, packed with umoci, with a tag-only reference
+# (what `ctr images import --base-name` expects); the tag is the program's source hash.
+NODE_IMAGES="$CACHE/node-images"
+pack_image() { # $1 = name, $2 = binary, $3 = user: prints the archive's path
+    local name="$1" binary="$2" user="$3" tag archive tmp
+    tag="$(src_hash "$NODE_SRC/$name/main.go")"
+    archive="$NODE_IMAGES/$name-$tag.tar"
+    if [[ ! -s "$archive" ]]; then
+        [[ $NO_BUILD == 1 ]] && { log "missing: $archive"; exit 3; }
+        command -v umoci >/dev/null 2>&1 || { log "umoci is needed to pack the $name image (Debian: apt-get install umoci)"; exit 1; }
+        log "packing image $name:$tag"
+        mkdir -p "$NODE_IMAGES"
+        tmp="$(mktemp -d "$NODE_IMAGES/.pack-$name.XXXXXX")"
+        run_logged "image-$name" umoci init --layout "$tmp/oci"
+        run_logged "image-$name" umoci new --image "$tmp/oci:$tag"
+        run_logged "image-$name" umoci unpack --image "$tmp/oci:$tag" "$tmp/bundle"
+        install -m 0755 "$binary" "$tmp/bundle/rootfs/$name"
+        run_logged "image-$name" umoci repack --image "$tmp/oci:$tag" "$tmp/bundle"
+        run_logged "image-$name" umoci config --image "$tmp/oci:$tag" \
+            --config.entrypoint "/$name" --config.user "$user"
+        run_logged "image-$name" umoci gc --layout "$tmp/oci"
+        tar -C "$tmp/oci" -cf "$archive.tmp" oci-layout index.json blobs
+        mv -f "$archive.tmp" "$archive"
+        rm -rf "$tmp"
+    fi
+    echo "$archive"
+}
+
+build_node() {
+    build_k8s kubelet
+    build_k8s kube-proxy
+    build_coredns
+    local pause nodecheck
+    pause="$(build_tool pause)"
+    nodecheck="$(build_tool nodecheck)"
+    # the sandbox image runs as nobody, like upstream's pause; nodecheck as a non-root user
+    PAUSE_ARCHIVE="$(pack_image pause "$pause" 65535:65535)"
+    NODECHECK_ARCHIVE="$(pack_image nodecheck "$nodecheck" 65532:65532)"
+}
+
 # ---------------------------------------------------------------- main
 # One build at a time per cache (a test run and `make cluster` may race).
 exec 9>"$CACHE/build.lock"
@@ -255,6 +366,7 @@ build_k8s kube-scheduler
 build_k8s kube-controller-manager
 [[ -z "$KUBE_APISERVER_BIN" ]] && { build_k8s kube-apiserver; KUBE_APISERVER_BIN="$K8S_DIR/kube-apiserver"; }
 build_helm
+[[ $NODE == 1 ]] && build_node
 
 if ((SECONDS - START > 5)); then log "all binaries ready in $((SECONDS - START))s"; fi
 
@@ -267,3 +379,10 @@ emit KUBECTL_BIN "$KUBECTL_BIN"
 emit KWOK_BIN "$KWOK_DIR/kwok"
 emit KWOKCTL_BIN "$KWOK_DIR/kwokctl"
 emit HELM_BIN "$HELM_DIR/helm"
+if [[ $NODE == 1 ]]; then
+    emit KUBELET_BIN "$K8S_DIR/kubelet"
+    emit KUBE_PROXY_BIN "$K8S_DIR/kube-proxy"
+    emit COREDNS_BIN "$COREDNS_DIR/coredns"
+    emit PAUSE_ARCHIVE "$PAUSE_ARCHIVE"
+    emit NODECHECK_ARCHIVE "$NODECHECK_ARCHIVE"
+fi

@@ -6,14 +6,22 @@
 #   scripts/cluster.sh down        stop it and remove its state (idempotent)
 #   scripts/cluster.sh kubeconfig  print the kubeconfig path of a running cluster
 #   scripts/cluster.sh status      say which cluster would be / is used
+#   scripts/cluster.sh import-images [NAME=ARCHIVE ...]
+#                                  import OCI archives (default: those make images built)
+#                                  into the real node's containerd (idempotent)
+#   scripts/cluster.sh node ARGS   scripts/node/node.sh ARGS for this cluster (env, stop ...)
 #
 # Which cluster, in order of preference:
 #   1. MODELDEPLOY_KUBECONFIG=<path>: that cluster, used as is (never created or deleted);
 #   2. kind, when docker and kind are installed and `docker info` answers;
 #   3. local processes started by `kwokctl --runtime binary`: etcd, kube-apiserver,
 #      kube-controller-manager, kube-scheduler and kwok with two fake nodes, from the
-#      binaries that scripts/build-binaries.sh builds (or finds) in the cache.
-# MODELDEPLOY_CLUSTER_RUNTIME=kind|binary forces 2 or 3.
+#      binaries that scripts/build-binaries.sh builds (or finds) in the cache; plus, where
+#      the machine can run one (root on Linux with the kernel features), a real node
+#      (scripts/node/node.sh: containerd, kubelet, kube-proxy, CoreDNS).
+# MODELDEPLOY_CLUSTER_RUNTIME=kind|binary forces 2 or 3. MODELDEPLOY_REAL_NODE=0 leaves the
+# real node out, =1 requires it (fails when it cannot start), auto (default) adds it when
+# the machine can run it and no other cluster holds it.
 #
 # Environment: MODELDEPLOY_CLUSTER_NAME (default modeldeploy), MODELDEPLOY_CACHE
 # (default ~/.cache/modeldeploy), KUBEBUILDER_ASSETS (envtest binaries, used if present).
@@ -24,6 +32,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
+# shellcheck source=node/network.env
+source "$here/node/network.env"
 
 NAME="${MODELDEPLOY_CLUSTER_NAME:-modeldeploy}"
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
@@ -31,6 +41,8 @@ STATE="$CACHE/clusters/$NAME"          # our own bookkeeping for this cluster
 export KWOK_WORKDIR="$CACHE/kwok"       # kwokctl's work dir (never ~/.kwok)
 KWOK_CLUSTER_DIR="$KWOK_WORKDIR/clusters/$NAME"
 NODES=("$NAME-node-0" "$NAME-node-1")
+read -r -a FAKE_POD_CIDR <<<"$FAKE_POD_CIDRS"   # one per fake node
+REAL_NODE="${MODELDEPLOY_REAL_NODE:-auto}"
 
 T0=$SECONDS
 log() { printf '[cluster %s %3ds] %s\n' "$NAME" "$((SECONDS - T0))" "$*" >&2; }
@@ -170,6 +182,17 @@ kill_leftovers() { # stop every process of this cluster still alive (TERM, then 
     kill -9 "${alive[@]}" 2>/dev/null || true
 }
 
+render_kwokctl_config() { # scripts/kwok/kwokctl.yaml with its @NAME@ values filled in
+    local text var PKI_DIR="$KWOK_CLUSTER_DIR/pki"
+    text="$(<"$here/kwok/kwokctl.yaml")"
+    while [[ "$text" =~ @([A-Z_]+)@ ]]; do
+        var="${BASH_REMATCH[1]}"
+        [[ -n "${!var+x}" ]] || die "scripts/kwok/kwokctl.yaml uses @$var@, which is not set"
+        text="${text//@$var@/${!var}}"
+    done
+    printf '%s\n' "$text" >"$STATE/kwokctl.yaml"
+}
+
 kwok_up() {
     load_binaries || die "the local control plane binaries could not be built (see above)"
     KUBECONFIG_PATH="$KWOK_CLUSTER_DIR/kubeconfig.yaml"
@@ -191,9 +214,10 @@ kwok_up() {
         fi
         if ! kwok_running; then
             log "creating cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
+            render_kwokctl_config
             if ! "$KWOKCTL_BIN" create cluster --name "$NAME" --runtime binary \
                 --kubeconfig "" \
-                --config "$here/kwok/kwokctl.yaml" \
+                --config "$STATE/kwokctl.yaml" \
                 --config "$here/kwok/stages.yaml" \
                 --kube-authorization --kube-admission \
                 --etcd-binary "$ETCD_BIN" \
@@ -219,8 +243,10 @@ kwok_up() {
 
     # two fake nodes, managed by kwok (its stages make them and their pods Ready); room
     # for 1000 pods each, as fake pods cost nothing and the operator benchmark runs 300+
-    local n
-    for n in "${NODES[@]}"; do
+    # their pod addresses come from ranges routed on this machine only
+    local i n
+    for i in "${!NODES[@]}"; do
+        n="${NODES[$i]}"
         cat <<EOF
 apiVersion: v1
 kind: Node
@@ -236,6 +262,10 @@ metadata:
     kubernetes.io/role: agent
     node-role.kubernetes.io/agent: ""
     type: kwok
+    $NODE_TIER_LABEL: fake
+spec:
+  podCIDR: ${FAKE_POD_CIDR[$i]}
+  podCIDRs: [${FAKE_POD_CIDR[$i]}]
 ---
 EOF
     done | kc apply --server-side -f - >/dev/null
@@ -246,6 +276,46 @@ EOF
     done
     kc wait --for condition=Ready --timeout=60s "${NODES[@]/#/node/}" >/dev/null ||
         die "kwok nodes did not become Ready"
+}
+
+# ------------------------------------------------------------------ the real node
+node_sh() { "$here/node/node.sh" "$@" 8>&-; }
+
+real_node_up() {
+    local required=0 why holder
+    case "$REAL_NODE" in
+        0 | false | no)
+            if [[ "$(node_sh owner)" == "$NAME" ]]; then node_sh down; fi
+            log "real node: off (MODELDEPLOY_REAL_NODE=$REAL_NODE); kwok nodes only"
+            return 0
+            ;;
+        1 | true | yes) required=1 ;;
+        auto | "") ;;
+        *) die "MODELDEPLOY_REAL_NODE must be 0, 1 or auto (got '$REAL_NODE')" ;;
+    esac
+    holder="$(node_sh owner)"
+    if [[ -n "$holder" && "$holder" != "$NAME" && -d "$CACHE/clusters/$holder" ]]; then
+        why="the real node belongs to cluster $holder (free it with: MODELDEPLOY_CLUSTER_NAME=$holder scripts/cluster.sh down)"
+        ((required)) && die "$why"
+        log "real node: not added, $why; kwok nodes only"
+        return 0
+    fi
+    if [[ "$holder" != "$NAME" ]]; then
+        if ! why="$(node_sh install)" || ! why="$(node_sh check)"; then
+            ((required)) && die "this machine cannot run the real node: $why"
+            log "real node: not added, this machine cannot run it ($why); kwok nodes only"
+            return 0
+        fi
+        log "real node: adds to this host a bridge $BRIDGE, a device $SINK with $NODE_IP, routes for" \
+            "$CLUSTER_CIDR and $SERVICE_CIDR, iptables chains (MODELDEPLOY-*, KUBE-*), mounts and" \
+            "cgroups, and kernel settings (ip_forward, kubelet tunables), all undone by make" \
+            "cluster-down; MODELDEPLOY_REAL_NODE=0 leaves it out"
+    fi
+    if ! node_sh up; then
+        ((required)) && die "the real node did not start (logs: $CACHE/node/$NAME/logs)"
+        log "real node: did not start; removing it and going on with the kwok nodes only"
+        node_sh down || true
+    fi
 }
 
 # ------------------------------------------------------------------ commands
@@ -273,6 +343,7 @@ cmd_up() {
             ;;
         binary) kwok_up ;;
     esac
+    if [[ "$(cat "$STATE/runtime" 2>/dev/null)" == binary ]]; then real_node_up; fi
     if [[ -z "${KUBECTL_BIN:-}" ]]; then
         if load_binaries --no-build 2>/dev/null; then :; else KUBECTL_BIN="$(command -v kubectl)"; fi
     fi
@@ -292,6 +363,8 @@ cmd_down() {
         log "deleting kind cluster"
         kind delete cluster --name "$NAME" >&2 || true
     fi
+    # the real node first: its kubelet stops the pods while the API server still answers
+    node_sh down
     if [[ -d "$KWOK_CLUSTER_DIR" ]]; then
         log "deleting local cluster"
         local kwokctl=""
@@ -333,7 +406,18 @@ cmd_status() {
         else
             echo "binaries: not built yet (scripts/build-binaries.sh)"
         fi
+        local holder why
+        holder="$(node_sh owner)"
+        if [[ "$holder" == "$NAME" ]]; then echo "real node: $NODE_NAME (this cluster)"
+        elif [[ -n "$holder" ]]; then echo "real node: held by cluster $holder"
+        elif why="$(node_sh check)"; then echo "real node: none yet (this machine can run one)"
+        else echo "real node: this machine cannot run one ($why)"; fi
     fi
+}
+
+cmd_node() { # scripts/node/node.sh for this cluster
+    [[ "$(chosen_runtime)" == binary ]] || die "the real node exists only in the local-process cluster"
+    node_sh "$@"
 }
 
 # one `up`/`down` at a time per cluster name
@@ -346,5 +430,7 @@ case "${1:-}" in
     down) cmd_down ;;
     kubeconfig) cmd_kubeconfig ;;
     status) cmd_status ;;
-    *) echo "usage: $0 up|down|kubeconfig|status" >&2; exit 2 ;;
+    import-images) shift; cmd_node import-images "$@" ;;
+    node) shift; cmd_node "$@" ;;
+    *) echo "usage: $0 up|down|kubeconfig|status|import-images|node" >&2; exit 2 ;;
 esac

@@ -215,6 +215,8 @@ def _cluster_env(name: str) -> dict[str, str]:
     env = dict(os.environ)
     env["MODELDEPLOY_CLUSTER_NAME"] = name
     env.pop("MODELDEPLOY_KUBECONFIG", None)
+    # the kwok tier needs no real node (one per host, taken by tests/node's cluster)
+    env.setdefault("MODELDEPLOY_REAL_NODE", "0")
     return env
 
 
