@@ -27,6 +27,7 @@ _PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
+    ("v1", "Pod"): "pods",
     ("apps/v1", "Deployment"): "deployments",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     (f"{GROUP}/{VERSION}", "ModelDeployment"): PLURAL,
@@ -247,6 +248,18 @@ class Kube:
             manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"]
         )
         return dict((await self._request("PUT", path, body=manifest)).body)
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The objects whose labels include `labels`, read from the API server's cache."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        params = {"labelSelector": selector, "resourceVersion": "0"}
+        reply = await self._request(
+            "GET", resource_path(api_version, kind, namespace), params=params
+        )
+        items: list[dict[str, Any]] = (reply.body or {}).get("items") or []
+        return items
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
         """The raw bytes of one key: Secrets hold PEM, DER and tokens alike, and what they

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modeldeploy import analysis, legacy, metrics, notify, resources
+from modeldeploy import analysis, legacy, metrics, notify, podstatus, resources
 from modeldeploy.api import (
     API_VERSION,
     KIND,
@@ -243,6 +243,9 @@ class Reconciler:
             now=now,
             invalid_spec=invalid_spec,
         )
+        if _waiting_long_for_canary(md.status, canary_dep, now):
+            problem = await self._canary_pod_problem(md)
+            observation = dataclasses.replace(observation, canary_pod_problem=problem)
         if analysis_due(observation):
             verdict = await self._analyse(md)
             observation = dataclasses.replace(observation, analysis=verdict)
@@ -285,6 +288,20 @@ class Reconciler:
             found.setdefault("kind", "Deployment")
             self.memory.remember(found)
         return found
+
+    async def _canary_pod_problem(self, md: ModelDeployment) -> str | None:
+        canary = md.status.canary
+        assert canary is not None
+        labels = {
+            **resources.track_selector(md.metadata.name, Track.CANARY),
+            resources.REVISION_LABEL: canary.revision,
+        }
+        try:
+            pods = await self.kube.list("v1", "Pod", md.metadata.namespace, labels)
+        except KubeError as error:
+            log.warning("cannot read the canary pods of %s: %s", md.metadata.name, error)
+            return None
+        return podstatus.pod_problems(pods)
 
     async def _analyse(self, md: ModelDeployment) -> AnalysisStatus:
         """The analysis of the canary's last interval. Never raises: whatever fails becomes
@@ -571,6 +588,22 @@ class Reconciler:
             elif decision.outcome == Outcome.ROLLED_BACK:
                 reason = decision.status.history[0].reason.split(":")[0]
                 metrics.ROLLBACKS.labels(namespace, name, reason).inc()
+
+
+# A canary's pods are looked at once they have had this long to start: pulling an image
+# and loading a model take a while, and most canaries never need the extra read.
+POD_CHECK_AFTER_SECONDS = 10.0
+
+
+def _waiting_long_for_canary(
+    status: ModelDeploymentStatus, canary_dep: dict[str, Any] | None, now: datetime
+) -> bool:
+    canary = status.canary
+    if canary is None or canary.ready_at is not None or canary_dep is None:
+        return False
+    if status.phase == Phase.PROMOTING:
+        return False
+    return (now - canary.started_at).total_seconds() >= POD_CHECK_AFTER_SECONDS
 
 
 def _backend_error(message: str, now: datetime) -> AnalysisStatus:

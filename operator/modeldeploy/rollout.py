@@ -84,6 +84,7 @@ class Reason(StrEnum):
     SUPERSEDED = "CanarySuperseded"
     REVERTED = "CanaryCancelled"
     REVISION_REJECTED = "RevisionRejected"
+    CANARY_NOT_READY = "CanaryNotReady"
     INVALID_SPEC = "InvalidSpec"
     COMPLETE = "Complete"
 
@@ -128,6 +129,9 @@ class Observation:
     # Set when the stored spec breaks a rule this operator enforces and cannot be clamped
     # (an object stored by an older release): a running canary is rolled back.
     invalid_spec: str | None = None
+    # Why the canary's pods are not ready (image pull, crash with its termination
+    # message, no room), when the shell looked: shown while waiting and on rollback.
+    canary_pod_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -448,12 +452,23 @@ class _Builder:
             )
         deadline = duration_seconds(self.o.spec.rollout.progress_deadline)
         waited = (self.o.now - canary.started_at).total_seconds()
+        problem = self.o.canary_pod_problem
         if waited >= deadline:
+            why = f": {problem}" if problem else ""
             return self.roll_back(
                 Reason.PROGRESS_DEADLINE_EXCEEDED,
                 f"canary pods never became ready within {self.o.spec.rollout.progress_deadline} "
-                f"({self.o.canary.ready_replicas}/{replicas} ready)",
+                f"({self.o.canary.ready_replicas}/{replicas} ready){why}",
             )
+        if problem:
+            message = (
+                f"canary {canary.version} pods not ready "
+                f"({self.o.canary.ready_replicas}/{replicas}): {problem}"
+            )
+            if message != self.status.message:
+                self.event(Reason.CANARY_NOT_READY, message, warning=True)
+            self.status.message = message
+            self.condition("Progressing", True, Reason.CANARY_NOT_READY, message)
         return self.decision(self.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited))
 
     def fresh_analysis(self) -> AnalysisStatus | None:

@@ -116,6 +116,7 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
         ("patch", "services"),
         ("create", "httproutes.gateway.networking.k8s.io"),
         ("get", "secrets"),
+        ("list", "pods"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
         ("create", "leases.coordination.k8s.io"),
@@ -131,6 +132,8 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
         ("watch", "secrets"),
         ("delete", "modeldeployments.modeldeploy.dev"),
         ("create", "pods"),
+        ("watch", "pods"),
+        ("delete", "pods"),
         ("update", "leases.coordination.k8s.io/someone-elses-lease"),
     ]
     for verb, resource in denied:

@@ -187,6 +187,8 @@ class Simulator:
     broken: set[str] = field(default_factory=set)
     # Why the stored spec breaks today's rules (an object an older release stored).
     invalid_spec: str | None = None
+    # What the shell would read from the canary's pods' statuses.
+    canary_pod_problem: str | None = None
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -219,6 +221,7 @@ class Simulator:
             annotations=dict(self.annotations),
             now=self.now,
             invalid_spec=self.invalid_spec,
+            canary_pod_problem=self.canary_pod_problem,
         )
 
     def step(self, *, persist: bool = True, apply: bool = True) -> Tick:

@@ -264,6 +264,29 @@ def test_canary_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline
     assert "never became ready" in warning[0].message
 
 
+def test_why_canary_pods_are_not_ready_is_shown_while_waiting_and_on_rollback():
+    sim = Simulator(make_spec(V1, progress_deadline="60s"), canary_ready_after=None).deployed()
+    with_version(sim, V2)
+    sim.step()
+    sim.canary_pod_problem = "pod p: container modelserver CrashLoopBackOff, exited with code 1"
+    waiting = sim.step().decision
+    again = sim.step().decision
+    ticks = sim.run(lambda s: s.status.phase == "RolledBack")
+
+    assert waiting.status.message == (
+        "canary 2.0.0 pods not ready (0/1): pod p: container modelserver CrashLoopBackOff, "
+        "exited with code 1"
+    )
+    assert [e.reason for e in waiting.events] == ["CanaryNotReady"]
+    assert again.events == [], "one event per problem, not one per reconcile"
+    rollback = ticks[-1].decision
+    assert rollback.status.history[0].reason.endswith(
+        "(0/1 ready): pod p: container modelserver CrashLoopBackOff, exited with code 1"
+    )
+    rolled_back = [e for e in rollback.events if e.reason == Reason.ROLLED_BACK]
+    assert "CrashLoopBackOff, exited with code 1" in rolled_back[0].message
+
+
 def test_progress_deadline_is_not_hit_by_a_canary_that_gets_ready_in_time():
     sim = Simulator(make_spec(V1, progress_deadline="60s"), canary_ready_after=10).deployed()
     canary_ready(sim)

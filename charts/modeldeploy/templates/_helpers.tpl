@@ -89,6 +89,10 @@ their children, the Secrets they name and the Events it records. Used by the Clu
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Canary pods that never become ready: their container statuses say why (status, Event).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
 {{- if .Values.secretAccess.enabled }}
 # Prometheus bearer token and CA, webhook URL: read by name only, never listed.
 - apiGroups: [""]
