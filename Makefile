@@ -51,6 +51,10 @@ chart: ## helm lint and helm template of charts/modeldeploy, with the pinned hel
 	    --set 'watchNamespaces={team-a,team-b}' >/dev/null && \
 	echo "charts/modeldeploy: lint and template OK"
 
+.PHONY: images
+images: ## build the operator and server images with buildah, no Docker or registry (docs/images.md)
+	@scripts/images.sh
+
 models: sync ## train the sample models into examples/models/
 	$(UV_RUN) python examples/train_models.py --output examples/models
 
