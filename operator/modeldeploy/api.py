@@ -756,13 +756,23 @@ class ModelDeploymentStatus(StatusModel):
         default=None,
         description="A rolled-back revision that is not retried until the spec changes or retry.",
     )
+    paused_by_request: bool = Field(
+        default=False,
+        description="Paused by the modeldeploy.dev/pause annotation until modeldeploy.dev/resume.",
+    )
     handled_requests: dict[str, str] = Field(
         default_factory=dict,
-        description="Manual requests (promote, abort, retry) already acted on, by annotation.",
+        description=(
+            "Manual requests (promote, abort, retry, pause, resume) already acted on, "
+            "by annotation."
+        ),
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Standard conditions: Available, Progressing, Ready, ...",
+        description=(
+            "Available (stable serves), Ready (this generation serves in full), Reconciling "
+            "(a rollout is in flight), Stalled (rolled back, invalid or conflicting), Progressing."
+        ),
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

@@ -34,6 +34,10 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, KubeError, ObjectRef, resource_version
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout import (
+    DROPPED_CONDITIONS,
+    READY,
+    RECONCILING,
+    STALLED,
     Decision,
     Observation,
     Track,
@@ -364,7 +368,6 @@ class Reconciler:
     async def _record(
         self, body: dict[str, Any], ref: ObjectRef, decision: Decision, now: datetime
     ) -> dict[str, Any] | None:
-        set_condition(decision.status, "Reconciled", True, "Applied", "children are applied", now)
         old = body.get("status") or {}
         new = status_dump(decision.status)
         if old == new:
@@ -378,11 +381,7 @@ class Reconciler:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         return await self._record_failure(
-            body,
-            ref,
-            "InvalidSpec",
-            f"the spec is invalid: {problems}",
-            generation=body["metadata"].get("generation"),
+            body, ref, "InvalidSpec", f"the spec is invalid: {problems}"
         )
 
     async def _record_failure(
@@ -391,20 +390,23 @@ class Reconciler:
         ref: ObjectRef,
         reason: str,
         message: str,
-        generation: int | None = None,
     ) -> dict[str, Any] | None:
-        """Phase Failed with a Reconciled=False condition and a Warning event, once per cause."""
+        """Phase Failed, Ready False and Stalled True with `reason`, and a Warning event,
+        once per cause."""
         status = ModelDeploymentStatus.model_validate(body.get("status") or {})
-        if any(
-            c.type == "Reconciled" and c.reason == reason and c.message == message
+        generation = body["metadata"].get("generation")
+        if status.observed_generation == generation and any(
+            c.type == STALLED and c.reason == reason and c.message == message
             for c in status.conditions
         ):
             return None
         status.phase = Phase.FAILED
         status.message = message
-        if generation is not None:
-            status.observed_generation = generation
-        set_condition(status, "Reconciled", False, reason, message, datetime.now(UTC))
+        status.observed_generation = generation
+        now = datetime.now(UTC)
+        status.conditions = [c for c in status.conditions if c.type not in DROPPED_CONDITIONS]
+        for kind, true in ((READY, False), (RECONCILING, False), (STALLED, True)):
+            set_condition(status, kind, true, reason, message, now, generation)
         await self._event(ref, "Warning", reason, message)
         old = body.get("status") or {}
         return await self.kube.patch_status(

@@ -8,7 +8,9 @@ Manual requests are annotations whose value changes each time they are made (a
 timestamp, say); a value already recorded in `status.handledRequests` is not acted on
 again. Precedence, strongest first: abort, promote, analysis. A paused canary still runs
 its analyses and is still rolled back by failed checks (safety never pauses), but it does
-not advance and inconclusive analyses are not counted against it.
+not advance and inconclusive analyses are not counted against it. Pause comes from
+`spec.rollout.paused` or from a pause request (the `pause` annotation, undone by
+`resume`), which GitOps tools do not revert because it is not in the spec.
 
 Every new request value is recorded as handled in the decision that first sees it, whether
 or not it changed anything: an abort swallows a promote or retry made at the same time, and
@@ -47,7 +49,27 @@ from modeldeploy.routers import router_for
 PROMOTE_ANNOTATION = "modeldeploy.dev/promote"
 ABORT_ANNOTATION = "modeldeploy.dev/abort"
 RETRY_ANNOTATION = "modeldeploy.dev/retry"
-MANUAL_ANNOTATIONS = (ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION)
+PAUSE_ANNOTATION = "modeldeploy.dev/pause"
+RESUME_ANNOTATION = "modeldeploy.dev/resume"
+MANUAL_ANNOTATIONS = (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    RETRY_ANNOTATION,
+    PAUSE_ANNOTATION,
+    RESUME_ANNOTATION,
+)
+
+# Conditions: Available (stable serves), Ready (this generation serves in full), and the
+# two kstatus reads (Flux, cli-utils): Reconciling (a rollout is in flight) and Stalled
+# (it ended in failure and will not go on by itself).
+AVAILABLE, READY, RECONCILING, STALLED, PROGRESSING = (
+    "Available",
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "Progressing",
+)
+DROPPED_CONDITIONS = ("Reconciled",)
 
 # How soon to look again while waiting for pods; analyses have their own schedule.
 POLL_SECONDS = 5.0
@@ -84,6 +106,10 @@ class Reason(StrEnum):
     SUPERSEDED = "CanarySuperseded"
     REVERTED = "CanaryCancelled"
     REVISION_REJECTED = "RevisionRejected"
+    PROGRESSING = "Progressing"
+    PROMOTING = "Promoting"
+    PAUSE_REQUESTED = "PauseRequested"
+    RESUME_REQUESTED = "ResumeRequested"
     CANARY_NOT_READY = "CanaryNotReady"
     INVALID_SPEC = "InvalidSpec"
     COMPLETE = "Complete"
@@ -299,27 +325,51 @@ class _Builder:
         ready = self.o.stable.ready_replicas
         wanted = self.o.spec.replicas
         if stable is None:
-            self.condition("Available", False, Reason.STABLE_NOT_READY, "no stable pods yet")
-            self.condition("Ready", False, Reason.STABLE_NOT_READY, "no stable pods yet")
+            self.condition(AVAILABLE, False, Reason.STABLE_NOT_READY, "no stable pods yet")
             return
         available = ready >= 1 or wanted == 0
         self.condition(
-            "Available",
+            AVAILABLE,
             available,
             Reason.STABLE_READY if available else Reason.STABLE_NOT_READY,
             f"stable {stable.version} has {ready}/{wanted} ready pods",
         )
-        complete = ready >= wanted
-        self.condition(
-            "Ready",
-            complete,
-            Reason.STABLE_READY if complete else Reason.STABLE_NOT_READY,
-            f"{ready}/{wanted} stable pods ready",
+
+    def rollout_conditions(self) -> None:
+        """Ready, Reconciling and Stalled, from where the rollout stands after this decision."""
+        status = self.status
+        self.status.conditions = [c for c in status.conditions if c.type not in DROPPED_CONDITIONS]
+        stable = status.stable
+        wanted = self.o.spec.replicas
+        serving = (
+            stable is not None
+            and stable.revision == status.revision
+            and self.o.stable.serving(stable.revision, wanted)
         )
+        if status.phase == Phase.ROLLED_BACK:
+            reason, message = Reason.ROLLED_BACK, status.message
+        elif status.phase == Phase.PROMOTING:
+            reason, message = Reason.PROMOTING, status.message
+        elif status.canary is not None and self.paused():
+            reason, message = Reason.PAUSED, status.message
+        elif status.phase == Phase.AVAILABLE and serving:
+            reason, message = Reason.COMPLETE, f"{status.message} (generation {self.o.generation})"
+        else:
+            reason, message = Reason.PROGRESSING, status.message
+        stalled = reason == Reason.ROLLED_BACK
+        in_flight = reason not in (Reason.ROLLED_BACK, Reason.COMPLETE)
+        self.condition(READY, reason == Reason.COMPLETE, reason, message)
+        self.condition(RECONCILING, in_flight, reason if in_flight else Reason.COMPLETE, message)
+        self.condition(STALLED, stalled, reason if stalled else Reason.COMPLETE, message)
+
+    def paused(self) -> bool:
+        """Paused by the spec or by a pause request; either holds the canary."""
+        return self.o.spec.rollout.paused or self.status.paused_by_request
 
     def decision(self, canary: TrackPlan | None, weight: int, requeue: float | None) -> Decision:
         self.refresh_stable_counts()
         self.availability()
+        self.rollout_conditions()
         return Decision(
             status=self.status,
             stable=self.stable_plan(canary, weight),
@@ -505,8 +555,9 @@ class _Builder:
         canary.actual_weight = self.router.achieved_weight(
             weight, self.o.stable.ready_replicas, self.o.canary.ready_replicas
         )
-        if spec.rollout.paused:
-            self.status.message = f"paused at step {canary.step + 1} ({weight}%)"
+        if self.paused():
+            by = "spec.rollout.paused" if spec.rollout.paused else PAUSE_ANNOTATION
+            self.status.message = f"paused at step {canary.step + 1} ({weight}%) by {by}"
             if self.progressing_reason() != Reason.PAUSED:
                 self.event(
                     Reason.PAUSED,
@@ -552,7 +603,7 @@ class _Builder:
             return None
         if analysis.verdict in (Verdict.NO_DATA, Verdict.ERROR):
             reasons = failure_summary(analysis)
-            if spec.rollout.paused:
+            if self.paused():
                 return None
             canary.inconclusive_checks += 1
             self.event(
@@ -569,7 +620,7 @@ class _Builder:
                 )
             return None
         canary.inconclusive_checks = 0
-        if spec.rollout.paused:
+        if self.paused():
             return None
         if canary.step + 1 >= len(spec.rollout.steps):
             return self.start_promotion(
@@ -684,6 +735,19 @@ class _Builder:
         self.event(Reason.SUPERSEDED, f"canary {canary.version} {why}")
         return self.start_canary(f", superseding {canary.version}")
 
+    def pause_or_resume(self, pending: set[str]) -> None:
+        """A pause request holds canaries, this one and later ones, until a resume request;
+        asked at once, pause wins (holding is the safe side). Nothing is returned: the
+        walk below reads the new state."""
+        if PAUSE_ANNOTATION in pending:
+            if not self.status.paused_by_request:
+                self.event(Reason.PAUSE_REQUESTED, f"pause requested by {PAUSE_ANNOTATION}")
+            self.status.paused_by_request = True
+        elif RESUME_ANNOTATION in pending and self.status.paused_by_request:
+            self.status.paused_by_request = False
+            still = " (spec.rollout.paused still holds it)" if self.o.spec.rollout.paused else ""
+            self.event(Reason.RESUME_REQUESTED, f"resume requested by {RESUME_ANNOTATION}{still}")
+
     def manual(self) -> Decision | None:
         """Act on new manual requests; None when they change nothing.
 
@@ -693,6 +757,7 @@ class _Builder:
         pending = set(self.pending)
         for annotation in pending:
             self.handle(annotation)
+        self.pause_or_resume(pending)
         current = in_canary and canary is not None and canary.revision == self.o.revision
         if ABORT_ANNOTATION in pending and current:
             return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")

@@ -142,12 +142,14 @@ def test_a_conflicting_service_is_never_overwritten(objects, operator):
 
     def conflict() -> dict | None:
         for condition in objects.status("clash").get("conditions", []):
-            if condition["type"] == "Reconciled" and condition["reason"] == "NameConflict":
+            if condition["type"] == "Stalled" and condition["reason"] == "NameConflict":
                 return condition
         return None
 
     condition = wait_for(conflict, 60, "a NameConflict condition")
-    assert condition["status"] == "False"
+    assert condition["status"] == "True"
+    ready = [c for c in objects.status("clash")["conditions"] if c["type"] == "Ready"]
+    assert [(c["status"], c["reason"]) for c in ready] == [("False", "NameConflict")]
     assert "Service clash already exists" in condition["message"]
     assert objects.status("clash")["phase"] == "Failed"
     service = objects.get("service", "clash")

@@ -12,7 +12,9 @@ from modeldeploy.api import ModelDeploymentStatus, Verdict
 from modeldeploy.resources import revision_of, template_of
 from modeldeploy.rollout import (
     ABORT_ANNOTATION,
+    PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
+    RESUME_ANNOTATION,
     RETRY_ANNOTATION,
     Decision,
     Observation,
@@ -705,6 +707,127 @@ def test_a_promoting_canary_is_left_to_finish_when_its_spec_turns_out_invalid():
     sim.invalid_spec = "spec.server.env sets modelserver_model_uri"
     decision = sim.step().decision
     assert decision.outcome != "RolledBack"
+
+
+# --- pause and resume requests (annotations GitOps tools do not revert) -------------------
+
+
+def test_a_pause_request_holds_a_walking_canary_until_a_resume_request():
+    sim = canary_ready(deployed(steps=[10, 50]))
+    sim.annotate(PAUSE_ANNOTATION, "t1")
+    paused = sim.step().decision
+    held = judge(sim, "Pass", "Pass")
+    sim.annotate(RESUME_ANNOTATION, "t2")
+    resumed = sim.step().decision
+    (advanced,) = judge(sim, "Pass")
+
+    assert paused.status.paused_by_request is True
+    assert "PauseRequested" in reasons(paused)
+    assert "Paused" in reasons(paused)
+    assert paused.status.message == f"paused at step 1 (10%) by {PAUSE_ANNOTATION}"
+    assert [d.weight for d in held] == [10, 10]
+    assert resumed.status.paused_by_request is False
+    assert {"ResumeRequested", "Resumed"} <= set(reasons(resumed))
+    assert advanced.weight == 50
+
+
+def test_a_pause_request_made_before_a_canary_holds_its_first_step():
+    sim = deployed(steps=[10, 50])
+    sim.annotate(PAUSE_ANNOTATION, "t1")
+    sim.step()
+    canary_ready(sim)
+    held = judge(sim, "Pass", "Pass")
+    assert [d.weight for d in held] == [10, 10]
+
+
+def test_a_resume_request_does_not_undo_a_pause_in_the_spec():
+    sim = canary_ready(deployed(steps=[10, 50], paused=True))
+    sim.annotate(PAUSE_ANNOTATION, "t1")
+    sim.step()
+    sim.annotate(RESUME_ANNOTATION, "t2")
+    resumed = sim.step().decision
+    held = judge(sim, "Pass")
+
+    assert "spec.rollout.paused still holds it" in resumed.events[0].message
+    assert held[0].weight == 10
+    assert held[0].status.message == "paused at step 1 (10%) by spec.rollout.paused"
+
+
+def test_pause_and_resume_asked_at_once_pause_wins():
+    sim = canary_ready(deployed(steps=[10, 50]))
+    sim.annotate(PAUSE_ANNOTATION, "t1")
+    sim.annotate(RESUME_ANNOTATION, "t1")
+    decision = sim.step().decision
+    assert decision.status.paused_by_request is True
+    assert sorted(decision.status.handled_requests) == [PAUSE_ANNOTATION, RESUME_ANNOTATION]
+
+
+def test_failed_checks_still_roll_back_a_canary_paused_by_request():
+    sim = canary_ready(deployed(failure_threshold=1))
+    sim.annotate(PAUSE_ANNOTATION, "t1")
+    sim.step()
+    (rollback,) = judge(sim, "Fail")
+    assert rollback.outcome == "RolledBack"
+
+
+# --- conditions GitOps tools read ---------------------------------------------------------
+
+
+def conditions(decision: Decision) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in decision.status.conditions}
+
+
+def test_ready_only_once_the_generation_is_fully_rolled_out():
+    sim = Simulator(make_spec(V1), stable_ready_after=2)
+    deploying = sim.step().decision
+    done = sim.run(lambda s: s.status.phase == "Available")[-1].decision
+
+    assert conditions(deploying)["Ready"] == ("False", "Progressing")
+    assert conditions(deploying)["Reconciling"] == ("True", "Progressing")
+    assert conditions(done)["Ready"] == ("True", "Complete")
+    assert conditions(done)["Reconciling"] == ("False", "Complete")
+    assert conditions(done)["Stalled"] == ("False", "Complete")
+    assert conditions(done)["Available"][0] == "True"
+
+
+def test_a_canary_is_reconciling_until_promoted_then_ready():
+    sim = canary_ready(deployed(steps=[10]))
+    walking = sim.ticks[-1].decision
+    sim.stable_ready_after = 2
+    (promoting,) = judge(sim, "Pass")
+    ticks = sim.run(lambda s: s.status.phase == "Available")
+
+    assert conditions(walking)["Ready"] == ("False", "Progressing")
+    assert conditions(walking)["Available"][0] == "True", "the stable serves meanwhile"
+    assert conditions(promoting)["Reconciling"] == ("True", "Promoting")
+    assert conditions(ticks[-1].decision)["Ready"] == ("True", "Complete")
+
+
+def test_a_rollback_is_stalled_until_the_spec_changes():
+    sim = canary_ready(deployed(failure_threshold=1))
+    (rollback,) = judge(sim, "Fail")
+    later = sim.step().decision
+    with_version(sim, V3)
+    next_canary = sim.step().decision
+
+    for decision in (rollback, later):
+        assert conditions(decision)["Stalled"] == ("True", "RolledBack")
+        assert conditions(decision)["Ready"] == ("False", "RolledBack")
+        assert conditions(decision)["Reconciling"] == ("False", "Complete")
+        assert conditions(decision)["Available"][0] == "True"
+    assert conditions(next_canary)["Stalled"][0] == "False"
+    assert conditions(next_canary)["Reconciling"] == ("True", "Progressing")
+
+
+def test_the_old_reconciled_condition_is_dropped():
+    sim = deployed()
+    stale = sim.status.model_copy(deep=True)
+    stale.conditions.append(
+        stale.conditions[0].model_copy(update={"type": "Reconciled", "reason": "Applied"})
+    )
+    sim.status = stale
+    decision = sim.step().decision
+    assert "Reconciled" not in conditions(decision)
 
 
 # --- manual requests ----------------------------------------------------------------------

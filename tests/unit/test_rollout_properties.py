@@ -115,6 +115,25 @@ class RunChecker:
         steps = o.spec.rollout.steps
         reasons = {e.reason for e in d.events}
 
+        # What GitOps tools read: exactly one of Ready (this generation serves in full),
+        # Reconciling (a rollout is in flight) and Stalled (rolled back) holds.
+        conditions = {c.type: c for c in status.conditions}
+        assert "Reconciled" not in conditions
+        assert status.observed_generation == o.generation
+        ready, reconciling, stalled = (conditions[t] for t in ("Ready", "Reconciling", "Stalled"))
+        assert [ready.status, reconciling.status, stalled.status].count("True") == 1
+        if ready.status == "True":
+            assert status.phase == "Available"
+            assert status.canary is None
+            assert status.stable is not None
+            assert status.stable.revision == status.revision
+        assert (stalled.status == "True") == (status.phase == "RolledBack")
+        if status.canary is not None:
+            assert reconciling.status == "True"
+        paused = o.spec.rollout.paused or status.paused_by_request
+        if status.canary is not None and paused and status.phase == "Progressing":
+            assert ready.reason == reconciling.reason == "Paused"
+
         # Traffic never goes past the current step.
         assert d.weight in {0, *steps}
         if status.canary is None:
