@@ -32,7 +32,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.processes import free_port
+from tests.support.processes import end_gracefully_on_signals, free_port, run_in_group, shielded
 
 from scripts.direct_children import DirectCreator
 
@@ -58,22 +58,23 @@ def put_kubectl_on_path() -> None:
 
 @contextmanager
 def local_cluster(name: str = CLUSTER_NAME) -> Iterator[str]:
-    """MODELDEPLOY_KUBECONFIG's cluster as is, or a local cluster started and stopped here."""
+    """MODELDEPLOY_KUBECONFIG's cluster as is, or a local cluster that is taken down however
+    the program ends: even a signal during `cluster.sh up` stops kwokctl with it."""
     put_kubectl_on_path()
     external = os.environ.get("MODELDEPLOY_KUBECONFIG")
     if external:
         yield external
         return
+    script = str(ROOT / "scripts" / "cluster.sh")
     env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": name}
-    up = subprocess.run(
-        [ROOT / "scripts" / "cluster.sh", "up"], env=env, stdout=subprocess.PIPE, text=True
-    )
-    if up.returncode != 0:
-        sys.exit("bench-operator: the local cluster did not start (see the messages above)")
     try:
+        up = run_in_group([script, "up"], env=env, stdout=subprocess.PIPE, text=True)
+        if up.returncode != 0:
+            raise SystemExit(f"{name}: the local cluster did not start (see the messages above)")
         yield up.stdout.strip().splitlines()[-1]
     finally:
-        subprocess.run([ROOT / "scripts" / "cluster.sh", "down"], env=env, check=False)
+        with shielded():  # a second signal must not cut the teardown short
+            subprocess.run([script, "down"], env=env, check=False)
 
 
 @contextmanager
@@ -329,6 +330,7 @@ def run_peer(args: argparse.Namespace) -> Burst:
 
 
 def main() -> None:
+    end_gracefully_on_signals()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--idle-seconds", type=float, default=60)

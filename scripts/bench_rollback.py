@@ -23,7 +23,7 @@ from tests.e2e.harness.load import Load
 from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
-from tests.support.processes import free_port
+from tests.support.processes import end_gracefully_on_signals, free_port
 
 from scripts.bench_operator import ROOT, local_cluster, operator_process
 
@@ -110,6 +110,7 @@ def one_run(kubectl: Kubectl, namespace: str, run: int, prometheus: RealPromethe
 
 
 def main() -> None:
+    end_gracefully_on_signals()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()

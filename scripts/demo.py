@@ -10,12 +10,9 @@ early by SIGTERM, SIGHUP or SIGINT (Ctrl-C).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +20,9 @@ from tests.e2e.harness.load import Load
 from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
 from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
-from tests.support.processes import end_gracefully_on_signals, free_port, run_in_group, shielded
+from tests.support.processes import end_gracefully_on_signals, free_port, shielded
 
-from scripts.bench_operator import ROOT, operator_process, put_kubectl_on_path
+from scripts.bench_operator import local_cluster, operator_process
 from scripts.bench_rollback import Kubectl, status
 
 NAME = "fraud"
@@ -98,26 +95,6 @@ def events(kubectl: Kubectl, namespace: str) -> None:
         print(f"  {event['type']:<8} {event['reason']:<22} {event['message']}")
 
 
-@contextmanager
-def local_cluster() -> Iterator[str]:
-    """MODELDEPLOY_KUBECONFIG's cluster as is, or a local cluster that is taken down however
-    the demo ends: even a signal during `cluster.sh up` stops kwokctl with it."""
-    put_kubectl_on_path()
-    external = os.environ.get("MODELDEPLOY_KUBECONFIG")
-    if external:
-        yield external
-        return
-    script = str(ROOT / "scripts" / "cluster.sh")
-    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": CLUSTER}
-    try:
-        up = run_in_group([script, "up"], env=env, stdout=subprocess.PIPE, text=True)
-        if up.returncode != 0:
-            raise SystemExit("demo: the local cluster did not start (see the messages above)")
-        yield up.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([script, "down"], env=env, check=False)
-
-
 def main() -> None:
     end_gracefully_on_signals()
     stack = ExitStack()
@@ -133,7 +110,7 @@ def main() -> None:
 
 def walk_through(stack: ExitStack) -> None:
     say("starting a local cluster")
-    kubeconfig = stack.enter_context(local_cluster())
+    kubeconfig = stack.enter_context(local_cluster(CLUSTER))
     kubectl = Kubectl(kubeconfig)
     kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
     namespace = f"demo-{int(time.time())}"
