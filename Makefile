@@ -58,10 +58,10 @@ images: ## build the operator and server images with buildah, no Docker or regis
 models: sync ## train the sample models into examples/models/
 	$(UV_RUN) python examples/train_models.py --output examples/models
 
-cluster: sync ## start a local cluster and print its kubeconfig path
+cluster: sync ## start a local cluster (with a real node where this machine can run one; MODELDEPLOY_REAL_NODE=0: without) and print its kubeconfig path
 	@scripts/cluster.sh up
 
-cluster-down: ## stop the local cluster and remove its state
+cluster-down: ## stop the local cluster, its real node too, and undo its changes to the host
 	@scripts/cluster.sh down
 
 demo: sync models tools ## serve a model, promote a good version, roll a bad one back

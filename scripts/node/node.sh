@@ -503,19 +503,19 @@ cgroups_down() {
 }
 
 # ------------------------------------------------------------------ mounts and files
-our_mounts() { # mount points under the node's directory, deepest first
-    awk -v p="$NODE_DIR/" '{ m = $5; gsub(/\\040/, " ", m); if (index(m "/", p) == 1) print m }' /proc/self/mountinfo |
+mounts_under() { # $1 = directory: the mount points at or under it, deepest first
+    awk -v p="$1/" '{ m = $5; gsub(/\\040/, " ", m); if (index(m "/", p) == 1) print m }' /proc/self/mountinfo |
         awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-
 }
 
-unmount_all() {
+unmount_under() { # $1 = directory
     local m ms
     for _ in 1 2 3; do
-        mapfile -t ms < <(our_mounts)
+        mapfile -t ms < <(mounts_under "$1")
         ((${#ms[@]})) || return 0
         for m in "${ms[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
     done
-    mapfile -t ms < <(our_mounts)
+    mapfile -t ms < <(mounts_under "$1")
     ((${#ms[@]} == 0)) || log "mounts left: ${ms[*]}"
 }
 
@@ -527,6 +527,20 @@ shim_pids() { # containerd's shims of this node (they outlive containerd)
     return 0
 }
 
+# After the pods' sandboxes died without the CNI plugins being called (containerd killed):
+# their addresses in host-local's store, and libcni's cached results (ours, and the
+# loopback ones of the same sandboxes). Their veths went with their network namespaces.
+forget_pod_networks() {
+    local f id
+    rm -rf "$NODE_DIR/cni/networks"
+    for f in /var/lib/cni/results/modeldeploy-node-*; do
+        [[ -f "$f" ]] || continue
+        id="${f#/var/lib/cni/results/modeldeploy-node-}"
+        id="${id%-*}"
+        rm -f "$f" "/var/lib/cni/results/cni-loopback-$id-lo"
+    done
+}
+
 # What the kubelet and the CNI plugins write outside the node's directory.
 host_files_down() {
     local f
@@ -535,14 +549,7 @@ host_files_down() {
         [[ -L "$f" && "$(readlink "$f")" == "$NODE_DIR/"* ]] && rm -f "$f"
     done
     rmdir /var/log/containers 2>/dev/null || true
-    # libcni's cached results: our network's, and the loopback ones of the same sandboxes
-    local id
-    for f in /var/lib/cni/results/modeldeploy-node-*; do
-        [[ -f "$f" ]] || continue
-        id="${f#/var/lib/cni/results/modeldeploy-node-}"
-        id="${id%-*}"
-        rm -f "$f" "/var/lib/cni/results/cni-loopback-$id-lo"
-    done
+    forget_pod_networks
     rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
     # the kubelet's device plugin directory is fixed, outside its --root-dir
     rm -f /var/lib/kubelet/device-plugins/kubelet.sock
@@ -619,7 +626,9 @@ start_containerd() {
     running containerd && return 0
     # a containerd that died left its shims and mounts: start from a clean state
     stop_pods_hard
-    rm -rf "$NODE_RUN"
+    forget_pod_networks
+    [[ -z "$(mounts_under "$NODE_RUN")" ]] || die "cannot unmount what the last containerd left under $NODE_RUN"
+    rm -rf --one-file-system "$NODE_RUN"
     mkdir -p "$NODE_RUN"
     # Pulls go to a proxy on a closed loopback port: no image is ever fetched from outside.
     start containerd HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 \
@@ -731,12 +740,12 @@ kill_shims() {
 stop_pods_hard() { # whatever still runs in the pods' cgroups, the shims, their mounts
     kill_cgroup_procs
     kill_shims
-    unmount_all
+    unmount_under "$NODE_RUN"
 }
 
 remove_node_dir() { # never through a mount point (a pod's volume could be a host directory)
     local left
-    mapfile -t left < <(our_mounts)
+    mapfile -t left < <(mounts_under "$NODE_DIR")
     if ((${#left[@]})); then
         log "not removing $NODE_DIR: still mounted: ${left[*]}"
         return 1
@@ -764,7 +773,7 @@ cmd_down() {
     ((holder)) && cgroups_down
     kill_shims
     stop containerd
-    unmount_all
+    unmount_under "$NODE_DIR"
     if ((holder)); then
         if [[ -x "${KUBE_PROXY_BIN:-}" ]]; then
             "$KUBE_PROXY_BIN" --cleanup >>"$NODE_DIR/logs/kube-proxy.log" 2>&1 || true

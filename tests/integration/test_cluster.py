@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,15 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 VALID_EXAMPLES = sorted(EXAMPLES.glob("*.yaml"))
 INVALID_EXAMPLES = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 NEVER_READY_IMAGE = "kwok.invalid/never-ready:latest"
+NETWORK_ENV = Path(__file__).resolve().parents[2] / "scripts" / "node" / "network.env"
+
+
+def _network_env() -> dict[str, str]:
+    """The local cluster's addresses (scripts/node/network.env: NAME=value lines)."""
+    pairs = (line.split("=", 1) for line in NETWORK_ENV.read_text().splitlines())
+    return {
+        k: v.strip('"') for k, v in (p for p in pairs if len(p) == 2 and not p[0].startswith("#"))
+    }
 
 
 def _wait_for(what: str, check: Any, timeout: float = 60, interval: float = 0.5) -> Any:
@@ -80,6 +91,36 @@ def test_two_fake_nodes_are_ready(cluster: Cluster) -> None:
     nodes = _get(cluster, "nodes")["items"]
     ready = [n["metadata"]["name"] for n in nodes if _condition(n, "Ready") == "True"]
     assert len(ready) >= 2, nodes
+
+
+def test_fake_nodes_are_labelled_and_take_pod_addresses_from_the_local_range(
+    cluster: Cluster,
+) -> None:
+    if not cluster.owned:
+        pytest.skip("only for the cluster the tests started")
+    network = _network_env()
+    fake = _get(cluster, "nodes", "-l", "modeldeploy.dev/node-tier=fake")["items"]
+    assert len(fake) == 2
+    for node in fake:
+        cidr = IPv4Network(node["spec"]["podCIDR"])
+        assert cidr.subnet_of(IPv4Network(network["CLUSTER_CIDR"])), cidr
+
+
+def test_kwok_manages_only_the_annotated_fake_nodes(cluster: Cluster) -> None:
+    """A node without kwok's annotation (the real node, say) is left to its own kubelet."""
+    if not cluster.owned:
+        pytest.skip("kwok's flags are those of the cluster the tests started")
+    name = f"unmanaged-{uuid.uuid4().hex[:6]}"
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(node))
+    try:
+        # kwok makes a node it manages Ready within a second or two
+        cluster.kubectl("wait", "--for=condition=Ready", "--timeout=30s", "node", "-l", "type=kwok")
+        time.sleep(3)
+        conditions = _get(cluster, "node", name).get("status", {}).get("conditions")
+        assert not conditions, conditions
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
 
 
 def test_server_reports_pinned_version(cluster: Cluster) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from ipaddress import ip_network
+from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ def test_real_node_is_ready_run_by_its_own_kubelet_not_by_kwok(node_cluster: Nod
     for n in fake:
         assert _condition(n, "Ready") == "True"
         assert n["status"]["nodeInfo"]["kubeletVersion"].startswith("kwok")
-        assert ip_network(n["spec"]["podCIDR"]).subnet_of(ip_network(node.cluster_cidr))  # type: ignore[arg-type]
+        assert IPv4Network(n["spec"]["podCIDR"]).subnet_of(IPv4Network(node.cluster_cidr))
 
 
 def test_untolerating_pods_stay_off_the_real_node(
