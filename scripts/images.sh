@@ -8,7 +8,7 @@
 # Everything lands under ${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}:
 #   images/base/            the Debian rootfs tarball and its package list
 #   images/NAME-VERSION.tar each image as an OCI archive whose only reference is VERSION
-#                           (import: ctr -n k8s.io images import --base-name docker.io/local/NAME)
+#                           (for ctr images import --base-name; see docs/images.md)
 #   images/manifest.tsv     one line per image: name, tag, archive, bytes, image id (tabs)
 #   buildah/                buildah's storage (--root/--runroot), its layer cache, runc state
 #
@@ -67,7 +67,7 @@ ensure_tools() {
     fi
     log "installing ${missing[*]} from Debian's packages"
     as_root apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
 }
 
@@ -206,17 +206,11 @@ export_archive() {
     log "wrote $archive ($(du -h "$archive" | cut -f1))"
 }
 
-# prune EPOCH: removes what older builds left behind (untagged images nothing builds on,
-# created before EPOCH, and base images and rootfs tarballs of other package lists), so
-# the storage holds one generation of layers, not every build's.
+# prune EPOCH BASE: removes what older builds left behind (untagged images nothing builds
+# on, created before EPOCH; base images and rootfs tarballs of other package lists), so the
+# storage holds one generation of layers, not every build's.
 prune() {
     local since=$1 base=$2 ref id created stale
-    while read -r ref; do
-        if [[ $ref == localhost/modeldeploy-python:* && $ref != "$base" ]]; then
-            bah rmi "$ref" >/dev/null
-        fi
-    done < <(bah images --noheading --format '{{.Name}}:{{.Tag}}')
-    find "$OUT/base" -maxdepth 1 -type f ! -name "*-${base##*-}.*" -delete
     # Removing an image can leave its parent dangling: repeat until nothing old is left.
     while :; do
         stale=()
@@ -225,8 +219,14 @@ prune() {
         done < <(bah images --filter dangling=true --noheading --no-trunc \
             --format '{{.ID}} {{.CreatedAtRaw}}' | sed 's/ UTC$//')
         [[ ${#stale[@]} -eq 0 ]] && break
-        bah rmi "${stale[@]}" >/dev/null
+        bah rmi "${stale[@]}" >/dev/null || return 1
     done
+    while read -r ref; do
+        if [[ $ref == localhost/modeldeploy-python:* && $ref != "$base" ]]; then
+            bah rmi "$ref" >/dev/null || return 1
+        fi
+    done < <(bah images --noheading --format '{{.Name}}:{{.Tag}}')
+    find "$OUT/base" -maxdepth 1 -type f ! -name "*-${base##*-}.*" -delete
 }
 
 main() {
@@ -240,7 +240,10 @@ main() {
     # Large temporary files of image copies stay in the cache, not in /var/tmp.
     export TMPDIR=$STORE/tmp
     exec 9>"$STORE/lock"
-    flock 9
+    if ! flock --nonblock 9; then
+        log "waiting for another make images to finish"
+        flock 9
+    fi
     note_host_paths
     trap clean_host_paths EXIT
 
@@ -250,7 +253,6 @@ main() {
     server_id=$(build modelserver server_image/Dockerfile "$base")
     export_archive modeldeploy-operator "$operator_id"
     export_archive modelserver "$server_id"
-    prune "$run_started" "$base"
 
     {
         printf '%s\t%s\t%s\t%s\t%s\n' modeldeploy-operator "$VERSION" \
@@ -260,6 +262,7 @@ main() {
             "$(stat -c %s "$OUT/modelserver-$VERSION.tar")" "$server_id"
     } >"$OUT/manifest.tsv.partial"
     mv "$OUT/manifest.tsv.partial" "$OUT/manifest.tsv"
+    prune "$run_started" "$base" || log "could not remove older layers from $STORE (they stay until the next run)"
     for name in modeldeploy-operator modelserver; do
         log "$name:$VERSION: $(bah images --noheading --format '{{.Size}}' "localhost/$name:$VERSION" | head -n1) unpacked, $(du -h "$OUT/$name-$VERSION.tar" | cut -f1) archive"
     done
