@@ -728,13 +728,30 @@ stop_pods_gracefully() {
 
 no_sandboxes() { [[ -z "$(ctr_ tasks ls -q 2>/dev/null)" ]]; }
 
+# A shim listens on /run/containerd/s/<sha256 of ADDRESS/NAMESPACE/ID> (containerd 1.6,
+# whatever its state dir) and removes it when it exits, but not when it is killed.
+shim_socket() { # $1 = shim pid
+    local args=() ns="" id="" i
+    mapfile -d '' -t args <"/proc/$1/cmdline" 2>/dev/null || return 0
+    for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+        case "${args[$i]}" in
+            -namespace) ns="${args[$((i + 1))]}" ;;
+            -id) id="${args[$((i + 1))]}" ;;
+        esac
+    done
+    [[ -n "$ns" && -n "$id" ]] || return 0
+    printf '/run/containerd/s/%s\n' "$(printf '%s' "$CONTAINERD_SOCK/$ns/$id" | sha256sum | cut -d' ' -f1)"
+}
+
 kill_shims() {
-    local shims
+    local shims sockets p
     mapfile -t shims < <(shim_pids)
-    if ((${#shims[@]})); then
-        kill -KILL "${shims[@]}" 2>/dev/null || true
-        sleep 0.2
-    fi
+    ((${#shims[@]})) || return 0
+    for p in "${shims[@]}"; do sockets+=("$(shim_socket "$p")"); done
+    kill -KILL "${shims[@]}" 2>/dev/null || true
+    sleep 0.2
+    for p in "${sockets[@]}"; do [[ -S "$p" ]] && rm -f "$p"; done
+    return 0
 }
 
 stop_pods_hard() { # whatever still runs in the pods' cgroups, the shims, their mounts

@@ -192,7 +192,12 @@ class HostState:
         state.cgroups = {str(p) for p in cgroup_root.glob("*/modeldeploy")} | {
             str(p) for p in cgroup_root.glob("modeldeploy")
         }
-        for pattern in ("/var/lib/cni/**/*", "/var/log/containers/*", "/var/lib/kubelet/**/*"):
+        for pattern in (
+            "/var/lib/cni/**/*",
+            "/var/log/containers/*",
+            "/var/lib/kubelet/**/*",
+            "/run/containerd/**/*",
+        ):
             state.files |= {str(p) for p in Path("/").glob(pattern.lstrip("/"))}
         for key in (
             "net/ipv4/ip_forward",
