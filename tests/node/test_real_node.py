@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import uuid
@@ -135,6 +136,32 @@ def test_real_node_is_ready_run_by_its_own_kubelet_not_by_kwok(node_cluster: Nod
         assert _condition(n, "Ready") == "True"
         assert n["status"]["nodeInfo"]["kubeletVersion"].startswith("kwok")
         assert IPv4Network(n["spec"]["podCIDR"]).subnet_of(IPv4Network(node.cluster_cidr))
+
+
+def test_node_processes_listen_only_on_loopback_or_the_node_address(
+    node_cluster: NodeCluster,
+) -> None:
+    node = node_cluster.node
+    markers = (str(node.node_dir), f"bind={node.ip}")
+    listening = subprocess.run(
+        ["ss", "-H", "-l", "-t", "-u", "-n", "-p"], capture_output=True, text=True, check=True
+    ).stdout
+    seen = set()
+    for line in listening.splitlines():
+        pids = re.findall(r"pid=(\d+)", line)
+        try:
+            cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in pids]
+        except OSError:
+            continue  # gone meanwhile
+        if not any(m in c for m in markers for c in cmdlines):
+            continue
+        local = line.split()[4]
+        host = local.rsplit(":", 1)[0]
+        name = re.search(r'\("([^"]+)"', line)
+        assert name, line
+        seen.add(name.group(1))
+        assert host in ("127.0.0.1", node.ip), line
+    assert {"kubelet", "kube-proxy", "containerd", "coredns", "socat"} <= seen, seen
 
 
 def test_untolerating_pods_stay_off_the_real_node(
