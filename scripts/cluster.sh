@@ -280,12 +280,14 @@ EOF
 
 # ------------------------------------------------------------------ the real node
 node_sh() { "$here/node/node.sh" "$@" 8>&-; }
+# node.sh needs Linux (and bash 4): elsewhere there is never a real node to start or stop
+node_possible() { [[ "$(uname -s)" == Linux ]]; }
 
 real_node_up() {
     local required=0 why holder
     case "$REAL_NODE" in
         0 | false | no)
-            if [[ "$(node_sh owner)" == "$NAME" ]]; then node_sh down; fi
+            if node_possible && [[ "$(node_sh owner)" == "$NAME" ]]; then node_sh down; fi
             log "real node: off (MODELDEPLOY_REAL_NODE=$REAL_NODE); kwok nodes only"
             return 0
             ;;
@@ -293,8 +295,13 @@ real_node_up() {
         auto | "") ;;
         *) die "MODELDEPLOY_REAL_NODE must be 0, 1 or auto (got '$REAL_NODE')" ;;
     esac
+    if ! node_possible; then
+        ((required)) && die "the real node needs Linux (this is $(uname -s))"
+        log "real node: not on $(uname -s); kwok nodes only"
+        return 0
+    fi
     holder="$(node_sh owner)"
-    if [[ -n "$holder" && "$holder" != "$NAME" && -d "$CACHE/clusters/$holder" ]]; then
+    if [[ -n "$holder" && "$holder" != "$NAME" ]]; then
         why="the real node belongs to cluster $holder (free it with: MODELDEPLOY_CLUSTER_NAME=$holder scripts/cluster.sh down)"
         ((required)) && die "$why"
         log "real node: not added, $why; kwok nodes only"
@@ -364,7 +371,7 @@ cmd_down() {
         kind delete cluster --name "$NAME" >&2 || true
     fi
     # the real node first: its kubelet stops the pods while the API server still answers
-    node_sh down
+    if node_possible; then node_sh down; fi
     if [[ -d "$KWOK_CLUSTER_DIR" ]]; then
         log "deleting local cluster"
         local kwokctl=""
@@ -407,8 +414,9 @@ cmd_status() {
             echo "binaries: not built yet (scripts/build-binaries.sh)"
         fi
         local holder why
-        holder="$(node_sh owner)"
-        if [[ "$holder" == "$NAME" ]]; then echo "real node: $NODE_NAME (this cluster)"
+        if node_possible; then holder="$(node_sh owner)"; else holder=""; fi
+        if ! node_possible; then echo "real node: none (needs Linux)"
+        elif [[ "$holder" == "$NAME" ]]; then echo "real node: $NODE_NAME (this cluster)"
         elif [[ -n "$holder" ]]; then echo "real node: held by cluster $holder"
         elif why="$(node_sh check)"; then echo "real node: none yet (this machine can run one)"
         else echo "real node: this machine cannot run one ($why)"; fi

@@ -15,7 +15,8 @@
 #                              import OCI archives into its containerd as
 #                              docker.io/local/NAME:TAG (TAG from the archive); without
 #                              arguments, the node's own images and those of make images
-#   node.sh owner              print the cluster holding the real node (empty: none)
+#   node.sh owner              print the cluster holding the real node (empty: none, or
+#                              one whose cluster is gone, which the next `up` replaces)
 #   node.sh env                NAME=value lines for tests and tools (addresses, paths, images)
 #
 # Environment: MODELDEPLOY_CLUSTER_NAME (default modeldeploy), MODELDEPLOY_CACHE (default
@@ -153,6 +154,12 @@ lock_host() { # one node operation at a time on this host (a nested node.sh inhe
 
 owner() { if [[ -f "$HOST_DIR/owner" ]]; then cat "$HOST_DIR/owner"; fi; }
 me() { printf '%s %s\n' "$NAME" "$CACHE"; }
+
+holder_name() { # the cluster holding the node, unless its cluster is gone (then `up` replaces it)
+    local n c
+    read -r n c <<<"$(owner)"
+    if [[ -n "$n" && -d "$c/clusters/$n" ]]; then echo "$n"; fi
+}
 
 # Take the node for this cluster, or say who holds it. A holder whose cluster no longer
 # exists (its state was removed without `down`) is cleaned up and replaced.
@@ -837,7 +844,7 @@ case "${1:-}" in
     down) cmd_down ;;
     stop) shift; cmd_stop "$@" ;;
     import-images) shift; cmd_import_images "$@" ;;
-    owner) owner | cut -d' ' -f1 ;;
+    owner) holder_name ;;
     env) cmd_env ;;
     *) sed -n '2,26p' "$0" >&2; exit 2 ;;
 esac
