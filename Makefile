@@ -5,7 +5,7 @@ UV_RUN := uv run --locked
 
 CRD_FILE := crds/modeldeploy.dev_modeldeployments.yaml
 
-.PHONY: help uv sync tools test test-unit test-integration lint format crds models \
+.PHONY: help uv sync tools test test-images test-unit test-integration lint format crds models \
         cluster cluster-down demo bench bench-server bench-operator bench-rollback
 
 help:
@@ -20,8 +20,13 @@ sync: uv ## create the locked environment in .venv
 tools: ## install the programs the tests run (Prometheus) when missing
 	@scripts/ensure-tools.sh
 
-test: sync models tools ## run every test, the integration tests against a real local cluster included
+test: sync models tools test-images ## run every test, the integration tests against a real local cluster included
 	$(UV_RUN) pytest
+
+# The images the image and node tests run; where they cannot be built (no root, not
+# Linux) those tests skip with the reason, and with CI=true they fail instead.
+test-images:
+	@scripts/images.sh --when-possible
 
 test-unit: sync models ## run the unit tests only
 	$(UV_RUN) pytest tests/unit

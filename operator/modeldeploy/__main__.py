@@ -15,7 +15,7 @@ from prometheus_client import start_http_server
 import modeldeploy.handlers  # noqa: F401  (registers the kopf handlers)
 from modeldeploy.config import OperatorConfig, parse_args
 from modeldeploy.health import Health
-from modeldeploy.kube import Kube, load_configuration
+from modeldeploy.kube import ConfigException, Configuration, Kube, load_configuration
 from modeldeploy.leader import LeaderLease
 from modeldeploy.reconciler import Reconciler
 from modeldeploy.scheduler import Scheduler
@@ -39,11 +39,10 @@ def stop_leading(
     return stopped
 
 
-async def run(config: OperatorConfig) -> int:
+async def run(config: OperatorConfig, configuration: Configuration) -> int:
     health = Health()
     await health.start(config.bind_address, config.health_port)
     start_http_server(config.metrics_port, addr=config.bind_address)
-    configuration = load_configuration(config.kubeconfig)
     kube = Kube(configuration)
     reconciler = Reconciler(kube, config)
     scheduler = Scheduler(reconciler.reconcile, config.resync_seconds)
@@ -106,7 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # kopf logs every handled watch event; at hundreds of objects that costs real CPU.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    sys.exit(asyncio.run(run(config)))
+    try:
+        configuration = load_configuration(config.kubeconfig)
+    except ConfigException as error:
+        reason = str(error).rstrip(".")
+        sys.exit(
+            f"modeldeploy-operator: no Kubernetes credentials: {reason}. Run it in a Pod "
+            "with a ServiceAccount, or give --kubeconfig (or KUBECONFIG) a kubeconfig file"
+        )
+    sys.exit(asyncio.run(run(config, configuration)))
 
 
 if __name__ == "__main__":

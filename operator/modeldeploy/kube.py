@@ -18,6 +18,8 @@ import aiohttp
 import orjson
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.client import Configuration as Configuration
+from kubernetes.config import ConfigException as ConfigException
 
 from modeldeploy import metrics
 from modeldeploy.api import GROUP, PLURAL, VERSION
@@ -87,7 +89,9 @@ def _authorization(configuration: k8s_client.Configuration) -> str | None:
     return token or None
 
 
-def load_configuration(kubeconfig: str | None) -> k8s_client.Configuration:
+def load_configuration(kubeconfig: str | None) -> Configuration:
+    """Credentials from `kubeconfig`, else in-cluster, else the default kubeconfig;
+    ConfigException says why when none can be had."""
     configuration = k8s_client.Configuration()
     if kubeconfig:
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
