@@ -78,7 +78,8 @@ class OperatorProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        wait_for(self.alive, 30, f"operator {self.identity} to answer /healthz")
+        # Generous: importing kopf and the kubernetes client is slow on a loaded machine.
+        wait_for(self.alive, 90, f"operator {self.identity} to answer /healthz")
         return self
 
     def alive(self) -> bool:
