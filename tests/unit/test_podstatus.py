@@ -11,12 +11,9 @@ def pod(name, *containers, scheduled=None):
 
 
 def waiting(reason, message=None, last=None):
-    container = {"name": "modelserver", "ready": False, "state": {"waiting": {"reason": reason}}}
-    if message:
-        container["state"]["waiting"]["message"] = message
-    if last:
-        container["lastState"] = {"terminated": last}
-    return container
+    state = {"reason": reason, **({"message": message} if message else {})}
+    container = {"name": "modelserver", "ready": False, "state": {"waiting": state}}
+    return {**container, "lastState": {"terminated": last}} if last else container
 
 
 def test_a_crash_loop_names_the_last_exit_and_the_servers_termination_message():

@@ -121,7 +121,7 @@ class RunChecker:
         assert "Reconciled" not in conditions
         assert status.observed_generation == o.generation
         ready, reconciling, stalled = (conditions[t] for t in ("Ready", "Reconciling", "Stalled"))
-        assert [ready.status, reconciling.status, stalled.status].count("True") == 1
+        assert sum(c.status == "True" for c in (ready, reconciling, stalled)) == 1
         if ready.status == "True":
             assert status.phase == "Available"
             assert status.canary is None
