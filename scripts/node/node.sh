@@ -449,6 +449,11 @@ delete_new_nft_tables() {
 
 network_down() {
     delete_chains '^(MODELDEPLOY-|KUBE-|CNI-)'
+    # connection tracking entries of the pods' and Services' flows (kept for days otherwise)
+    local r d
+    for r in "$CLUSTER_CIDR" "$SERVICE_CIDR" "$NODE_IP"; do
+        for d in -s -d; do conntrack -D "$d" "$r" >/dev/null 2>&1 || true; done
+    done
     delete_new_nft_tables
     ip link del "$BRIDGE" 2>/dev/null || true
     ip link del "$SINK" 2>/dev/null || true   # its address and routes go with it

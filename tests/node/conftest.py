@@ -136,9 +136,11 @@ def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
 
     name = f"{TEST_CLUSTER_PREFIX}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     node_dir = CACHE / "node" / name
+    network = _network_env()
     # the node's processes name its directory, the API server relay its address
-    markers = (str(node_dir), f"bind={_network_env()['NODE_IP']}")
-    before = HostState.snapshot(node_dir, markers)
+    markers = (str(node_dir), f"bind={network['NODE_IP']}")
+    networks = (network["CLUSTER_CIDR"], network["SERVICE_CIDR"], network["NODE_IP"])
+    before = HostState.snapshot(node_dir, markers, networks)
     _print(config, f"\nnode tests: starting local cluster {name} with its real node ...")
     started = time.monotonic()
     env = _node_env(name)
@@ -176,7 +178,7 @@ def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
         yield nc
     finally:
         report = _down(name)
-        left = HostState.snapshot(node_dir, markers).left_over(before)
+        left = HostState.snapshot(node_dir, markers, networks).left_over(before)
         if left:
             pytest.fail(
                 f"the real node of {name} left on the host: {left}\n{report}", pytrace=False

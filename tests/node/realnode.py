@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,13 +160,16 @@ class HostState:
     processes: set[str] = field(default_factory=set)
     cgroups: set[str] = field(default_factory=set)
     files: set[str] = field(default_factory=set)
+    conntrack: set[str] = field(default_factory=set)
     sysctls: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def snapshot(cls, node_dir: Path, markers: tuple[str, ...]) -> HostState:
+    def snapshot(
+        cls, node_dir: Path, markers: tuple[str, ...], networks: tuple[str, ...]
+    ) -> HostState:
         """The host now: mounts under `node_dir` or the fixed places of kubelet, containerd
         and CNI; processes whose command line names one of `markers` or that run in the
-        node's cgroups."""
+        node's cgroups; connection tracking entries with an address in `networks`."""
         state = cls()
         links = json.loads(_run("ip", "-j", "link", "show"))
         state.links = {link["ifname"] for link in links}
@@ -199,6 +203,11 @@ class HostState:
             "/run/containerd/**/*",
         ):
             state.files |= {str(p) for p in Path("/").glob(pattern.lstrip("/"))}
+        nets = [ip_network(n) for n in networks]
+        for entry in _run("conntrack", "-L").splitlines():
+            addresses = re.findall(r"\b(?:src|dst)=(\S+)", entry)
+            if any(ip_address(a) in n for a in addresses for n in nets):
+                state.conntrack.add(entry)
         for key in (
             "net/ipv4/ip_forward",
             "vm/overcommit_memory",
@@ -213,7 +222,16 @@ class HostState:
     def left_over(self, before: HostState) -> dict[str, Any]:
         """What this snapshot has that `before` had not (and sysctls that differ)."""
         found: dict[str, Any] = {}
-        for name in ("links", "chains", "nft_tables", "mounts", "processes", "cgroups", "files"):
+        for name in (
+            "links",
+            "chains",
+            "nft_tables",
+            "mounts",
+            "processes",
+            "cgroups",
+            "files",
+            "conntrack",
+        ):
             extra = sorted(getattr(self, name) - getattr(before, name))
             if extra:
                 found[name] = extra
