@@ -1,0 +1,110 @@
+-- Argo CD health of a modeldeploy.dev ModelDeployment, read from the status its operator
+-- writes (docs/gitops.md). Written for the sandbox Argo CD gives argocd-cm scripts: only
+-- the base, table, package and a safe os library, so no string.* functions.
+
+local function condition(status, type)
+  if status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == type then
+      return c
+    end
+  end
+  return nil
+end
+
+local function text(value, fallback)
+  if value == nil or value == "" then
+    return fallback
+  end
+  return tostring(value)
+end
+
+-- "weight 20% (actual 17%)": the share the operator set and the share the router achieved.
+local function weights(canary)
+  local words = "weight " .. text(canary.weight, "0") .. "%"
+  if canary.actualWeight ~= nil then
+    words = words .. " (actual " .. tostring(canary.actualWeight) .. "%)"
+  end
+  return words
+end
+
+local function canary_position(obj, canary)
+  local step = text((canary.step or 0) + 1, "1")
+  local steps = obj.spec and obj.spec.rollout and obj.spec.rollout.steps
+  if steps ~= nil then
+    step = step .. "/" .. tostring(#steps)
+  end
+  return "canary " .. text(canary.version, "?") .. " at step " .. step .. ", " .. weights(canary)
+end
+
+-- What holds the canary: the spec, a modeldeploy.dev/pause request, or both; nil when
+-- nothing does. The operator's Paused reason covers a pause these fields do not name.
+local function paused_by(obj, status)
+  local by_spec = obj.spec and obj.spec.rollout and obj.spec.rollout.paused == true
+  local by_request = status.pausedByRequest == true
+  if by_spec and by_request then
+    return "spec.rollout.paused and modeldeploy.dev/pause"
+  elseif by_spec then
+    return "spec.rollout.paused"
+  elseif by_request then
+    return "modeldeploy.dev/pause"
+  end
+  local ready = condition(status, "Ready")
+  local reconciling = condition(status, "Reconciling")
+  if (ready ~= nil and ready.reason == "Paused") or (reconciling ~= nil and reconciling.reason == "Paused") then
+    return "the operator"
+  end
+  return nil
+end
+
+local function health(obj)
+  local status = obj.status
+  if status == nil or status.phase == nil then
+    return "Progressing", "waiting for the operator to report status"
+  end
+  local generation = obj.metadata and obj.metadata.generation
+  if generation ~= nil and status.observedGeneration ~= generation then
+    return "Progressing", "waiting for the operator to act on generation " .. tostring(generation)
+      .. " (observed " .. text(status.observedGeneration, "none") .. ")"
+  end
+
+  local phase = status.phase
+  local message = text(status.message, phase)
+  if phase == "Available" then
+    local ready = condition(status, "Ready")
+    if ready ~= nil and ready.status == "True" then
+      return "Healthy", message
+    end
+    -- the stable serves this generation but not yet with every pod
+    return "Progressing", message
+  elseif phase == "Pending" then
+    return "Progressing", message
+  elseif phase == "Progressing" then
+    if status.canary == nil then
+      return "Progressing", message
+    end
+    local where = canary_position(obj, status.canary)
+    local by = paused_by(obj, status)
+    if by ~= nil then
+      return "Suspended", "paused by " .. by .. ": " .. where
+    end
+    return "Progressing", where
+  elseif phase == "Promoting" then
+    if status.canary == nil then
+      return "Progressing", message
+    end
+    return "Progressing", message .. "; canary " .. weights(status.canary)
+  elseif phase == "RolledBack" then
+    return "Degraded", message
+  elseif phase == "Failed" then
+    local stalled = condition(status, "Stalled")
+    return "Degraded", text(stalled and stalled.reason, "Failed") .. ": " .. message
+  end
+  return "Unknown", "unknown phase " .. tostring(phase)
+end
+
+local hs = {}
+hs.status, hs.message = health(obj)
+return hs
