@@ -532,10 +532,13 @@ unmount_under() { # $1 = directory
 }
 
 shim_pids() { # containerd's shims of this node (they outlive containerd)
-    local p
-    for p in /proc/[0-9]*; do
-        tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF -- "-address $CONTAINERD_SOCK " && echo "${p#/proc/}"
-    done
+    local f pid
+    # one grep over every command line (arguments are NUL-separated): the socket is one
+    while read -r f; do
+        pid="${f#/proc/}"
+        pid="${pid%/cmdline}"
+        [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == containerd-shim* ]] && echo "$pid"
+    done < <(grep -lzxF -- "$CONTAINERD_SOCK" /proc/[0-9]*/cmdline 2>/dev/null)
     return 0
 }
 
@@ -851,5 +854,5 @@ case "${1:-}" in
     import-images) shift; cmd_import_images "$@" ;;
     owner) holder_name ;;
     env) cmd_env ;;
-    *) sed -n '2,26p' "$0" >&2; exit 2 ;;
+    *) sed -n '3,26p' "$0" >&2; exit 2 ;;
 esac

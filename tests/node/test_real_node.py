@@ -196,6 +196,30 @@ def test_untolerating_pods_stay_off_the_real_node(
     assert all(p["spec"]["nodeName"] != node_cluster.node.name for p in pods)
 
 
+def test_a_missing_image_fails_to_pull_without_leaving_the_machine(
+    node_cluster: NodeCluster, node_namespace: str
+) -> None:
+    """No registry is asked: containerd's proxy is a closed port on the loopback address."""
+    pod = nodecheck_pod("absent", node_cluster.node)
+    pod["spec"]["containers"][0]["image"] = "docker.io/local/absent:1"
+    node_cluster.cluster.kubectl(
+        "apply", "-n", node_namespace, "-f", "-", input=yaml.safe_dump(pod)
+    )
+
+    def waiting() -> dict[str, Any] | None:
+        statuses = _get(node_cluster, "pod/absent", "-n", node_namespace)["status"].get(
+            "containerStatuses", []
+        )
+        state: dict[str, Any] = statuses[0]["state"].get("waiting", {}) if statuses else {}
+        return state if state.get("reason") in ("ErrImagePull", "ImagePullBackOff") else None
+
+    wait_for(waiting, 60, "the pull of a missing image to fail")
+    events = node_cluster.cluster.kubectl(
+        "get", "events", "-n", node_namespace, "--field-selector", "involvedObject.name=absent"
+    ).stdout
+    assert "127.0.0.1:9" in events, events
+
+
 def test_pod_is_ready_under_its_probe_and_answers_on_its_pod_ip(served: Served) -> None:
     pod = _get(served.nc, "pod/web", "-n", served.namespace)
     assert pod["spec"]["nodeName"] == served.nc.node.name
