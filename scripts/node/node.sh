@@ -139,6 +139,9 @@ cmd_check() {
     for t in raw mangle nat filter; do
         iptables -t "$t" -S >/dev/null 2>&1 || { echo "iptables cannot use its $t table"; return 1; }
     done
+    # the API server reaches the kubelet (on 127.0.0.1) by the node's name
+    getent ahostsv4 "$NODE_NAME" 2>/dev/null | grep -q '^127\.0\.0\.1 ' ||
+        { echo "$NODE_NAME does not resolve to 127.0.0.1 (see /etc/hosts)"; return 1; }
     [[ ${#CONTAINERD_SOCK} -lt 100 ]] || { echo "socket path too long: $CONTAINERD_SOCK (set MODELDEPLOY_CACHE to a shorter path)"; return 1; }
     return 0
 }
