@@ -18,6 +18,7 @@ from modelserver.batching import MicroBatcher
 from modelserver.codecs import Decoder
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMetrics
+from modelserver.protocol import body_timed_out
 from modelserver.settings import Settings
 from modelserver.tensors import InvalidInput
 
@@ -152,6 +153,11 @@ class InferenceService:
                 raise InvalidInput(_too_large(received, limit), 413)
             chunks.append(chunk)
             if not message.get("more_body", False):
+                seconds = body_timed_out(scope)
+                if seconds is not None:
+                    raise InvalidInput(
+                        f"request body not received within {seconds:g} s of its headers", 408
+                    )
                 return b"".join(chunks)
 
 

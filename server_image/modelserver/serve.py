@@ -7,11 +7,13 @@ import signal
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from modelserver.app import create_app
 from modelserver.inference import InferenceEndpoints
 from modelserver.loading import load_configured_model
 from modelserver.metrics import MULTIPROCESS_DIR_VARIABLE
+from modelserver.protocol import ServerConfig
 from modelserver.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,15 +37,16 @@ def serve(settings: Settings) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": settings.access_log,
         "log_level": settings.log_level,
         "timeout_graceful_shutdown": int(max(settings.graceful_timeout_seconds, 1)),
+        "header_timeout_seconds": settings.header_timeout_seconds,
+        "body_timeout_seconds": settings.body_timeout_seconds,
     }
     if settings.workers == 1:
         app = create_app(settings, loaded, CollectorRegistry())
-        server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
+        server = uvicorn.Server(ServerConfig(app, **options))  # type: ignore[arg-type]
         # uvicorn drains on SIGTERM, then raises the signal again to the handler that was
         # there before it; a no-op handler makes a completed drain exit 0, not 143.
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -58,12 +61,13 @@ def serve(settings: Settings) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)
-    uvicorn.run(
+    config = ServerConfig(
         "modelserver.serve:worker_app",
         factory=True,
         workers=settings.workers,
         **options,  # type: ignore[arg-type]
     )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def worker_app() -> InferenceEndpoints:

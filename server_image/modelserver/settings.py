@@ -103,6 +103,18 @@ class Settings(BaseSettings):
     graceful_timeout_seconds: float = Field(
         default=25.0, gt=0, description="On SIGTERM, how long in-flight requests may finish."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's headers must arrive within this time, or the connection"
+        " is closed.",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request's body must arrive within this time after its headers,"
+        " or it gets 408.",
+    )
     access_log: bool = Field(default=False, description="Log every request (costs throughput).")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="Log level of the server and uvicorn."

@@ -1,0 +1,115 @@
+"""uvicorn's HTTP protocol with read deadlines.
+
+Read deadlines: a connection must deliver a request's headers within
+`header_timeout_seconds` of opening or of the request's first byte, and its body within
+`body_timeout_seconds` of the headers, or it is closed (a body that is too slow gets a
+408 from the app first). uvicorn alone lets a client hold a connection open forever by
+sending nothing, or one byte now and then.
+
+No timer is set for a request that arrives whole in one read, the common case.
+"""
+
+import asyncio
+import enum
+from typing import Any
+
+import uvicorn
+from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_BODY_TIMEOUT_KEY = "modelserver.body_timeout_seconds"
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's configuration plus the read deadlines (pickled to worker processes)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        header_timeout_seconds: float,
+        body_timeout_seconds: float,
+        **options: Any,
+    ) -> None:
+        super().__init__(app, http=ModelServerProtocol, **options)
+        self.header_timeout_seconds = header_timeout_seconds
+        self.body_timeout_seconds = body_timeout_seconds
+
+
+def body_timed_out(scope: Scope) -> float | None:
+    """The body deadline in seconds if this request's body missed it, else None."""
+    seconds: float | None = scope.get(_BODY_TIMEOUT_KEY)
+    return seconds
+
+
+class _Phase(enum.Enum):
+    IDLE = enum.auto()
+    """Between requests (uvicorn's keep-alive timeout applies) or handling one."""
+    HEADERS = enum.auto()
+    BODY = enum.auto()
+
+
+class ModelServerProtocol(HttpToolsProtocol):
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        assert isinstance(config, ServerConfig), "serve with ServerConfig"
+        self._timeouts = {
+            _Phase.HEADERS: config.header_timeout_seconds,
+            _Phase.BODY: config.body_timeout_seconds,
+        }
+        self._phase = _Phase.IDLE
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._phase = _Phase.HEADERS
+        self._set_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._clear_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._phase is not _Phase.IDLE and self._deadline is None:
+            self._set_deadline()  # the request did not arrive whole
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _Phase.HEADERS
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._clear_deadline()
+        self._phase = _Phase.BODY
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._clear_deadline()
+        self._phase = _Phase.IDLE
+
+    def _set_deadline(self) -> None:
+        if self.transport.is_closing():
+            return
+        self._deadline = self.loop.call_later(self._timeouts[self._phase], self._missed_deadline)
+
+    def _clear_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _missed_deadline(self) -> None:
+        self._deadline = None
+        cycle = self.cycle
+        busy = cycle is not None and not cycle.response_complete
+        if self._phase is _Phase.HEADERS or not busy:
+            # Headers too slow, or a body that nobody reads after the response went out.
+            self.transport.close()
+            return
+        assert cycle is not None
+        cycle.keep_alive = False
+        if not cycle.response_started:
+            # The app is waiting for the body: end it here, so that it answers 408.
+            cycle.scope[_BODY_TIMEOUT_KEY] = self._timeouts[_Phase.BODY]  # type: ignore[literal-required]
+            cycle.more_body = False
+            cycle.message_event.set()
