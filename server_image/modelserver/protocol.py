@@ -1,10 +1,16 @@
-"""uvicorn's HTTP protocol with read deadlines.
+"""uvicorn's HTTP protocol with read deadlines and a shutdown that drops no request.
 
 Read deadlines: a connection must deliver a request's headers within
 `header_timeout_seconds` of opening or of the request's first byte, and its body within
 `body_timeout_seconds` of the headers, or it is closed (a body that is too slow gets a
 408 from the app first). uvicorn alone lets a client hold a connection open forever by
 sending nothing, or one byte now and then.
+
+Draining: uvicorn's graceful shutdown closes idle keep-alive connections at once, under
+clients that may be sending on them that moment. Here, from the start of the shutdown,
+every request on an open connection is still answered but with `Connection: close` (and
+readiness says 503), an idle connection stays open until it carries one more request or
+its keep-alive timeout closes it, and a connection is closed only after a response.
 
 No timer is set for a request that arrives whole in one read, the common case.
 """
@@ -17,6 +23,7 @@ import uvicorn
 from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+_DRAINING_KEY = "modelserver.draining"
 _BODY_TIMEOUT_KEY = "modelserver.body_timeout_seconds"
 
 
@@ -34,6 +41,11 @@ class ServerConfig(uvicorn.Config):
         super().__init__(app, http=ModelServerProtocol, **options)
         self.header_timeout_seconds = header_timeout_seconds
         self.body_timeout_seconds = body_timeout_seconds
+
+
+def is_draining(scope: Scope) -> bool:
+    """Whether the server was shutting down when this request arrived."""
+    return _DRAINING_KEY in scope
 
 
 def body_timed_out(scope: Scope) -> float | None:
@@ -59,6 +71,7 @@ class ModelServerProtocol(HttpToolsProtocol):
         }
         self._phase = _Phase.IDLE
         self._deadline: asyncio.TimerHandle | None = None
+        self._draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -82,11 +95,24 @@ class ModelServerProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         self._clear_deadline()
         self._phase = _Phase.BODY
+        if self._draining and self.cycle is not None:
+            self.scope[_DRAINING_KEY] = True  # type: ignore[literal-required]
+            self.cycle.keep_alive = False
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._clear_deadline()
         self._phase = _Phase.IDLE
+
+    def shutdown(self) -> None:
+        """Called by uvicorn when the server starts shutting down (SIGTERM)."""
+        self._draining = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            cycle.keep_alive = False
+        # An idle connection stays open: a client may be sending on it right now. Its next
+        # request is answered with Connection: close; uvicorn's keep-alive timeout (or the
+        # header deadline) closes it if none comes.
 
     def _set_deadline(self) -> None:
         if self.transport.is_closing():

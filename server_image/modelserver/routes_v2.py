@@ -3,11 +3,12 @@
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelserver import __version__
 from modelserver.inference import InferenceService, JSONResponse, NotFound, error_response
+from modelserver.protocol import is_draining
 from modelserver.schemas import (
     ErrorBody,
     ModelMetadata,
@@ -36,9 +37,13 @@ def v2_router(service: InferenceService) -> APIRouter:
     async def live() -> dict[str, bool]:
         return {"live": True}
 
+    def is_ready(request: Request) -> bool:
+        return service.ready and not is_draining(request.scope)
+
     @router.get("/v2/health/ready", responses={503: {"description": "Not ready"}})
-    async def ready() -> Response:
-        return JSONResponse({"ready": service.ready}, status_code=200 if service.ready else 503)
+    async def ready(request: Request) -> Response:
+        answer = is_ready(request)
+        return JSONResponse({"ready": answer}, status_code=200 if answer else 503)
 
     @router.get("/v2", response_model=ServerMetadata)
     async def server_metadata() -> ServerMetadata:
@@ -87,14 +92,13 @@ def v2_router(service: InferenceService) -> APIRouter:
         )
         return JSONResponse(body.model_dump())
 
-    def model_ready(name: str, version: str | None) -> Response:
+    def model_ready(request: Request, name: str, version: str | None) -> Response:
         try:
             service.check_model(name, version)
         except NotFound as error:
             return error_response(404, str(error))
-        return JSONResponse(
-            {"name": name, "ready": service.ready}, status_code=200 if service.ready else 503
-        )
+        answer = is_ready(request)
+        return JSONResponse({"name": name, "ready": answer}, status_code=200 if answer else 503)
 
     @router.get("/v2/models/{model_name}", response_model=ModelMetadata, responses=_ERRORS)
     async def get_model_metadata(model_name: str) -> Response:
@@ -109,11 +113,13 @@ def v2_router(service: InferenceService) -> APIRouter:
         return metadata(model_name, model_version)
 
     @router.get("/v2/models/{model_name}/ready", responses=_ERRORS)
-    async def get_model_ready(model_name: str) -> Response:
-        return model_ready(model_name, None)
+    async def get_model_ready(request: Request, model_name: str) -> Response:
+        return model_ready(request, model_name, None)
 
     @router.get("/v2/models/{model_name}/versions/{model_version}/ready", responses=_ERRORS)
-    async def get_model_version_ready(model_name: str, model_version: str) -> Response:
-        return model_ready(model_name, model_version)
+    async def get_model_version_ready(
+        request: Request, model_name: str, model_version: str
+    ) -> Response:
+        return model_ready(request, model_name, model_version)
 
     return router

@@ -1,9 +1,11 @@
 """Run the app under uvicorn: one process, or several workers that share the metrics."""
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
+import socket
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -67,7 +69,31 @@ def serve(settings: Settings) -> None:
         workers=settings.workers,
         **options,  # type: ignore[arg-type]
     )
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    _Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes, which stops listening first on SIGTERM.
+
+    The workers share one listening socket. Shutting it down here stops it for all of them
+    at once, before any starts draining; otherwise the clients of a worker that drains
+    first, told to reconnect, would queue on the socket still held by another worker and
+    be reset when that one lets go of it.
+    """
+
+    def handle_term(self) -> None:
+        self._stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._stop_listening()
+        super().handle_int()
+
+    def _stop_listening(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):  # already shut down
+                sock.shutdown(socket.SHUT_RD)
+            sock.close()
 
 
 def worker_app() -> InferenceEndpoints:
