@@ -199,7 +199,37 @@ func (s ArgoCDSandbox) Action(obj *unstructured.Unstructured, script string) (*u
 	if err := changed.UnmarshalJSON(data); err != nil {
 		return nil, fmt.Errorf("action output is not an object: %w", err)
 	}
+	restoreEmptyMaps(changed.Object, obj.Object)
 	return changed, nil
+}
+
+// restoreEmptyMaps undoes what Lua cannot tell apart: an empty table comes back as an
+// empty list even where the object had an empty map. Argo CD's cleanReturnedObj puts the
+// map back the same way before it patches.
+func restoreEmptyMaps(changed, original map[string]any) {
+	for key, was := range original {
+		switch now := changed[key].(type) {
+		case map[string]any:
+			if wasMap, ok := was.(map[string]any); ok {
+				restoreEmptyMaps(now, wasMap)
+			}
+		case []any:
+			switch wasValue := was.(type) {
+			case map[string]any:
+				if len(now) == 0 {
+					changed[key] = wasValue
+				}
+			case []any:
+				for i := 0; i < len(now) && i < len(wasValue); i++ {
+					nowItem, ok1 := now[i].(map[string]any)
+					wasItem, ok2 := wasValue[i].(map[string]any)
+					if ok1 && ok2 {
+						restoreEmptyMaps(nowItem, wasItem)
+					}
+				}
+			}
+		}
+	}
 }
 
 // Discovery runs a discovery.lua.

@@ -41,6 +41,20 @@ end
 
 -- What holds the canary: the spec, a modeldeploy.dev/pause request, or both; nil when
 -- nothing does. The operator's Paused reason covers a pause these fields do not name.
+-- The history entry of a rolled-back revision: it keeps the reason, which the status
+-- message no longer names once the operator settles on the stable.
+local function rollback_of(status, revision)
+  if status.history == nil or revision == nil then
+    return nil
+  end
+  for _, entry in ipairs(status.history) do
+    if entry.revision == revision and entry.outcome == "RolledBack" then
+      return entry
+    end
+  end
+  return nil
+end
+
 local function paused_by(obj, status)
   local by_spec = obj.spec and obj.spec.rollout and obj.spec.rollout.paused == true
   local by_request = status.pausedByRequest == true
@@ -97,7 +111,13 @@ local function health(obj)
     end
     return "Progressing", message .. "; canary " .. weights(status.canary)
   elseif phase == "RolledBack" then
-    return "Degraded", message
+    local entry = rollback_of(status, status.rejectedRevision or status.revision)
+    if entry == nil then
+      return "Degraded", message
+    end
+    local stable = status.stable and status.stable.version
+    return "Degraded", "canary " .. text(entry.version, "?") .. " rolled back: " .. text(entry.reason, "?")
+      .. "; stable " .. text(stable, "?") .. " serves (change the model or annotate modeldeploy.dev/retry to try again)"
   elseif phase == "Failed" then
     local stalled = condition(status, "Stalled")
     return "Degraded", text(stalled and stalled.reason, "Failed") .. ": " .. message
