@@ -13,7 +13,8 @@ from starlette.responses import Response
 
 from modelserver import __version__
 from modelserver.batching import MicroBatcher
-from modelserver.codecs import v1_decoder, v2_decoder
+from modelserver.codecs import V1_CODEC, v2_codec
+from modelserver.decoding import BodyDecoder
 from modelserver.inference import InferenceEndpoints, InferenceService, error_response
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
@@ -26,6 +27,7 @@ from modelserver.schemas import (
     V1PredictResponse,
 )
 from modelserver.settings import Settings
+from modelserver.tensors import ModelInput
 
 
 def create_app(
@@ -45,7 +47,10 @@ def create_app(
     )
     metrics.model_load_seconds.set(loaded.load_seconds)
     batcher = MicroBatcher(model.predict, settings.max_batch_rows, metrics.batch_rows.observe)
-    service = InferenceService(settings, loaded, metrics, batcher)
+    decoder = BodyDecoder(
+        ModelInput.of(model), settings.large_body_bytes, settings.decode_processes
+    )
+    service = InferenceService(settings, loaded, metrics, batcher, decoder)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +60,7 @@ def create_app(
             yield
         finally:
             service.ready = False
+            decoder.close()
             await batcher.stop()
 
     app = FastAPI(
@@ -79,7 +85,8 @@ def create_app(
         return error_response(422, str(error.errors()))
 
     _document_inference_endpoints(app)
-    return InferenceEndpoints(app, service, v2_decoder(settings, model), v1_decoder(model))
+    v2 = v2_codec(settings.model_name, settings.model_version)
+    return InferenceEndpoints(app, service, v2, V1_CODEC)
 
 
 def _operation(

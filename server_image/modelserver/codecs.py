@@ -1,30 +1,52 @@
-"""Request bodies -> rows, and predictions -> response bodies, for V2 infer and V1 predict."""
+"""Request bodies -> rows, and predictions -> response bodies, for V2 infer and V1 predict.
+
+Decoding is split from answering: `decode_v2` and `decode_v1` are plain functions of the
+body and a picklable ModelInput, so that large bodies can be decoded in another process
+(decoding.py); `respond` runs where the prediction is.
+"""
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from modelserver.model import Model, Prediction
+from modelserver.model import Prediction
 from modelserver.schemas import InferenceRequest, V1PredictRequest
-from modelserver.settings import Settings
 from modelserver.tensors import (
     BAD_REQUEST,
     InvalidInput,
+    ModelInput,
     Rows,
     check_requested_outputs,
     json_array,
-    model_outputs,
     v1_rows,
     v2_outputs,
     v2_rows,
 )
 
-Respond = Callable[[Prediction], dict[str, Any]]
-Decoder = Callable[[bytes], tuple[Rows, Respond]]
-
 _Body = TypeVar("_Body", bound=BaseModel)
+
+
+class Decoded(NamedTuple):
+    """A checked request: its rows and what the answer must say besides the predictions."""
+
+    rows: Rows
+    outputs: tuple[str, ...] = ()
+    """V2: the outputs requested."""
+    request_id: str | None = None
+
+
+DecodeFunction = Callable[[bytes, ModelInput], Decoded]
+RespondFunction = Callable[[Decoded, Prediction], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Codec:
+    decode: DecodeFunction
+    """A module-level function, so that a worker process can run it."""
+    respond: RespondFunction
 
 
 def parse_body(body: bytes, model: type[_Body]) -> _Body:
@@ -63,38 +85,36 @@ def describe_validation_error(error: ValidationError) -> InvalidInput:
     return InvalidInput(f"invalid request body: {details}{more}", BAD_REQUEST)
 
 
-def v2_decoder(settings: Settings, model: Model) -> Decoder:
-    outputs = model_outputs(model)
-
-    def decode(body: bytes) -> tuple[Rows, Respond]:
-        request = parse_body(body, InferenceRequest)
-        names = check_requested_outputs(request, outputs)
-        rows = v2_rows(request, model)
-
-        def respond(prediction: Prediction) -> dict[str, Any]:
-            response: dict[str, Any] = {
-                "model_name": settings.model_name,
-                "model_version": settings.model_version,
-                "outputs": v2_outputs(prediction, names),
-            }
-            if request.id is not None:
-                response["id"] = request.id
-            return response
-
-        return rows, respond
-
-    return decode
+def decode_v2(body: bytes, model: ModelInput) -> Decoded:
+    request = parse_body(body, InferenceRequest)
+    outputs = check_requested_outputs(request, model.outputs)
+    return Decoded(v2_rows(request, model), outputs, request.id)
 
 
-def v1_decoder(model: Model) -> Decoder:
-    def decode(body: bytes) -> tuple[Rows, Respond]:
-        request = parse_body(body, V1PredictRequest)
-        return v1_rows(request.instances, model), respond
+def decode_v1(body: bytes, model: ModelInput) -> Decoded:
+    request = parse_body(body, V1PredictRequest)
+    return Decoded(v1_rows(request.instances, model))
 
-    def respond(prediction: Prediction) -> dict[str, Any]:
-        body: dict[str, Any] = {"predictions": json_array(prediction.values)}
-        if prediction.probabilities is not None:
-            body["probabilities"] = json_array(prediction.probabilities)
-        return body
 
-    return decode
+def v2_codec(model_name: str, model_version: str) -> Codec:
+    def respond(decoded: Decoded, prediction: Prediction) -> dict[str, Any]:
+        response: dict[str, Any] = {
+            "model_name": model_name,
+            "model_version": model_version,
+            "outputs": v2_outputs(prediction, decoded.outputs),
+        }
+        if decoded.request_id is not None:
+            response["id"] = decoded.request_id
+        return response
+
+    return Codec(decode_v2, respond)
+
+
+def _respond_v1(_: Decoded, prediction: Prediction) -> dict[str, Any]:
+    body: dict[str, Any] = {"predictions": json_array(prediction.values)}
+    if prediction.probabilities is not None:
+        body["probabilities"] = json_array(prediction.probabilities)
+    return body
+
+
+V1_CODEC = Codec(decode_v1, _respond_v1)

@@ -15,7 +15,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelserver.batching import MicroBatcher
-from modelserver.codecs import Decoder
+from modelserver.codecs import Codec
+from modelserver.decoding import BodyDecoder
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMetrics
 from modelserver.protocol import body_timed_out
@@ -63,11 +64,13 @@ class InferenceService:
         loaded: LoadedModel,
         metrics: ServerMetrics,
         batcher: MicroBatcher,
+        decoder: BodyDecoder,
     ) -> None:
         self.settings = settings
         self.loaded = loaded
         self.metrics = metrics
         self.batcher = batcher
+        self.decoder = decoder
         self.ready = False
         """True from the start of serving until shutdown begins."""
 
@@ -88,13 +91,13 @@ class InferenceService:
         send: Send,
         endpoint: str,
         path_match: re.Match[str],
-        decode: Decoder,
+        codec: Codec,
     ) -> None:
         started = time.perf_counter()
         self.metrics.inflight.inc()
         status_code = _CLIENT_GONE  # also when the handler is cancelled
         try:
-            status_code, body = await self._answer(scope, receive, path_match, decode)
+            status_code, body = await self._answer(scope, receive, path_match, codec)
             await _send_json(send, status_code, body)
         except _ClientDisconnected:
             status_code = _CLIENT_GONE
@@ -108,16 +111,19 @@ class InferenceService:
         self.metrics.record_request(endpoint, 405, 0.0)
 
     async def _answer(
-        self, scope: Scope, receive: Receive, path_match: re.Match[str], decode: Decoder
+        self, scope: Scope, receive: Receive, path_match: re.Match[str], codec: Codec
     ) -> tuple[int, bytes]:
         try:
             self.check_model(path_match["name"], path_match.groupdict().get("version"))
             body = await self._read_body(scope, receive)
-            rows, respond = decode(body)
-            self.metrics.request_rows.observe(len(rows))
-            prediction = await self.batcher.predict(rows)
+            if self.decoder.is_large(body):
+                decoded = await self.decoder.decode_elsewhere(codec.decode, body)
+            else:
+                decoded = self.decoder.decode_here(codec.decode, body)
+            self.metrics.request_rows.observe(len(decoded.rows))
+            prediction = await self.batcher.predict(decoded.rows)
             self.metrics.prediction_value.observe_many(prediction.monitored_values())
-            return 200, json_bytes(respond(prediction))
+            return 200, json_bytes(codec.respond(decoded, prediction))
         except NotFound as error:
             return 404, json_bytes({"error": str(error)})
         except InvalidInput as error:
@@ -180,25 +186,23 @@ async def _send_json(
 class InferenceEndpoints:
     """ASGI app: POST to an inference path is answered here, anything else goes to `app`."""
 
-    def __init__(
-        self, app: ASGIApp, service: InferenceService, v2_decode: Decoder, v1_decode: Decoder
-    ) -> None:
+    def __init__(self, app: ASGIApp, service: InferenceService, v2: Codec, v1: Codec) -> None:
         self.app = app
         self._routes = (
-            (V2_INFER_PATH, ENDPOINT_V2_INFER, v2_decode),
-            (V1_PREDICT_PATH, ENDPOINT_V1_PREDICT, v1_decode),
+            (V2_INFER_PATH, ENDPOINT_V2_INFER, v2),
+            (V1_PREDICT_PATH, ENDPOINT_V1_PREDICT, v1),
         )
         self._service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            for pattern, endpoint, decode in self._routes:
+            for pattern, endpoint, codec in self._routes:
                 path_match = pattern.fullmatch(scope["path"])
                 if path_match is None:
                     continue
                 if scope["method"] != "POST":
                     await self._service.method_not_allowed(scope["method"], send, endpoint)
                     return
-                await self._service.handle(scope, receive, send, endpoint, path_match, decode)
+                await self._service.handle(scope, receive, send, endpoint, path_match, codec)
                 return
         await self.app(scope, receive, send)

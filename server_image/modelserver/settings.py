@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest accepted request body."
     )
+    large_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="Bodies larger than this are decoded in a worker process, not on the"
+        " event loop that also answers health probes.",
+    )
+    decode_processes: int = Field(
+        default=1,
+        ge=0,
+        description="Processes that decode large bodies (started with the first one);"
+        " 0 decodes every body on the event loop.",
+    )
     graceful_timeout_seconds: float = Field(
         default=25.0, gt=0, description="On SIGTERM, how long in-flight requests may finish."
     )

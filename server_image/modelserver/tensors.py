@@ -78,8 +78,28 @@ class InvalidInput(Exception):
         super().__init__(message)
         self.status_code = status_code
 
+    def __reduce__(self) -> tuple[type["InvalidInput"], tuple[str, int]]:
+        # Raised in a decoding process too: keep the status code across pickling.
+        return InvalidInput, (str(self), self.status_code)
 
-def v2_rows(request: InferenceRequest, model: Model) -> Rows:
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What decoding needs to know of the model: small and picklable."""
+
+    n_features: int
+    input_dtype: type[np.floating]
+    accepts_missing: bool
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: Model) -> "ModelInput":
+        return cls(
+            model.n_features, model.input_dtype, model.accepts_missing, tuple(model_outputs(model))
+        )
+
+
+def v2_rows(request: InferenceRequest, model: ModelInput) -> Rows:
     if len(request.inputs) != 1:
         raise InvalidInput(
             f"expected exactly 1 input tensor of shape [rows, {model.n_features}],"
@@ -130,7 +150,7 @@ def v2_rows(request: InferenceRequest, model: Model) -> Rows:
     return _finite_rows(values, model, where, datatype)
 
 
-def v1_rows(instances: list[Any], model: Model) -> Rows:
+def v1_rows(instances: list[Any], model: ModelInput) -> Rows:
     where = "instances"
     if not instances:
         raise InvalidInput("instances: at least one row is needed", REJECTED)
@@ -224,7 +244,7 @@ def _first(values: npt.NDArray[Any], where: npt.NDArray[np.bool_]) -> str:
 
 
 def _finite_rows(
-    values: npt.NDArray[Any], model: Model, where: str, declared: _Datatype | None
+    values: npt.NDArray[Any], model: ModelInput, where: str, declared: _Datatype | None
 ) -> Rows:
     with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
         rows = values.astype(model.input_dtype)
@@ -255,10 +275,12 @@ def model_outputs(model: Model) -> list[str]:
     return [OUTPUT_PREDICT]
 
 
-def check_requested_outputs(request: InferenceRequest, model_outputs: list[str]) -> list[str]:
+def check_requested_outputs(
+    request: InferenceRequest, model_outputs: tuple[str, ...]
+) -> tuple[str, ...]:
     if request.outputs is None:
         return model_outputs
-    names = [output.name for output in request.outputs]
+    names = tuple(output.name for output in request.outputs)
     unknown = [name for name in names if name not in model_outputs]
     if unknown:
         raise InvalidInput(
@@ -268,7 +290,7 @@ def check_requested_outputs(request: InferenceRequest, model_outputs: list[str])
     return names
 
 
-def v2_outputs(prediction: Prediction, names: list[str]) -> list[dict[str, Any]]:
+def v2_outputs(prediction: Prediction, names: tuple[str, ...]) -> list[dict[str, Any]]:
     outputs = []
     for name in names:
         array = prediction.values if name == OUTPUT_PREDICT else prediction.probabilities
