@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from modeldeploy import api
 from tests.integration.conftest import REPO_ROOT, Cluster
 from tests.integration.operator_harness import (
     Objects,
@@ -35,7 +37,9 @@ from tests.integration.test_upgrade import older_release_crd
 from tests.support.scripted_prometheus import ScriptedPrometheus
 
 GO_MODULE = REPO_ROOT / "integrations" / "go"
-ACTIONS = REPO_ROOT / "integrations" / "argocd" / "modeldeploy.dev" / "ModelDeployment" / "actions"
+ARGOCD_KIND = REPO_ROOT / "integrations" / "argocd" / "modeldeploy.dev" / "ModelDeployment"
+ACTIONS = ARGOCD_KIND / "actions"
+EXAMPLE = REPO_ROOT / "examples" / "gitops" / "model" / "modeldeployment.yaml"
 # A cold build compiles Kubernetes' apimachinery, cel-go and kstatus: minutes on 2 cores.
 GO_BUILD_TIMEOUT = 1200
 
@@ -114,6 +118,19 @@ def test_go_checks_pass_on_the_committed_examples(go_programs):
     assert "--- PASS: TestEveryToolReadsEveryPhase" in output
     assert "--- PASS: TestArgoCDHealthChecks" in output
     assert "--- PASS: TestArgoCDActions" in output
+
+
+def test_the_example_and_every_test_object_follow_the_api():
+    """What the GitOps examples deploy, and the objects the Argo CD scripts are tested on,
+    are ModelDeployments as the operator reads them."""
+    testdata = sorted(ARGOCD_KIND.glob("testdata/*.yaml")) + sorted(ACTIONS.glob("testdata/*.yaml"))
+    for path in [EXAMPLE, *testdata]:
+        manifest = yaml.safe_load(path.read_text())
+        annotations = manifest["metadata"].get("annotations", {})
+        if "<now>" in annotations.values():  # an expected action output
+            manifest["metadata"]["annotations"] = dict.fromkeys(annotations, "t")
+        parsed = api.ModelDeployment.model_validate(manifest)
+        assert parsed.metadata.name == manifest["metadata"]["name"], path
 
 
 # --- real objects -------------------------------------------------------------------
@@ -276,6 +293,7 @@ def _walk_every_phase(
     held: dict[str, Any],
     programs: dict[str, Path],
 ) -> None:
+    objects.kubectl("apply", "--dry-run=server", "-f", str(EXAMPLE))  # the CRD takes it
     # Before the operator runs: a bare object, a name taken by someone else, a spec that
     # today's rules refuse but an older release's CRD stored.
     objects.apply(foreign_deployment("taken-stable"))
