@@ -421,8 +421,16 @@ class _Builder:
             self.record(stable.revision, stable.version, Outcome.DEPLOYED, "first deployment")
         if rejected is not None and rejected == self.o.revision:
             self.status.phase = Phase.ROLLED_BACK
+            why = next(
+                (
+                    f" ({h.reason})"
+                    for h in self.status.history
+                    if h.revision == rejected and h.outcome == Outcome.ROLLED_BACK
+                ),
+                "",
+            )
             self.status.message = (
-                f"revision {rejected} was rolled back; stable {stable.version} serves. "
+                f"revision {rejected} was rolled back{why}; stable {stable.version} serves. "
                 f"Change the model or annotate {RETRY_ANNOTATION} to try it again"
             )
             self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
@@ -704,7 +712,10 @@ class _Builder:
         self.record(canary.revision, canary.version, Outcome.ROLLED_BACK, f"{reason}: {message}")
         self.status.canary = None
         self.status.phase = Phase.ROLLED_BACK
-        self.status.message = f"canary {canary.version} rolled back ({reason}): {message}"
+        self.status.message = (
+            f"canary {canary.version} (revision {canary.revision}) rolled back ({reason}): "
+            f"{message}"
+        )
         self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
         self.event(
             Reason.ROLLED_BACK,
