@@ -6,9 +6,10 @@ All state that must survive a restart lives in the returned status.
 
 Manual requests are annotations whose value changes each time they are made (a
 timestamp, say); a value already recorded in `status.handledRequests` is not acted on
-again. Precedence, strongest first: abort, promote, analysis. A paused canary still runs
-its analyses and is still rolled back by failed checks (safety never pauses), but it does
-not advance and inconclusive analyses are not counted against it. Pause comes from
+again. Precedence, strongest first: abort, promote, promote-step (one step), analysis. A
+paused canary still runs its analyses and is still rolled back by failed checks (safety
+never pauses), but it does not advance and inconclusive analyses are not counted against
+it. Pause comes from
 `spec.rollout.paused` or from a pause request (the `pause` annotation, undone by
 `resume`), which GitOps tools do not revert because it is not in the spec.
 
@@ -51,9 +52,11 @@ ABORT_ANNOTATION = "modeldeploy.dev/abort"
 RETRY_ANNOTATION = "modeldeploy.dev/retry"
 PAUSE_ANNOTATION = "modeldeploy.dev/pause"
 RESUME_ANNOTATION = "modeldeploy.dev/resume"
+PROMOTE_STEP_ANNOTATION = "modeldeploy.dev/promote-step"
 MANUAL_ANNOTATIONS = (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
+    PROMOTE_STEP_ANNOTATION,
     RETRY_ANNOTATION,
     PAUSE_ANNOTATION,
     RESUME_ANNOTATION,
@@ -109,6 +112,8 @@ class Reason(StrEnum):
     PROGRESSING = "Progressing"
     PROMOTING = "Promoting"
     PAUSE_REQUESTED = "PauseRequested"
+    STEP_PROMOTED = "StepPromoted"
+    STEP_PROMOTION_IGNORED = "StepPromotionIgnored"
     RESUME_REQUESTED = "ResumeRequested"
     CANARY_NOT_READY = "CanaryNotReady"
     INVALID_SPEC = "InvalidSpec"
@@ -646,6 +651,28 @@ class _Builder:
         )
         return None
 
+    def promote_step(self) -> Decision:
+        """The next step now, as if the current one had passed; after the last, promotion.
+        The step clock restarts, so the next analysis judges the new step."""
+        canary = self.status.canary
+        assert canary is not None
+        steps = self.o.spec.rollout.steps
+        if canary.step + 1 >= len(steps):
+            self.event(Reason.STEP_PROMOTED, f"last step of {canary.version} promoted by user")
+            return self.start_promotion(f"its last step was promoted by {PROMOTE_STEP_ANNOTATION}")
+        canary.step += 1
+        canary.last_step_at = self.o.now
+        canary.inconclusive_checks = 0
+        weight = steps[canary.step]
+        self.status.message = f"canary {canary.version} at step {canary.step + 1} ({weight}%)"
+        self.condition("Progressing", True, Reason.STEP_PROMOTED, self.status.message)
+        self.event(
+            Reason.STEP_PROMOTED,
+            f"canary {canary.version} moved to step {canary.step + 1} of {len(steps)} "
+            f"({weight}%) by {PROMOTE_STEP_ANNOTATION}",
+        )
+        return self.walking()
+
     def start_promotion(self, why: str) -> Decision:
         canary = self.status.canary
         assert canary is not None
@@ -784,6 +811,16 @@ class _Builder:
             # A canary that never became ready keeps weight 0: no traffic to unready pods.
             self.event(Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user")
             return self.start_promotion(f"requested by {PROMOTE_ANNOTATION}")
+        if PROMOTE_STEP_ANNOTATION in pending and current and canary is not None:
+            if canary.ready_at is None:
+                self.event(
+                    Reason.STEP_PROMOTION_IGNORED,
+                    f"step promotion ignored: the pods of canary {canary.version} are not ready, "
+                    f"and unready pods get no traffic; use {PROMOTE_ANNOTATION} to promote anyway",
+                    warning=True,
+                )
+            else:
+                return self.promote_step()
         rejected = self.status.rejected_revision == self.o.revision
         if RETRY_ANNOTATION in pending and rejected and canary is None:
             self.status.rejected_revision = None

@@ -14,6 +14,7 @@ from modeldeploy.rollout import (
     ABORT_ANNOTATION,
     PAUSE_ANNOTATION,
     PROMOTE_ANNOTATION,
+    PROMOTE_STEP_ANNOTATION,
     RESUME_ANNOTATION,
     RETRY_ANNOTATION,
     Decision,
@@ -768,6 +769,64 @@ def test_failed_checks_still_roll_back_a_canary_paused_by_request():
     sim.step()
     (rollback,) = judge(sim, "Fail")
     assert rollback.outcome == "RolledBack"
+
+
+# --- promoting one step at a time ----------------------------------------------------------
+
+
+def test_promote_step_moves_to_the_next_step_now_and_restarts_its_clock():
+    sim = canary_ready(deployed(steps=[10, 25, 50]))
+    sim.annotate(PROMOTE_STEP_ANNOTATION, "t1")
+    moved = sim.step().decision
+
+    assert moved.weight == 25
+    assert moved.status.canary is not None
+    assert moved.status.canary.step == 1
+    assert moved.status.canary.last_step_at == sim.ticks[-1].observation.now
+    assert "StepPromoted" in reasons(moved)
+    (advanced,) = judge(sim, "Pass")
+    assert advanced.weight == 50, "the next analysis judges the new step"
+
+
+def test_promote_step_at_the_last_step_starts_the_promotion():
+    sim = canary_ready(deployed(steps=[10, 50]))
+    sim.annotate(PROMOTE_STEP_ANNOTATION, "t1")
+    sim.step()
+    sim.annotate(PROMOTE_STEP_ANNOTATION, "t2")
+    last = sim.step().decision
+    assert last.status.phase == "Promoting"
+    assert "PromotionStarted" in reasons(last)
+
+
+def test_promote_step_moves_a_paused_canary_and_it_stays_paused():
+    sim = canary_ready(deployed(steps=[10, 25, 50], paused=True))
+    sim.annotate(PROMOTE_STEP_ANNOTATION, "t1")
+    moved = sim.step().decision
+    held = judge(sim, "Pass")
+
+    assert moved.weight == 25
+    assert held[0].weight == 25
+    assert "paused at step 2" in held[0].status.message
+
+
+def test_promote_step_is_ignored_with_a_warning_while_canary_pods_are_not_ready():
+    sim = deployed(steps=[10, 50], progress_deadline="600s")
+    sim.canary_ready_after = 5
+    with_version(sim, V2)
+    sim.step()
+    sim.annotate(PROMOTE_STEP_ANNOTATION, "t1")
+    ignored = sim.step().decision
+    assert ignored.weight == 0
+    assert [e.type for e in ignored.events if e.reason == "StepPromotionIgnored"] == ["Warning"]
+
+
+def test_full_promote_swallows_a_step_promote_made_with_it():
+    sim = canary_ready(deployed(steps=[10, 25, 50]))
+    sim.annotate(PROMOTE_STEP_ANNOTATION, "t1")
+    sim.annotate(PROMOTE_ANNOTATION, "t1")
+    decision = sim.step().decision
+    assert decision.status.phase == "Promoting"
+    assert "StepPromoted" not in reasons(decision)
 
 
 # --- conditions GitOps tools read ---------------------------------------------------------

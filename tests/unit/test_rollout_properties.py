@@ -15,6 +15,7 @@ from modeldeploy.rollout import (
     ABORT_ANNOTATION,
     MANUAL_ANNOTATIONS,
     PROMOTE_ANNOTATION,
+    PROMOTE_STEP_ANNOTATION,
     RETRY_ANNOTATION,
     Decision,
     Reason,
@@ -169,12 +170,15 @@ class RunChecker:
         if d.canary is not None and d.canary.revision == status.rejected_revision:
             assert d.canary.replicas == 0 or o.stable.ready_replicas == 0
 
-        # Promotion only after a Pass at every step, unless a user asked for it.
+        # Promotion only after a Pass (or a user's step promotion) at every step, unless a
+        # user asked for the whole promotion.
         if Reason.CANARY_STARTED in reasons:
             self.passed_steps = set()
             self.manually_promoted = False
         if Reason.MANUAL_PROMOTION in reasons:
             self.manually_promoted = True
+        if Reason.STEP_PROMOTED in reasons and o.status.canary is not None:
+            self.passed_steps.add(o.status.canary.step)
         if tick.verdict == Verdict.PASS and tick.step is not None:
             self.passed_steps.add(tick.step)
         if Reason.PROMOTION_STARTED in reasons and not self.manually_promoted:
@@ -197,6 +201,7 @@ class RunChecker:
         acted = {
             ABORT_ANNOTATION: _aborted(d),
             PROMOTE_ANNOTATION: Reason.MANUAL_PROMOTION in reasons,
+            PROMOTE_STEP_ANNOTATION: Reason.STEP_PROMOTED in reasons,
             RETRY_ANNOTATION: Reason.RETRY_REQUESTED in reasons,
         }
         for name, happened in acted.items():
