@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from modeldeploy import metrics
+
 
 class Health:
     def __init__(self) -> None:
-        self.leading = False
+        self._leading = False
         self._runner: web.AppRunner | None = None
+        metrics.LEADER.set(0)
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    @leading.setter
+    def leading(self, value: bool) -> None:
+        """Whether this replica reconciles; also exported, so an alert can see no leader."""
+        self._leading = value
+        metrics.LEADER.set(1 if value else 0)
 
     async def _live(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})

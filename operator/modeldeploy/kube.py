@@ -167,6 +167,7 @@ class Kube:
                 raw = await response.read()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as error:
+            metrics.API_ERRORS.labels(method, _resource_of(path), "unreachable").inc()
             raise KubeError(f"{method} {path}: {error!r}", None, transient=True) from error
         finally:
             metrics.API_REQUESTS.labels(method, _resource_of(path)).observe(
@@ -177,6 +178,7 @@ class Kube:
         except orjson.JSONDecodeError:
             reply = Reply(status, raw.decode(errors="replace"))
         if status >= 400 and status != 404:
+            metrics.API_ERRORS.labels(method, _resource_of(path), str(status)).inc()
             transient = status in (409, 429) or status >= 500
             raise KubeError(f"{method} {path}: {status} {_error_message(reply)}", status, transient)
         return reply

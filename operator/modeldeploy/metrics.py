@@ -20,6 +20,31 @@ API_REQUESTS = Histogram(
     ["verb", "resource"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+API_ERRORS = Counter(
+    "modeldeploy_kube_request_errors_total",
+    "Kubernetes API requests of the operator that failed, by verb, resource and code "
+    "(the HTTP status, or `unreachable`); 404 is an answer, not an error.",
+    ["verb", "resource", "code"],
+)
+LEADER = Gauge(
+    "modeldeploy_leader",
+    "1 while this operator replica holds the leader Lease and reconciles, else 0.",
+)
+CANARY_STARTED = Gauge(
+    "modeldeploy_canary_started_timestamp_seconds",
+    "When the running canary started (Unix time); absent without a canary.",
+    ["namespace", "name"],
+)
+CANARY_PROGRESS_DEADLINE = Gauge(
+    "modeldeploy_canary_progress_deadline_seconds",
+    "rollout.progressDeadline of the running canary; absent without a canary.",
+    ["namespace", "name"],
+)
+CANARY_READY = Gauge(
+    "modeldeploy_canary_ready",
+    "1 once the running canary's pods became ready, 0 before; absent without a canary.",
+    ["namespace", "name"],
+)
 BY_PHASE = Gauge(
     "modeldeploy_modeldeployments", "ModelDeployments by phase.", ["namespace", "phase"]
 )
@@ -62,6 +87,9 @@ CANARY_DURATION = Histogram(
 )
 
 _PER_OBJECT = (
+    CANARY_STARTED,
+    CANARY_PROGRESS_DEADLINE,
+    CANARY_READY,
     CANARY_WEIGHT,
     CANARY_ACTUAL_WEIGHT,
     CHECK_VALUE,
@@ -70,6 +98,12 @@ _PER_OBJECT = (
     PROMOTIONS,
     ROLLBACKS,
 )
+
+
+def forget_canary(namespace: str, name: str) -> None:
+    """The object runs no canary (any more): its canary series go."""
+    for metric in (CANARY_STARTED, CANARY_PROGRESS_DEADLINE, CANARY_READY):
+        metric.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def forget_object(namespace: str, name: str) -> None:

@@ -29,6 +29,7 @@ from modeldeploy.api import (
     Outcome,
     Phase,
     Verdict,
+    duration_seconds,
 )
 from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, KubeError, ObjectRef, resource_version
@@ -570,6 +571,14 @@ class Reconciler:
     def _export(self, md: ModelDeployment, decision: Decision) -> None:
         namespace, name = md.metadata.namespace, md.metadata.name
         canary = decision.status.canary
+        if canary is None:
+            metrics.forget_canary(namespace, name)
+        else:
+            metrics.CANARY_STARTED.labels(namespace, name).set(canary.started_at.timestamp())
+            metrics.CANARY_PROGRESS_DEADLINE.labels(namespace, name).set(
+                duration_seconds(md.spec.rollout.progress_deadline)
+            )
+            metrics.CANARY_READY.labels(namespace, name).set(0 if canary.ready_at is None else 1)
         metrics.CANARY_WEIGHT.labels(namespace, name).set(decision.weight)
         metrics.CANARY_ACTUAL_WEIGHT.labels(namespace, name).set(
             (canary.actual_weight or 0) if canary else 0

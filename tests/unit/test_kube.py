@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client as k8s_client
+from prometheus_client import REGISTRY
 
 from modeldeploy.kube import Kube, KubeError
 from tests.support import LocalServer, Reply, Request
@@ -121,3 +122,32 @@ def test_the_api_servers_body_is_returned_as_json() -> None:
 
     assert patched is not None
     assert patched["status"] == {"phase": "Available"}
+
+
+def _api_errors(verb: str, resource: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "modeldeploy_kube_request_errors_total",
+        {"verb": verb, "resource": resource, "code": code},
+    )
+    return value or 0.0
+
+
+def test_failed_requests_are_counted_by_code_and_a_missing_object_is_not_a_failure() -> None:
+    before = {code: _api_errors("GET", "deployments", code) for code in ("500", "404")}
+    replies = iter([Reply(500, '{"message": "etcd timeout"}'), Reply(404, "{}")])
+    with LocalServer(lambda _: next(replies)) as server:
+        with pytest.raises(KubeError):
+            call(server.url, lambda kube: kube.get("apps/v1", "Deployment", "ml", "x"))
+        assert call(server.url, lambda kube: kube.get("apps/v1", "Deployment", "ml", "x")) is None
+    assert _api_errors("GET", "deployments", "500") == before["500"] + 1
+    assert _api_errors("GET", "deployments", "404") == before["404"]
+
+
+def test_an_unreachable_api_server_is_counted_as_such() -> None:
+    before = _api_errors("GET", "leases", "unreachable")
+    with pytest.raises(KubeError):
+        call(
+            f"http://127.0.0.1:{free_port()}",
+            lambda kube: kube.get("coordination.k8s.io/v1", "Lease", "ml", "x"),
+        )
+    assert _api_errors("GET", "leases", "unreachable") == before + 1

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import REGISTRY, generate_latest
 
 from modeldeploy import metrics
+from modeldeploy.health import Health
 from modeldeploy.scheduler import Scheduler
 
 
@@ -38,3 +39,19 @@ def test_deleting_a_model_deployment_drops_its_series_and_keeps_the_others() -> 
     assert any(line.startswith("modeldeploy_canary_weight") for line in kept)
     assert any(line.startswith("modeldeploy_analysis_check_value") for line in kept)
     assert any(line.startswith("modeldeploy_rollbacks_total") for line in kept)
+
+
+def test_the_leader_gauge_follows_whether_this_replica_leads() -> None:
+    health = Health()
+    assert REGISTRY.get_sample_value("modeldeploy_leader") == 0
+    health.leading = True
+    assert REGISTRY.get_sample_value("modeldeploy_leader") == 1
+    health.leading = False
+    assert REGISTRY.get_sample_value("modeldeploy_leader") == 0
+
+
+def test_a_canarys_series_go_when_it_ends() -> None:
+    metrics.CANARY_STARTED.labels("ns", "md").set(1.0)
+    metrics.CANARY_READY.labels("ns", "md").set(1)
+    metrics.forget_canary("ns", "md")
+    assert scraped_lines_naming('name="md"') == []
