@@ -689,18 +689,16 @@ cmd_up() {
     local why
     why="$(cmd_check)" || die "this machine cannot run the real node: $why"
     [[ -f "$KUBECONFIG_PATH" ]] || die "cluster $NAME is not running (scripts/cluster.sh up)"
-    lock_host
-    why="$(claim)" || die "$why"
     load_binaries
     # a control plane made before the real node existed advertises another address, and its
     # certificate and kubelet client settings do not fit: it must be made again
     local advertised
     advertised="$(kc get endpoints kubernetes -n default -o jsonpath='{.subsets[0].addresses[0].ip}')"
-    if [[ "$advertised" != "$NODE_IP" ]]; then
-        rm -f "$HOST_DIR/owner"
+    [[ "$advertised" == "$NODE_IP" ]] ||
         die "cluster $NAME was created without the real node's settings (its API server advertises" \
             "'$advertised', not $NODE_IP): make cluster-down, then make cluster"
-    fi
+    lock_host
+    why="$(claim)" || die "$why"
     APISERVER_PORT="$(api_port)"
     [[ -n "$APISERVER_PORT" ]] || die "no API server port in $KUBECONFIG_PATH"
     PAUSE_IMAGE="docker.io/local/pause:$(archive_tag "$PAUSE_ARCHIVE")"
