@@ -201,6 +201,7 @@ class HostState:
             "/var/log/containers/*",
             "/var/lib/kubelet/**/*",
             "/run/containerd/**/*",
+            "/run/modeldeploy-node",
         ):
             state.files |= {str(p) for p in Path("/").glob(pattern.lstrip("/"))}
         nets = [ip_network(n) for n in networks]
