@@ -1,0 +1,402 @@
+"""The state machine every strategy shares: first deployment, steady state, manual
+requests, supersession, rollback, history and conditions. A strategy (see `canary`)
+decides how a new revision gets from started to promoted.
+
+Manual requests (see `requests`), strongest first: abort, promote, promote-step (one
+step), analysis. Pause comes from `spec.rollout.paused` or from a pause request (the
+`pause` annotation, undone by `resume`), which GitOps tools do not revert because it is
+not in the spec.
+"""
+
+from __future__ import annotations
+
+from modeldeploy.api import (
+    HISTORY_LIMIT,
+    CanaryStatus,
+    HistoryEntry,
+    Outcome,
+    Phase,
+    StableStatus,
+)
+from modeldeploy.rollout.canary import Canary
+from modeldeploy.rollout.conditions import (
+    AVAILABLE,
+    DROPPED_CONDITIONS,
+    READY,
+    RECONCILING,
+    STALLED,
+    set_condition,
+)
+from modeldeploy.rollout.model import (
+    POLL_SECONDS,
+    STABLE_RECHECK_SECONDS,
+    Decision,
+    EventRecord,
+    Notification,
+    Observation,
+    Reason,
+    TrackPlan,
+)
+from modeldeploy.rollout.requests import (
+    ABORT_ANNOTATION,
+    PAUSE_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    PROMOTE_STEP_ANNOTATION,
+    RESUME_ANNOTATION,
+    RETRY_ANNOTATION,
+    new_requests,
+)
+from modeldeploy.rollout.strategy import Strategy
+from modeldeploy.routers import router_for
+
+
+class Machine:
+    """Accumulates one decision; the shared transitions are methods, a strategy adds its own."""
+
+    def __init__(self, observation: Observation) -> None:
+        self.o = observation
+        self.status = observation.status.model_copy(deep=True)
+        self.status.observed_generation = observation.generation
+        self.status.revision = observation.revision
+        self.events: list[EventRecord] = []
+        self.notifications: list[Notification] = []
+        self.outcome: Outcome | None = None
+        self.router = router_for(observation.spec.traffic.router)
+        self.strategy: Strategy = Canary()
+        self.pending = new_requests(observation.annotations, observation.status.handled_requests)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def event(self, reason: Reason, message: str, *, warning: bool = False) -> None:
+        self.events.append(EventRecord("Warning" if warning else "Normal", reason, message))
+
+    def notify(self, kind: Reason, message: str, canary: CanaryStatus) -> None:
+        self.notifications.append(Notification(kind, message, canary.version, canary.revision))
+
+    def handle(self, annotation: str) -> None:
+        self.status.handled_requests[annotation] = self.o.annotations[annotation]
+        self.pending.discard(annotation)
+
+    def condition(self, kind: str, true: bool, reason: Reason | str, message: str) -> None:
+        set_condition(self.status, kind, true, reason, message, self.o.now, self.o.generation)
+
+    def progressing_reason(self) -> str | None:
+        for existing in self.status.conditions:
+            if existing.type == "Progressing":
+                return existing.reason
+        return None
+
+    def record(self, revision: str, version: str, outcome: Outcome, reason: str) -> None:
+        entry = HistoryEntry(
+            revision=revision, version=version, outcome=outcome, reason=reason, at=self.o.now
+        )
+        self.status.history = [entry, *self.status.history][:HISTORY_LIMIT]
+
+    def stable_plan(self, canary: TrackPlan | None, weight: int) -> TrackPlan | None:
+        """Stable keeps its full size, unless a router needs room (a 100% step)."""
+        stable = self.status.stable
+        if stable is None or stable.template is None:
+            return None
+        replicas = self.o.spec.replicas
+        if canary is not None and self.status.phase != Phase.PROMOTING:
+            replicas = self.router.replicas(replicas, weight).stable
+        return TrackPlan(stable.revision, stable.template, replicas)
+
+    def desired_plan(self, replicas: int) -> TrackPlan:
+        return TrackPlan(self.o.revision, self.o.template, replicas)
+
+    def refresh_stable_counts(self) -> None:
+        if self.status.stable is not None:
+            # A stable Deployment about to be created counts as what it is created with, so
+            # seeing it appear changes nothing in the status (no write per new object).
+            observed = self.o.stable
+            self.status.stable.replicas = (
+                observed.replicas if observed.exists else self.o.spec.replicas
+            )
+            self.status.stable.ready_replicas = observed.ready_replicas
+
+    def availability(self) -> None:
+        stable = self.status.stable
+        ready = self.o.stable.ready_replicas
+        wanted = self.o.spec.replicas
+        if stable is None:
+            self.condition(AVAILABLE, False, Reason.STABLE_NOT_READY, "no stable pods yet")
+            return
+        available = ready >= 1 or wanted == 0
+        self.condition(
+            AVAILABLE,
+            available,
+            Reason.STABLE_READY if available else Reason.STABLE_NOT_READY,
+            f"stable {stable.version} has {ready}/{wanted} ready pods",
+        )
+
+    def rollout_conditions(self) -> None:
+        """Ready, Reconciling and Stalled, from where the rollout stands after this decision."""
+        status = self.status
+        self.status.conditions = [c for c in status.conditions if c.type not in DROPPED_CONDITIONS]
+        stable = status.stable
+        wanted = self.o.spec.replicas
+        serving = (
+            stable is not None
+            and stable.revision == status.revision
+            and self.o.stable.serving(stable.revision, wanted)
+        )
+        if status.phase == Phase.ROLLED_BACK:
+            reason, message = Reason.ROLLED_BACK, status.message
+        elif status.phase == Phase.PROMOTING:
+            reason, message = Reason.PROMOTING, status.message
+        elif status.canary is not None and self.paused():
+            reason, message = Reason.PAUSED, status.message
+        elif status.phase == Phase.AVAILABLE and serving:
+            reason, message = Reason.COMPLETE, f"{status.message} (generation {self.o.generation})"
+        else:
+            reason, message = Reason.PROGRESSING, status.message
+        stalled = reason == Reason.ROLLED_BACK
+        in_flight = reason not in (Reason.ROLLED_BACK, Reason.COMPLETE)
+        self.condition(READY, reason == Reason.COMPLETE, reason, message)
+        self.condition(RECONCILING, in_flight, reason if in_flight else Reason.COMPLETE, message)
+        self.condition(STALLED, stalled, reason if stalled else Reason.COMPLETE, message)
+
+    def paused(self) -> bool:
+        """Paused by the spec or by a pause request; either holds the canary."""
+        return self.o.spec.rollout.paused or self.status.paused_by_request
+
+    def decision(self, canary: TrackPlan | None, weight: int, requeue: float | None) -> Decision:
+        self.refresh_stable_counts()
+        self.availability()
+        self.rollout_conditions()
+        return Decision(
+            status=self.status,
+            stable=self.stable_plan(canary, weight),
+            canary=canary,
+            weight=weight,
+            events=self.events,
+            notifications=self.notifications,
+            requeue_after=requeue,
+            outcome=self.outcome,
+        )
+
+    # -- transitions -------------------------------------------------------------
+
+    def first_deploy(self) -> Decision:
+        spec = self.o.spec
+        self.status.stable = StableStatus(
+            revision=self.o.revision,
+            version=spec.model.version,
+            template=self.o.template,
+        )
+        self.status.phase = Phase.PENDING
+        self.status.message = self.first_deploy_message()
+        self.condition(
+            "Progressing",
+            True,
+            Reason.STABLE_DEPLOYED,
+            f"deploying {spec.model.version} as the first stable revision",
+        )
+        self.event(
+            Reason.STABLE_DEPLOYED,
+            f"deploying model {spec.model.name} {spec.model.version} "
+            f"(revision {self.o.revision}) as stable",
+        )
+        return self.decision(None, 0, STABLE_RECHECK_SECONDS)
+
+    def first_deploy_message(self) -> str:
+        version = self.o.spec.model.version
+        ready, wanted = self.o.stable.ready_replicas, self.o.spec.replicas
+        return f"deploying {version} as the first stable revision: {ready}/{wanted} pods ready"
+
+    def steady(self) -> Decision:
+        """No canary: keep the stable track at the spec's replicas."""
+        stable = self.status.stable
+        assert stable is not None
+        wanted = self.o.spec.replicas
+        serving = self.o.stable.serving(stable.revision, wanted)
+        rejected = self.status.rejected_revision
+        if self.status.phase == Phase.PENDING and serving:
+            self.record(stable.revision, stable.version, Outcome.DEPLOYED, "first deployment")
+        if rejected is not None and rejected == self.o.revision:
+            self.status.phase = Phase.ROLLED_BACK
+            why = next(
+                (
+                    f" ({h.reason})"
+                    for h in self.status.history
+                    if h.revision == rejected and h.outcome == Outcome.ROLLED_BACK
+                ),
+                "",
+            )
+            self.status.message = (
+                f"revision {rejected} was rolled back{why}; stable {stable.version} serves. "
+                f"Change the model or annotate {RETRY_ANNOTATION} to try it again"
+            )
+            self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
+        elif serving:
+            self.status.phase = Phase.AVAILABLE
+            self.status.message = f"stable {stable.version} serves all traffic"
+            self.condition("Progressing", False, Reason.COMPLETE, self.status.message)
+        else:
+            already_serving = self.status.phase not in (Phase.PENDING,)
+            self.status.phase = Phase.AVAILABLE if already_serving else Phase.PENDING
+            self.status.message = (
+                f"stable {stable.version}: {self.o.stable.ready_replicas}/{wanted} pods ready"
+                if already_serving
+                else self.first_deploy_message()
+            )
+        if self.o.stable.exists and self.o.stable.replicas != wanted:
+            self.event(Reason.SCALED, f"scaling stable from {self.o.stable.replicas} to {wanted}")
+        requeue = None if serving else STABLE_RECHECK_SECONDS
+        return self.decision(self.retained_canary(), 0, requeue)
+
+    def retained_canary(self) -> TrackPlan | None:
+        """A rolled-back canary stays, scaled to zero, until a new revision replaces it."""
+        rejected = self.status.rejected_revision
+        if self.o.canary.exists and rejected is not None and rejected == self.o.revision:
+            return self.desired_plan(self.rolled_back_canary_replicas())
+        return None
+
+    def rolled_back_canary_replicas(self) -> int:
+        """None, unless stable has no ready pod to take the traffic back (a 100% step of
+        the replicas router scaled it to zero): no pods at all is worse than the canary."""
+        return self.o.canary.replicas if self.o.stable.ready_replicas == 0 else 0
+
+    def roll_back(self, reason: Reason, message: str) -> Decision:
+        canary = self.status.canary
+        stable = self.status.stable
+        assert canary is not None
+        assert stable is not None
+        self.outcome = Outcome.ROLLED_BACK
+        self.status.rejected_revision = canary.revision
+        self.record(canary.revision, canary.version, Outcome.ROLLED_BACK, f"{reason}: {message}")
+        self.status.canary = None
+        self.status.phase = Phase.ROLLED_BACK
+        self.status.message = (
+            f"canary {canary.version} (revision {canary.revision}) rolled back ({reason}): "
+            f"{message}"
+        )
+        self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
+        self.event(
+            Reason.ROLLED_BACK,
+            f"canary {canary.version} rolled back, all traffic on stable {stable.version}: "
+            f"{reason}: {message}",
+            warning=True,
+        )
+        self.notify(Reason.ROLLED_BACK, self.status.message, canary)
+        keep = self.rolled_back_canary_replicas()
+        plan = TrackPlan(canary.revision, self.o.template, keep)
+        current = canary.revision == self.o.revision
+        return self.decision(plan if current else None, 0, POLL_SECONDS if keep else None)
+
+    def supersede(self) -> Decision:
+        canary = self.status.canary
+        stable = self.status.stable
+        assert canary is not None
+        assert stable is not None
+        self.outcome = Outcome.SUPERSEDED
+        if self.o.revision == stable.revision:
+            why = f"the spec returned to stable {stable.version}"
+            self.record(canary.revision, canary.version, Outcome.SUPERSEDED, why)
+            self.event(Reason.REVERTED, f"canary {canary.version} cancelled: {why}")
+            self.status.canary = None
+            return self.steady()
+        why = f"superseded by {self.o.spec.model.version} (revision {self.o.revision})"
+        self.record(canary.revision, canary.version, Outcome.SUPERSEDED, why)
+        self.event(Reason.SUPERSEDED, f"canary {canary.version} {why}")
+        return self.strategy.start(self, f", superseding {canary.version}")
+
+    def pause_or_resume(self, pending: set[str]) -> None:
+        """A pause request holds canaries, this one and later ones, until a resume request;
+        asked at once, pause wins (holding is the safe side). Nothing is returned: the
+        walk below reads the new state."""
+        if PAUSE_ANNOTATION in pending:
+            if not self.status.paused_by_request:
+                self.event(Reason.PAUSE_REQUESTED, f"pause requested by {PAUSE_ANNOTATION}")
+            self.status.paused_by_request = True
+        elif RESUME_ANNOTATION in pending and self.status.paused_by_request:
+            self.status.paused_by_request = False
+            still = " (spec.rollout.paused still holds it)" if self.o.spec.rollout.paused else ""
+            self.event(Reason.RESUME_REQUESTED, f"resume requested by {RESUME_ANNOTATION}{still}")
+
+    def manual(self) -> Decision | None:
+        """Act on new manual requests; None when they change nothing.
+
+        Every new request is recorded as handled now, acted on or not."""
+        canary = self.status.canary
+        in_canary = canary is not None and self.status.phase != Phase.PROMOTING
+        pending = set(self.pending)
+        for annotation in pending:
+            self.handle(annotation)
+        self.pause_or_resume(pending)
+        current = in_canary and canary is not None and canary.revision == self.o.revision
+        if ABORT_ANNOTATION in pending and current:
+            return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
+        if ABORT_ANNOTATION in pending and canary is not None and not in_canary:
+            self.event(
+                Reason.ABORT_TOO_LATE,
+                f"abort ignored: {canary.version} passed its analysis and is being promoted; "
+                "to go back, set the spec to the previous model, which is then rolled out "
+                "as a canary",
+                warning=True,
+            )
+        if PROMOTE_ANNOTATION in pending and current and canary is not None:
+            # A canary that never became ready keeps weight 0: no traffic to unready pods.
+            self.event(Reason.MANUAL_PROMOTION, f"promotion of {canary.version} requested by user")
+            return self.strategy.start_promotion(self, f"requested by {PROMOTE_ANNOTATION}")
+        if PROMOTE_STEP_ANNOTATION in pending and current and canary is not None:
+            if canary.ready_at is None:
+                self.event(
+                    Reason.STEP_PROMOTION_IGNORED,
+                    f"step promotion ignored: the pods of canary {canary.version} are not ready, "
+                    f"and unready pods get no traffic; use {PROMOTE_ANNOTATION} to promote anyway",
+                    warning=True,
+                )
+            else:
+                return self.strategy.promote_step(self)
+        rejected = self.status.rejected_revision == self.o.revision
+        if RETRY_ANNOTATION in pending and rejected and canary is None:
+            self.status.rejected_revision = None
+            self.event(
+                Reason.RETRY_REQUESTED,
+                f"retrying revision {self.o.revision} as requested by {RETRY_ANNOTATION}",
+            )
+            return self.strategy.start(self, ", retried by user")
+        return None
+
+
+def decide(observation: Observation) -> Decision:
+    """The next status and actions for one ModelDeployment."""
+    b = Machine(observation)
+    stable = b.status.stable
+    if stable is None or stable.template is None:
+        return b.first_deploy()
+    if b.status.rejected_revision not in (None, observation.revision):
+        # The spec moved away from the rolled-back revision: asking for it again later is
+        # a new request, not a retry loop.
+        b.status.rejected_revision = None
+
+    walking = b.status.canary is not None and b.status.phase != Phase.PROMOTING
+    if observation.invalid_spec is not None and walking:
+        return b.roll_back(
+            Reason.INVALID_SPEC,
+            f"the spec breaks a rule this operator enforces, so nothing may judge the canary: "
+            f"{observation.invalid_spec}",
+        )
+
+    manual = b.manual()
+    if manual is not None:
+        return manual
+
+    canary = b.status.canary
+    if canary is not None and b.status.phase == Phase.PROMOTING:
+        return b.strategy.promoting(b)
+    if canary is not None and canary.revision != observation.revision:
+        return b.supersede()
+    if canary is not None:
+        return b.strategy.progress(b)
+
+    if observation.revision == stable.revision:
+        return b.steady()
+    if observation.revision == b.status.rejected_revision:
+        return b.steady()
+    if b.status.phase == Phase.PENDING:
+        # The first stable never became ready: replace it rather than canary against nothing.
+        return b.first_deploy()
+    return b.strategy.start(b, "")

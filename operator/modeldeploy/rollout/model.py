@@ -1,0 +1,144 @@
+"""The decision core's inputs and outputs: what is observed, and what is decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from modeldeploy.api import (
+    AnalysisStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Outcome,
+    TrackTemplate,
+    duration_seconds,
+)
+
+# How soon to look again while waiting for pods; analyses have their own schedule.
+POLL_SECONDS = 5.0
+# Waiting for stable pods needs no polling: every change of the Deployment wakes the
+# object. This only backs up a lost watch event, and keeps hundreds of objects that
+# deploy at once from re-reconciling every few seconds while their pods start.
+STABLE_RECHECK_SECONDS = 30.0
+
+
+class Reason(StrEnum):
+    """Event and condition reasons; each transition has its own."""
+
+    STABLE_DEPLOYED = "StableDeployed"
+    STABLE_READY = "StableReady"
+    STABLE_NOT_READY = "StableNotReady"
+    SCALED = "Scaled"
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_READY = "CanaryReady"
+    STEP_ADVANCED = "StepAdvanced"
+    ANALYSIS_PASSED = "AnalysisPassed"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"
+    PAUSED = "Paused"
+    PROMOTION_STARTED = "PromotionStarted"
+    PROMOTED = "Promoted"
+    RESUMED = "Resumed"
+    ROLLED_BACK = "RolledBack"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    FAILED_CHECKS = "FailedChecks"
+    ABORTED = "Aborted"
+    ABORT_TOO_LATE = "AbortTooLate"
+    MANUAL_PROMOTION = "ManualPromotion"
+    RETRY_REQUESTED = "RetryRequested"
+    SUPERSEDED = "CanarySuperseded"
+    REVERTED = "CanaryCancelled"
+    REVISION_REJECTED = "RevisionRejected"
+    PROGRESSING = "Progressing"
+    PROMOTING = "Promoting"
+    PAUSE_REQUESTED = "PauseRequested"
+    STEP_PROMOTED = "StepPromoted"
+    STEP_PROMOTION_IGNORED = "StepPromotionIgnored"
+    RESUME_REQUESTED = "ResumeRequested"
+    CANARY_NOT_READY = "CanaryNotReady"
+    INVALID_SPEC = "InvalidSpec"
+    COMPLETE = "Complete"
+
+
+class Track(StrEnum):
+    STABLE = "stable"
+    CANARY = "canary"
+
+
+@dataclass(frozen=True)
+class TrackObservation:
+    """What the cluster says about one track's Deployment."""
+
+    exists: bool = False
+    revision: str | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    rolled_out: bool = False  # the Deployment's controller caught up with its latest spec
+
+    def serving(self, revision: str, replicas: int) -> bool:
+        """Runs `revision`, fully rolled out, with at least `replicas` ready pods."""
+        return (
+            self.exists
+            and self.revision == revision
+            and self.rolled_out
+            and self.ready_replicas >= replicas
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    spec: ModelDeploymentSpec
+    generation: int
+    revision: str
+    template: TrackTemplate
+    status: ModelDeploymentStatus
+    stable: TrackObservation
+    canary: TrackObservation
+    annotations: dict[str, str]
+    now: datetime
+    analysis: AnalysisStatus | None = None
+    # Set when the stored spec breaks a rule this operator enforces and cannot be clamped
+    # (an object stored by an older release): a running canary is rolled back.
+    invalid_spec: str | None = None
+    # Why the canary's pods are not ready (image pull, crash with its termination
+    # message, no room), when the shell looked: shown while waiting and on rollback.
+    canary_pod_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    revision: str
+    template: TrackTemplate
+    replicas: int
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    type: str  # Normal or Warning
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: Reason
+    message: str
+    version: str  # of the revision the notification is about, not necessarily the spec's
+    revision: str
+
+
+@dataclass
+class Decision:
+    status: ModelDeploymentStatus
+    stable: TrackPlan | None
+    canary: TrackPlan | None  # None: no canary Deployment should exist
+    weight: int  # canary traffic percentage the router must give now
+    events: list[EventRecord] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    requeue_after: float | None = None
+    outcome: Outcome | None = None  # set when a canary ended in this decision
+
+
+def interval_seconds(spec: ModelDeploymentSpec) -> float:
+    return duration_seconds(spec.rollout.interval)
