@@ -34,10 +34,11 @@ test-unit: sync models ## run the unit tests only
 test-integration: sync models tools ## run the integration tests only
 	$(UV_RUN) pytest -m integration tests/integration
 
-lint: sync ## ruff and mypy
+lint: sync ## ruff, mypy, and actionlint on .github/workflows (built from its Go module on first use)
 	$(UV_RUN) ruff check .
 	$(UV_RUN) ruff format --check .
 	$(UV_RUN) mypy operator/modeldeploy server_image/modelserver tests scripts examples
+	@scripts/actionlint.sh
 
 format: sync
 	$(UV_RUN) ruff check --fix .
