@@ -17,6 +17,7 @@ REQUESTS_TOTAL = "modelserver_requests_total"
 """Counter; labels model, model_version, track, modeldeployment, endpoint, code, outcome."""
 OUTCOME_LABEL = "outcome"
 SERVER_ERROR = "server_error"
+CLIENT_ERROR = "client_error"
 REJECTED = "rejected"
 REQUEST_DURATION = "modelserver_request_duration_seconds"
 """Histogram; labels model, model_version, track, modeldeployment, endpoint."""
@@ -36,7 +37,10 @@ def _window(metric: str, extra_matchers: str = "") -> str:
 LATENCY_P99 = (
     f"histogram_quantile(0.99, sum by (le) (rate({_window(REQUEST_DURATION + '_bucket')})))"
 )
-REQUEST_VOLUME = f"sum(increase({_window(REQUESTS_TOTAL)}))"
+# Requests that reached the model: what a client gets wrong (client_error) neither
+# counts toward the volume gate nor dilutes the error rate.
+_HANDLED = f', {OUTCOME_LABEL}!="{CLIENT_ERROR}"'
+REQUEST_VOLUME = f"sum(increase({_window(REQUESTS_TOTAL, _HANDLED)}))"
 
 
 def error_rate_query(count_rejected_requests: bool) -> str:
@@ -45,7 +49,8 @@ def error_rate_query(count_rejected_requests: bool) -> str:
     The server's `outcome` label sorts requests: `server_error` (5xx) and `rejected` (the
     model refused an input the protocol accepts) are the model's doing; `client_error`
     (malformed bodies, unknown paths, 413, clients that went away) never is, so clients
-    cannot force a rollback.
+    cannot force a rollback, and it is not in the denominator either, so a flood of
+    garbage cannot dilute a bad canary's error rate below its bound.
     """
     outcomes = (
         f'{OUTCOME_LABEL}=~"{SERVER_ERROR}|{REJECTED}"'
@@ -55,7 +60,8 @@ def error_rate_query(count_rejected_requests: bool) -> str:
     errors = _window(REQUESTS_TOTAL, f", {outcomes}")
     # sum() of no series is empty, not 0: without `or vector(0)` an error-free canary
     # would have no error rate at all.
-    return f"(sum(rate({errors})) or vector(0)) / sum(rate({_window(REQUESTS_TOTAL)}))"
+    handled = _window(REQUESTS_TOTAL, _HANDLED)
+    return f"(sum(rate({errors})) or vector(0)) / sum(rate({handled}))"
 
 
 def default_checks(slo: api.SLOSpec) -> list[api.MetricCheck]:

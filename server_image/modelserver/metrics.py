@@ -110,7 +110,8 @@ class ServerMetrics:
         )
         self._duration = Histogram(
             REQUEST_DURATION_SECONDS,
-            "Time from receiving an inference request to its response, in seconds.",
+            "Time from receiving an inference request to its response, in seconds; requests"
+            " that failed by the client's doing (outcome client_error) are not observed.",
             (*BASE_LABELS, "endpoint"),
             buckets=DURATION_BUCKETS,
             registry=registry,
@@ -172,6 +173,10 @@ class ServerMetrics:
             )
             self._request_children[key] = counter
         counter.inc()
+        if outcome(status_code) == OUTCOME_CLIENT_ERROR:
+            # A client that sends its body slowly, or garbage, must not move the model's
+            # latency: analyses judge the p99 of requests that reached the model.
+            return
         duration = self._duration_children.get(endpoint)
         if duration is None:
             duration = self._duration.labels(*self._base, endpoint)

@@ -60,7 +60,7 @@ def test_requests_are_counted_by_endpoint_status_code_and_outcome(fraud):
     assert value(text, total, endpoint="v2_infer", code="405", outcome="client_error") == 1
     assert value(text, total, endpoint="v1_predict", code="422", outcome="rejected") == 1
     duration = "modelserver_request_duration_seconds_count"
-    assert value(text, duration, endpoint="v2_infer") == 5
+    assert value(text, duration, endpoint="v2_infer") == 2, "client errors are not timed"
     assert value(text, duration, endpoint="v1_predict") == 1
 
 
@@ -103,6 +103,17 @@ def test_health_metadata_and_metrics_requests_are_not_counted(fraud):
         fraud.get(path)
     text = fraud.get("/metrics").text
     assert not [key for key in samples(text) if key[0] == "modelserver_requests_total"]
+
+
+def test_client_errors_do_not_move_the_models_latency(fraud):
+    row = breast_cancer_rows(1).tolist()
+    fraud.post("/v2/models/fraud/infer", json=v2_body(row))
+    fraud.post("/v2/models/fraud/infer", content=b"{")
+    fraud.post("/v2/models/other/infer", json=v2_body(row))
+    fraud.post("/v2/models/fraud/infer", json=v2_body([row[0][:3]]))
+    text = fraud.get("/metrics").text
+    observed = value(text, "modelserver_request_duration_seconds_count", endpoint="v2_infer")
+    assert observed == 2, "the answered and the rejected request, not the 400 and the 404"
 
 
 def test_duration_buckets_resolve_milliseconds(fraud):

@@ -330,10 +330,11 @@ def _context(**changes):
 def test_the_default_error_rate_counts_server_errors_and_rejected_inputs_only():
     [error_rate, _] = promql.default_checks(api.SLOSpec())
     errors = f'{SELECTOR}, outcome=~"server_error|rejected"'
+    handled = f'{SELECTOR}, outcome!="client_error"'
     assert render(error_rate.query, CANARY) == (
         f"(sum(rate(modelserver_requests_total{{{errors}}}[60s])) or vector(0))"
-        f" / sum(rate(modelserver_requests_total{{{SELECTOR}}}[60s]))"
-    )
+        f" / sum(rate(modelserver_requests_total{{{handled}}}[60s]))"
+    ), "client errors neither count as errors nor dilute the rate"
     assert error_rate.max == 0.01
 
 
@@ -351,9 +352,9 @@ def test_the_default_p99_query_and_its_bound_in_seconds():
     assert p99.max == 0.4
 
 
-def test_the_request_volume_query():
+def test_the_request_volume_counts_only_requests_that_reached_the_model():
     assert render(promql.REQUEST_VOLUME, CANARY) == (
-        f"sum(increase(modelserver_requests_total{{{SELECTOR}}}[60s]))"
+        f'sum(increase(modelserver_requests_total{{{SELECTOR}, outcome!="client_error"}}[60s]))'
     )
 
 
