@@ -85,7 +85,9 @@ def _authorization(configuration: k8s_client.Configuration) -> str | None:
     hook = getattr(configuration, "refresh_api_key_hook", None)
     if hook is not None:
         hook(configuration)
-    token: str | None = configuration.get_api_key_with_prefix("authorization")
+    # The client's loaders keep the token under "BearerToken" (in-cluster: "bearer <token>");
+    # "authorization" is the older spelling some callers still set.
+    token: str | None = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
     return token or None
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client as k8s_client
+from kubernetes.config.incluster_config import InClusterConfigLoader
 from prometheus_client import REGISTRY
 
-from modeldeploy.kube import Kube, KubeError
+from modeldeploy.kube import Kube, KubeError, load_configuration
 from tests.support import LocalServer, Reply, Request
 from tests.support.processes import free_port
 
@@ -63,6 +65,59 @@ def test_apply_is_a_server_side_apply_under_one_field_manager_with_the_token() -
     assert request.params == {"fieldManager": ["modeldeploy"], "force": ["false"]}
     assert request.headers["authorization"] == "Bearer s3cret"
     assert json.loads(request.body) == SERVICE
+
+
+def _token_sent(configuration: k8s_client.Configuration) -> str | None:
+    """The Authorization header a read sends with `configuration`, against a local server."""
+    seen: list[Request] = []
+
+    def api(request: Request) -> Reply:
+        seen.append(request)
+        return Reply(200, json.dumps(SERVICE))
+
+    with LocalServer(api) as server:
+        configuration.host = server.url
+        configuration.ssl_ca_cert = None
+
+        async def read() -> None:
+            kube = Kube(configuration)
+            try:
+                await kube.get("v1", "Service", "ml", "fraud")
+            finally:
+                await kube.close()
+
+        asyncio.run(read())
+    return seen[0].headers.get("authorization")
+
+
+def test_a_pod_sends_its_service_account_token(tmp_path: Path) -> None:
+    """In-cluster credentials, as a Pod has them (the operator's chart install)."""
+    (tmp_path / "token").write_text("pod-token")
+    (tmp_path / "ca.crt").write_text("unused: the test server speaks plain HTTP")
+    configuration = k8s_client.Configuration()
+    InClusterConfigLoader(
+        token_filename=str(tmp_path / "token"),
+        cert_filename=str(tmp_path / "ca.crt"),
+        environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"},
+    ).load_and_set(configuration)
+
+    assert _token_sent(configuration) == "bearer pod-token"
+
+
+def test_a_kubeconfig_users_token_is_sent(tmp_path: Path) -> None:
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "user-token"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "kubeconfig").write_text(json.dumps(kubeconfig))
+
+    configuration = load_configuration(str(tmp_path / "kubeconfig"))
+
+    assert _token_sent(configuration) == "Bearer user-token"
 
 
 def test_a_cached_read_asks_for_the_watch_cache_and_a_missing_object_is_none() -> None:
