@@ -206,6 +206,17 @@ def test_deployment_is_hardened_probed_and_leader_elected(helm):
     assert args[args.index("--log-format") + 1] == "json"
 
 
+def test_no_service_link_variable_reaches_the_operator(helm):
+    # Released as "modeldeploy" (the README's name), the metrics Service is
+    # modeldeploy-metrics, whose Service link MODELDEPLOY_METRICS_PORT=tcp://... the
+    # operator would read as its --metrics-port and exit.
+    docs = yaml.safe_load_all(
+        _run(helm, "template", "modeldeploy", str(CHART), "--namespace", RELEASE_NAMESPACE).stdout
+    )
+    deployment = _one([d for d in docs if isinstance(d, dict)], "Deployment")
+    assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
 def test_metrics_service_and_pdb_and_no_servicemonitor_by_default(helm):
     docs = _render(helm)
     service = _one(docs, "Service", "md-modeldeploy-metrics")
