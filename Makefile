@@ -46,7 +46,7 @@ format: sync
 
 crds: sync ## regenerate crds/ from operator/modeldeploy/api.py
 	$(UV_RUN) python -m modeldeploy.crdgen --output $(CRD_FILE)
-	$(UV_RUN) python -m modeldeploy.crdgen --output charts/modeldeploy/crds/modeldeploy.dev_modeldeployments.yaml
+	$(UV_RUN) python -m modeldeploy.crdgen --chart --output charts/modeldeploy/files/crds/modeldeploy.dev_modeldeployments.yaml
 
 .PHONY: chart
 chart: ## helm lint and helm template of charts/modeldeploy, with the pinned helm

@@ -1,4 +1,5 @@
-"""The Helm chart in charts/modeldeploy: its CRD, its RBAC and the operator's Deployment.
+"""The Helm chart in charts/modeldeploy: its CRD, its RBAC, the operator's Deployment and
+the opt-in monitoring objects (dashboard ConfigMap, PrometheusRule, ServiceMonitor).
 
 The rendering tests run the pinned helm binary (scripts/build-binaries.sh). Without it
 they are skipped, or fail when CI=true, like the integration tests.
@@ -21,7 +22,8 @@ from modeldeploy import crdgen
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modeldeploy"
-CHART_CRD = CHART / "crds" / "modeldeploy.dev_modeldeployments.yaml"
+CHART_CRD = CHART / "files" / "crds" / "modeldeploy.dev_modeldeployments.yaml"
+REPO_CRD = REPO_ROOT / "crds" / "modeldeploy.dev_modeldeployments.yaml"
 RELEASE_NAMESPACE = "modeldeploy-system"
 
 ALL_WRITE = {"get", "list", "watch", "create", "patch", "update", "delete"}
@@ -29,9 +31,15 @@ EVENT_VERBS = {"create", "patch"}
 
 
 def test_chart_crd_is_what_make_crds_writes():
-    assert CHART_CRD.read_text() == crdgen.render(), (
-        "charts/modeldeploy/crds/ is stale: run `make crds` and commit"
+    assert CHART_CRD.read_text() == crdgen.render(chart=True), (
+        "charts/modeldeploy/files/crds/ is stale: run `make crds` and commit"
     )
+
+
+def test_chart_has_no_crds_directory():
+    # Helm installs crds/ before the templates and never upgrades it; with the CRD also
+    # in the templates, a fresh install would fail on the CRD it has just created.
+    assert not (CHART / "crds").exists()
 
 
 @cache
@@ -316,3 +324,15 @@ def test_allowed_prometheus_urls_reach_the_operator_as_one_flag(helm):
         "http://prom-a:9090,https://gw.example/prom"
     )
     assert "--allowed-prometheus-urls" not in _args(_one(_render(helm), "Deployment"))
+
+
+def test_crd_is_rendered_as_make_crds_writes_it_and_kept_on_uninstall(helm):
+    crd = _one(_render(helm), "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    repo_crd = yaml.safe_load(REPO_CRD.read_text())
+    # the same object as crds/, for kubectl users, but for the annotation
+    del crd["metadata"]["annotations"]
+    assert crd == repo_crd
+    assert not [
+        d for d in _render(helm, "crds.install=false") if d["kind"] == "CustomResourceDefinition"
+    ]
