@@ -1,0 +1,419 @@
+"""What `get`, `history` and `list` show, built from API objects: pure, no I/O.
+
+`get` shows a summary, a tree and recent events. The tree follows `kubectl argo rollouts
+get`: the ModelDeployment, its Deployments (stable first) with their pods, and the last
+analysis with each check's value, bounds and verdict. Rendering (colours, tree guides)
+is `render.py`'s job; a `Tone` here says what a status means, not how it looks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from modeldeploy.cli.names import REVISION_LABEL, TRACK_LABEL, VERSION_LABEL
+from modeldeploy.cli.state import Json, Rollout
+from modeldeploy.cli.text import age_since, bounds, human_age, number, parse_time, percent
+
+RECENT_EVENTS = 8
+TRACK_ORDER = ("stable", "canary")
+
+
+class Tone(StrEnum):
+    GOOD = "good"
+    BUSY = "busy"
+    PAUSED = "paused"
+    BAD = "bad"
+    QUIET = "quiet"
+
+
+PHASE_TONES = {
+    "Available": Tone.GOOD,
+    "Pending": Tone.BUSY,
+    "Progressing": Tone.BUSY,
+    "Promoting": Tone.BUSY,
+    "RolledBack": Tone.BAD,
+    "Failed": Tone.BAD,
+}
+VERDICT_TONES = {"Pass": Tone.GOOD, "Fail": Tone.BAD, "NoData": Tone.PAUSED, "Error": Tone.BAD}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything `get` reads, as the API server returned it."""
+
+    md: Json
+    deployments: Sequence[Json] = ()
+    pods: Sequence[Json] = ()
+    events: Sequence[Json] = ()
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str
+    status: str
+    tone: Tone
+    age: str = ""
+    info: str = ""
+
+
+@dataclass(frozen=True)
+class Node:
+    row: Row
+    children: tuple[Node, ...] = ()
+
+
+@dataclass(frozen=True)
+class Field:
+    label: str
+    value: str
+    tone: Tone | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    age: str
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class View:
+    summary: tuple[Field, ...]
+    tree: Node
+    events: tuple[EventRow, ...] = field(default=())
+
+
+def build_view(snapshot: Snapshot, now: datetime) -> View:
+    rollout = Rollout.of(snapshot.md)
+    return View(
+        summary=summary(rollout),
+        tree=tree(rollout, snapshot, now),
+        events=recent_events(snapshot.events, rollout.uid, now),
+    )
+
+
+def phase_status(rollout: Rollout) -> tuple[str, Tone]:
+    if rollout.canary is not None and rollout.paused_by and rollout.phase == "Progressing":
+        return "Paused", Tone.PAUSED
+    return rollout.phase, PHASE_TONES.get(rollout.phase, Tone.QUIET)
+
+
+def summary(rollout: Rollout) -> tuple[Field, ...]:
+    status, tone = phase_status(rollout)
+    fields = [
+        Field("Name", rollout.name),
+        Field("Namespace", rollout.namespace),
+        Field("Phase", status, tone),
+        Field("Message", rollout.message or "(none yet)"),
+        Field("Generation", _generation(rollout)),
+    ]
+    if rollout.stable is not None:
+        stable = rollout.stable
+        fields.append(
+            Field(
+                "Stable",
+                f"{stable.version} (revision {stable.revision}), "
+                f"{stable.ready_replicas}/{stable.replicas} ready",
+            )
+        )
+    canary = rollout.canary
+    if canary is not None:
+        fields += [
+            Field(
+                "Canary",
+                f"{canary.version} (revision {canary.revision}), "
+                f"{canary.ready_replicas}/{canary.replicas} ready",
+            ),
+            Field("Step", f"{rollout.step_text(canary)} (steps {_steps(rollout.steps)})"),
+            Field("Weight", f"set {canary.weight}%, achieved {percent(canary.actual_weight)}"),
+            Field(
+                "Analyses",
+                f"failed {canary.failed_checks}/{rollout.failure_threshold}, "
+                f"inconclusive {canary.inconclusive_checks}/{rollout.inconclusive_limit}",
+                Tone.BAD if canary.failed_checks else None,
+            ),
+        ]
+    if rollout.paused_by:
+        fields.append(Field("Paused", f"by {rollout.paused_by}", Tone.PAUSED))
+    if rollout.rejected_revision:
+        fields.append(
+            Field("Rejected", f"revision {rollout.rejected_revision} (`retry` tries it again)")
+        )
+    true = [kind for kind, c in rollout.conditions.items() if c.get("status") == "True"]
+    if true:
+        fields.append(Field("Conditions", ", ".join(sorted(true))))
+    if rollout.pending:
+        names = ", ".join(a.split("/", 1)[1] for a in rollout.pending)
+        fields.append(Field("Requests", f"{names} (not acted on yet)", Tone.BUSY))
+    return tuple(fields)
+
+
+def _generation(rollout: Rollout) -> str:
+    if rollout.observed_generation is None:
+        return f"{rollout.generation} (not observed yet)"
+    if rollout.generation is not None and rollout.observed_generation < rollout.generation:
+        return f"{rollout.generation} (status is of {rollout.observed_generation})"
+    return f"{rollout.generation} (observed)"
+
+
+def _steps(steps: Sequence[int]) -> str:
+    return ", ".join(f"{s}%" for s in steps)
+
+
+def tree(rollout: Rollout, snapshot: Snapshot, now: datetime) -> Node:
+    status, tone = phase_status(rollout)
+    children: list[Node] = []
+    pods_by_track: dict[str, list[Json]] = {}
+    for pod in snapshot.pods:
+        pods_by_track.setdefault(_labels(pod).get(TRACK_LABEL, ""), []).append(pod)
+    deployments = sorted(snapshot.deployments, key=lambda d: _track_rank(_labels(d)))
+    shown_tracks = set()
+    for deployment in deployments:
+        track = _labels(deployment).get(TRACK_LABEL, "")
+        shown_tracks.add(track)
+        pod_nodes = tuple(pod_node(p, now) for p in _by_name(pods_by_track.get(track, [])))
+        children.append(Node(deployment_row(deployment, now), pod_nodes))
+    # Pods of no listed Deployment (one being deleted, say) still belong in the picture.
+    for track, pods in sorted(pods_by_track.items()):
+        if track not in shown_tracks:
+            children += [pod_node(p, now) for p in _by_name(pods)]
+    if rollout.last_analysis is not None:
+        children.append(analysis_node(rollout.last_analysis, now))
+    root = Row(
+        name=rollout.name,
+        kind="ModelDeployment",
+        status=status,
+        tone=tone,
+        age=age_since(rollout.created, now),
+        info=_root_info(rollout),
+    )
+    return Node(root, tuple(children))
+
+
+def _root_info(rollout: Rollout) -> str:
+    canary = rollout.canary
+    if canary is None:
+        return f"serving {rollout.stable.version}" if rollout.stable else ""
+    return (
+        f"step {rollout.step_text(canary)}, weight {canary.weight}% "
+        f"(achieved {percent(canary.actual_weight)})"
+    )
+
+
+def _labels(obj: Json) -> dict[str, str]:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _name(obj: Json) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _by_name(objs: Sequence[Json]) -> list[Json]:
+    return sorted(objs, key=_name)
+
+
+def _track_rank(labels: dict[str, str]) -> tuple[int, str]:
+    track = labels.get(TRACK_LABEL, "")
+    return (TRACK_ORDER.index(track) if track in TRACK_ORDER else len(TRACK_ORDER), track)
+
+
+def deployment_row(deployment: Json, now: datetime) -> Row:
+    labels = _labels(deployment)
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    if desired == 0:
+        state, tone = "ScaledDown", Tone.QUIET
+    elif ready >= desired and updated >= desired:
+        state, tone = "Ready", Tone.GOOD
+    else:
+        state, tone = "Progressing", Tone.BUSY
+    # The track is in the name; version and revision say what the pods serve.
+    parts = [
+        labels.get(VERSION_LABEL, "?"),
+        f"revision {labels.get(REVISION_LABEL, '?')}",
+        f"ready {ready}/{desired}",
+    ]
+    return Row(
+        name=_name(deployment),
+        kind="Deployment",
+        status=state,
+        tone=tone,
+        age=age_since((deployment.get("metadata") or {}).get("creationTimestamp"), now),
+        info=", ".join(parts),
+    )
+
+
+def pod_node(pod: Json, now: datetime) -> Node:
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    containers = [c for c in status.get("containerStatuses") or [] if isinstance(c, dict)]
+    total = len((pod.get("spec") or {}).get("containers") or []) or len(containers)
+    ready = sum(1 for c in containers if c.get("ready"))
+    restarts = sum(int(c.get("restartCount") or 0) for c in containers)
+    state, tone = _pod_state(meta, status, containers, ready, total)
+    info = f"ready {ready}/{total}" + (f", restarts {restarts}" if restarts else "")
+    row = Row(
+        name=str(meta.get("name", "")),
+        kind="Pod",
+        status=state,
+        tone=tone,
+        age=age_since(meta.get("creationTimestamp"), now),
+        info=info,
+    )
+    return Node(row)
+
+
+def _pod_state(
+    meta: Json, status: Json, containers: list[Json], ready: int, total: int
+) -> tuple[str, Tone]:
+    if meta.get("deletionTimestamp"):
+        return "Terminating", Tone.QUIET
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason != "ContainerCreating":
+            return str(reason), Tone.BAD
+    phase = str(status.get("phase") or "Pending")
+    if phase == "Running" and total and ready == total:
+        return "Running", Tone.GOOD
+    if phase in ("Failed", "Unknown"):
+        return phase, Tone.BAD
+    return phase if phase != "Running" else "Running (not ready)", Tone.BUSY
+
+
+def analysis_node(analysis: Json, now: datetime) -> Node:
+    verdict = str(analysis.get("verdict", "?"))
+    parts = [f"step {int(analysis.get('step') or 0) + 1}"]
+    requests = analysis.get("requests")
+    if isinstance(requests, int | float):
+        parts.append(f"{number(requests)} canary requests")
+    row = Row(
+        name="analysis",
+        kind="Analysis",
+        status=verdict,
+        tone=VERDICT_TONES.get(verdict, Tone.QUIET),
+        age=age_since(analysis.get("at"), now),
+        info=", ".join(parts),
+    )
+    checks = tuple(Node(check_row(c)) for c in analysis.get("checks") or [] if isinstance(c, dict))
+    return Node(row, checks)
+
+
+def check_row(check: Json) -> Row:
+    verdict = str(check.get("verdict", "?"))
+    info = f"{number(check.get('value'))} ({bounds(check.get('min'), check.get('max'))})"
+    message = check.get("message")
+    if verdict != "Pass" and message:
+        info += f": {message}"
+    return Row(
+        name=str(check.get("name", "?")),
+        kind="Check",
+        status=verdict,
+        tone=VERDICT_TONES.get(verdict, Tone.QUIET),
+        info=info,
+    )
+
+
+def _event_time(event: Json) -> datetime | None:
+    meta = event.get("metadata") or {}
+    for value in (
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        meta.get("creationTimestamp"),
+    ):
+        moment = parse_time(value)
+        if moment is not None:
+            return moment
+    return None
+
+
+def recent_events(events: Sequence[Json], uid: str, now: datetime) -> tuple[EventRow, ...]:
+    """The newest events of this object (not of an earlier one of the same name), oldest
+    first as `kubectl describe` lists them."""
+    own = [e for e in events if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
+    dated = sorted(
+        ((_event_time(e), e) for e in own), key=lambda pair: pair[0].timestamp() if pair[0] else 0
+    )[-RECENT_EVENTS:]
+    rows = []
+    for moment, event in dated:
+        age = "" if moment is None else human_age((now - moment).total_seconds())
+        count = int(event.get("count") or 1)
+        if count > 1:
+            age += f" (x{count})"
+        rows.append(
+            EventRow(
+                age=age,
+                type=str(event.get("type", "")),
+                reason=str(event.get("reason", "")),
+                message=str(event.get("message", "")),
+            )
+        )
+    return tuple(rows)
+
+
+def tree_lines(node: Node) -> Iterator[tuple[str, Row]]:
+    """Each row with the guide that draws the tree in front of its name."""
+    yield "", node.row
+    yield from _child_lines(node.children, "")
+
+
+def _child_lines(children: Sequence[Node], indent: str) -> Iterator[tuple[str, Row]]:
+    for index, child in enumerate(children):
+        last = index == len(children) - 1
+        yield indent + ("└── " if last else "├── "), child.row
+        yield from _child_lines(child.children, indent + ("    " if last else "│   "))
+
+
+HISTORY_COLUMNS = ("AGE", "AT", "VERSION", "REVISION", "OUTCOME", "REASON")
+
+
+def history_rows(md: Json, now: datetime) -> list[tuple[str, ...]]:
+    """status.history, newest first as the operator keeps it."""
+    rows: list[tuple[str, ...]] = []
+    for entry in Rollout.of(md).history:
+        at = parse_time(entry.get("at"))
+        rows.append(
+            (
+                age_since(entry.get("at"), now),
+                at.strftime("%Y-%m-%d %H:%M:%S") if at else "",
+                str(entry.get("version", "")),
+                str(entry.get("revision", "")),
+                str(entry.get("outcome", "")),
+                str(entry.get("reason", "")),
+            )
+        )
+    return rows
+
+
+LIST_COLUMNS = ("NAME", "PHASE", "STABLE", "CANARY", "STEP", "WEIGHT", "ACHIEVED", "AGE")
+
+
+def list_row(md: Json, now: datetime, with_namespace: bool) -> tuple[str, ...]:
+    rollout = Rollout.of(md)
+    status, _ = phase_status(rollout)
+    canary = rollout.canary
+    row: tuple[str, ...] = (
+        rollout.name,
+        status,
+        rollout.stable.version if rollout.stable else "",
+        canary.version if canary else "",
+        rollout.step_text(canary) if canary else "",
+        f"{canary.weight}%" if canary else "",
+        percent(canary.actual_weight) if canary else "",
+        age_since(rollout.created, now),
+    )
+    return (rollout.namespace, *row) if with_namespace else row
+
+
+def list_rows(items: Sequence[Any], now: datetime, with_namespace: bool) -> list[tuple[str, ...]]:
+    rows = [list_row(md, now, with_namespace) for md in items if isinstance(md, dict)]
+    return sorted(rows)
