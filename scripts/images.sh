@@ -272,6 +272,10 @@ main() {
     export_archive modelserver "$server_id"
 
     {
+        # lines of other images (scripts/node-tier-images.sh adds its own) stay
+        if [[ -f $OUT/manifest.tsv ]]; then
+            awk -F'\t' '$1 != "modeldeploy-operator" && $1 != "modelserver"' "$OUT/manifest.tsv"
+        fi
         printf '%s\t%s\t%s\t%s\t%s\n' modeldeploy-operator "$VERSION" \
             "$OUT/modeldeploy-operator-$VERSION.tar" \
             "$(stat -c %s "$OUT/modeldeploy-operator-$VERSION.tar")" "$operator_id"
@@ -283,6 +287,8 @@ main() {
     for name in modeldeploy-operator modelserver; do
         log "$name:$VERSION: $(bah images --noheading --format '{{.Size}}' "localhost/$name:$VERSION" | head -n1) unpacked, $(du -h "$OUT/$name-$VERSION.tar" | cut -f1) archive"
     done
+    # The node tier's Prometheus and load generator (static Go programs), under this lock.
+    MODELDEPLOY_IMAGES_LOCK_HELD=1 "$ROOT/scripts/node-tier-images.sh" "$@"
     log "done in $((SECONDS - started)) s; $OUT/manifest.tsv lists the archives"
 }
 

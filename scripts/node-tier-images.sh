@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# The images the node tier (tests/node) runs besides the operator and the server:
+#   modeldeploy-prometheus:<Prometheus release>  Prometheus with Kubernetes service discovery,
+#       built from its pinned Go module (PROMETHEUS_VERSION in scripts/versions.env) with
+#       only the kubernetes, file and http discovery plugins
+#   modeldeploy-loadgen:<project version>  test_images/loadgen: in-cluster load and files
+# Each is one static Go binary that test_images/NAME/Dockerfile copies into a FROM-scratch
+# image, so the same Dockerfile builds with buildah here and with Docker in users' CI.
+#
+#   scripts/node-tier-images.sh [--when-possible]
+#       buildah, no Docker daemon and no registry (scripts/images.sh runs this at its end):
+#       OCI archives next to make images' (images/NAME-TAG.tar, reference TAG) and one line
+#       each in images/manifest.tsv, which the real node imports (cluster.sh import-images)
+#   scripts/node-tier-images.sh --docker
+#       docker build, tagged local/NAME:TAG (kind stores them as docker.io/local/NAME:TAG,
+#       the names the node tier uses by default); prints the references, one a line
+#   scripts/node-tier-images.sh --binaries
+#       only the binaries; prints NAME_BIN=path lines
+#
+# Cache (${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}): bin/prometheus-<version>-<hash>/,
+# bin/loadgen-<hash>/, src/prometheus-<version>/ (the wrapper module), images/context/NAME/
+# (build contexts), and buildah's storage shared with scripts/images.sh. Needs Go; nothing
+# but Go modules is downloaded. With --when-possible, a machine without Go skips with one
+# line (unless CI=true), as scripts/images.sh does.
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=versions.env
+source "$ROOT/scripts/versions.env"
+CACHE=${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}
+OUT=$CACHE/images
+STORE=$CACHE/buildah
+SRC=$CACHE/src
+BIN=$CACHE/bin
+LOGS=$CACHE/logs
+
+PROMETHEUS_MODULE=github.com/prometheus/prometheus
+# Every service discovery plugin out but Kubernetes (file and http are always built in).
+PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
+GO_P=${MODELDEPLOY_GO_PARALLEL:-2}
+
+log() { echo "node-tier-images: $*" >&2; }
+die() {
+    log "$*"
+    exit 1
+}
+
+# run_logged LOG COMMAND...: output to LOG; its tail on stderr when the command fails.
+run_logged() {
+    local logfile=$1
+    shift
+    if ! "$@" >>"$logfile" 2>&1; then
+        tail -n 30 "$logfile" >&2
+        die "$1 failed; full log: $logfile"
+    fi
+}
+
+hash_of() { cat "$@" | sha256sum | cut -c1-12; }
+
+project_version() {
+    sed -n 's/^version = "\([^"]*\)"$/\1/p' "$ROOT/pyproject.toml" | head -n1
+}
+
+module_field() { # $1 = module@version, $2 = field of `go mod download -json`
+    (cd "$SRC" && go mod download -json "$1") | sed -n 's/^[[:space:]]*"'"$2"'": "\(.*\)",\{0,1\}$/\1/p'
+}
+
+# The module's own replace and exclude directives as `go mod edit` flags: `go install
+# module@version` refuses a module that has any, so a wrapper module repeats them.
+directive_flags() { # $1 = the module's go.mod
+    local json=$SRC/.prometheus-gomod.json
+    go mod edit -json "$1" >"$json"
+    python3 - "$json" <<'EOF'
+import json
+import sys
+
+mod = json.load(open(sys.argv[1]))
+
+
+def ref(m):
+    return m["Path"] + ("@" + m["Version"] if m.get("Version") else "")
+
+
+for e in mod.get("Exclude") or []:
+    print(f"-exclude={e['Path']}@{e['Version']}")
+for r in mod.get("Replace") or []:
+    if not r["New"].get("Version"):
+        sys.exit(f"{ref(r['Old'])} is replaced by a folder of the module's own tree")
+    print(f"-replace={ref(r['Old'])}={ref(r['New'])}")
+EOF
+}
+
+prometheus_module() { # prints the wrapper module's directory
+    local mod=$SRC/prometheus-$PROMETHEUS_VERSION gomod flags
+    if [[ -f $mod/.ready ]]; then
+        echo "$mod"
+        return 0
+    fi
+    log "resolving $PROMETHEUS_MODULE@$PROMETHEUS_VERSION (module download, first time only)"
+    rm -rf "$mod"
+    mkdir -p "$mod"
+    gomod=$(module_field "$PROMETHEUS_MODULE@$PROMETHEUS_VERSION" GoMod)
+    [[ -f $gomod ]] || die "cannot download $PROMETHEUS_MODULE@$PROMETHEUS_VERSION"
+    printf 'module modeldeploy.local/prometheus-build\n\ngo 1.26.0\n\nrequire %s %s\n' \
+        "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION" >"$mod/go.mod"
+    flags=$(directive_flags "$gomod") || die "cannot mirror the directives of $gomod"
+    if [[ -n $flags ]]; then
+        # shellcheck disable=SC2086 # one flag a line, none with spaces
+        (cd "$mod" && go mod edit $flags)
+    fi
+    (cd "$mod" && run_logged "$LOGS/prometheus-mod.log" go get "$PROMETHEUS_MODULE/cmd/prometheus@$PROMETHEUS_VERSION")
+    touch "$mod/.ready"
+    echo "$mod"
+}
+
+prometheus_release() { # the Prometheus version the module holds (its VERSION file)
+    local dir
+    dir=$(module_field "$PROMETHEUS_MODULE@$PROMETHEUS_VERSION" Dir)
+    [[ -s $dir/VERSION ]] || die "no VERSION file in $PROMETHEUS_MODULE@$PROMETHEUS_VERSION"
+    tr -d '[:space:]' <"$dir/VERSION"
+}
+
+PROMETHEUS_DIR=$BIN/prometheus-$PROMETHEUS_VERSION-$(echo "$PROMETHEUS_TAGS" | sha256sum | cut -c1-12)
+build_prometheus() {
+    local out=$PROMETHEUS_DIR/prometheus mod release ld started p=github.com/prometheus/common/version
+    [[ -x $out ]] && return 0
+    mod=$(prometheus_module)
+    release=$(prometheus_release)
+    ld="-s -w -X $p.Version=$release -X $p.Revision=$PROMETHEUS_VERSION -X $p.Branch=HEAD"
+    ld+=" -X $p.BuildUser=modeldeploy -X $p.BuildDate=19700101-00:00:00"
+    log "building prometheus $release ($PROMETHEUS_MODULE@$PROMETHEUS_VERSION, tags $PROMETHEUS_TAGS; several minutes the first time)"
+    started=$SECONDS
+    mkdir -p "$PROMETHEUS_DIR"
+    (cd "$mod" && run_logged "$LOGS/prometheus.log" go build -p "$GO_P" -tags "$PROMETHEUS_TAGS" \
+        -ldflags "$ld" -o "$out.tmp" "$PROMETHEUS_MODULE/cmd/prometheus")
+    mv -f "$out.tmp" "$out"
+    log "built prometheus in $((SECONDS - started)) s -> $out"
+}
+
+LOADGEN_SRC=$ROOT/test_images/loadgen
+LOADGEN_DIR=$BIN/loadgen-$(hash_of "$LOADGEN_SRC/main.go" "$LOADGEN_SRC/go.mod")
+build_loadgen() {
+    local out=$LOADGEN_DIR/loadgen
+    [[ -x $out ]] && return 0
+    log "building loadgen"
+    mkdir -p "$LOADGEN_DIR"
+    (cd "$LOADGEN_SRC" && run_logged "$LOGS/loadgen.log" go build -p "$GO_P" -ldflags "-s -w" -o "$out.tmp" .)
+    mv -f "$out.tmp" "$out"
+}
+
+build_binaries() {
+    command -v go >/dev/null 2>&1 || die "Go is needed to build the node tier's images (Prometheus and loadgen)"
+    mkdir -p "$SRC" "$BIN" "$LOGS"
+    build_loadgen
+    build_prometheus
+}
+
+# context NAME BINARY: a build context holding only the binary (hard-linked when possible)
+context() {
+    local dir=$OUT/context/$1
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    ln "$2" "$dir/$(basename "$2")" 2>/dev/null || cp "$2" "$dir/"
+    echo "$dir"
+}
+
+bah() { buildah --root "$STORE/root" --runroot "$STORE/runroot" --storage-driver overlay "$@"; }
+
+# buildah keeps a blob-info cache under /var/lib/containers whatever --root says: remove
+# what this run created there (scripts/images.sh does the same when it runs this).
+host_leftovers=()
+clean_host_paths() {
+    local path
+    for path in "${host_leftovers[@]}"; do [[ -e $path ]] && rm -rf "$path"; done
+    return 0
+}
+
+# buildah_image NAME TAG BINARY: builds localhost/NAME:TAG, exports its archive when it
+# changed; prints the manifest line
+buildah_image() {
+    local name=$1 tag=$2 binary=$3 ctx id archive=$OUT/$1-$2.tar
+    ctx=$(context "$name" "$binary")
+    run_logged "$STORE/logs/$name.log" bah build --layers --pull=never \
+        --file "$ROOT/test_images/$name/Dockerfile" --build-arg "VERSION=$tag" \
+        --tag "localhost/modeldeploy-$name:$tag" "$ctx"
+    id=$(bah images --noheading --no-trunc --format '{{.ID}}' "localhost/modeldeploy-$name:$tag" | head -n1)
+    if [[ -s $archive && -f $OUT/manifest.tsv ]] &&
+        awk -F'\t' -v a="$archive" -v i="$id" '$3 == a && $5 == i {f=1} END {exit !f}' "$OUT/manifest.tsv"; then
+        log "$archive is up to date"
+    else
+        rm -f "$archive.partial"
+        # the tag alone as reference: ctr images import --base-name needs it
+        bah push --quiet "localhost/modeldeploy-$name:$tag" "oci-archive:$archive.partial:$tag" >/dev/null
+        mv "$archive.partial" "$archive"
+        log "wrote $archive ($(du -h "$archive" | cut -f1))"
+    fi
+    log "modeldeploy-$name:$tag: $(bah images --noheading --format '{{.Size}}' "localhost/modeldeploy-$name:$tag" | head -n1) unpacked"
+    printf '%s\t%s\t%s\t%s\t%s\n' "modeldeploy-$name" "$tag" "$archive" "$(stat -c %s "$archive")" "$id"
+}
+
+# Replaces the manifest's lines of these images, keeping every other line.
+update_manifest() { # $@ = manifest lines
+    local line names=()
+    for line in "$@"; do names+=("${line%%$'\t'*}"); done
+    {
+        if [[ -f $OUT/manifest.tsv ]]; then
+            awk -F'\t' -v names="${names[*]}" 'BEGIN {split(names, n, " "); for (i in n) drop[n[i]]=1}
+                !($1 in drop)' "$OUT/manifest.tsv"
+        fi
+        printf '%s\n' "$@"
+    } >"$OUT/manifest.tsv.partial"
+    mv "$OUT/manifest.tsv.partial" "$OUT/manifest.tsv"
+}
+
+with_buildah() {
+    local version release lines=() path
+    command -v buildah >/dev/null 2>&1 || die "buildah is missing (scripts/images.sh installs it; Debian: apt-get install buildah)"
+    build_binaries
+    version=$(project_version)
+    release=$(prometheus_release)
+    mkdir -p "$OUT" "$STORE/root" "$STORE/runroot" "$STORE/tmp" "$STORE/logs"
+    export TMPDIR=$STORE/tmp
+    # scripts/images.sh holds the storage's lock while it runs this
+    if [[ -z ${MODELDEPLOY_IMAGES_LOCK_HELD:-} ]]; then
+        exec 9>"$STORE/lock"
+        flock 9
+        for path in /var/lib/containers /var/lib/containers/cache; do
+            [[ -e $path ]] || host_leftovers+=("$path")
+        done
+        trap clean_host_paths EXIT
+    fi
+    lines+=("$(buildah_image prometheus "$release" "$PROMETHEUS_DIR/prometheus")")
+    lines+=("$(buildah_image loadgen "$version" "$LOADGEN_DIR/loadgen")")
+    update_manifest "${lines[@]}"
+}
+
+with_docker() {
+    local version release ref
+    command -v docker >/dev/null 2>&1 || die "docker is missing (without Docker, run this without --docker: buildah)"
+    build_binaries
+    version=$(project_version)
+    release=$(prometheus_release)
+    for spec in "prometheus:$release:$PROMETHEUS_DIR/prometheus" "loadgen:$version:$LOADGEN_DIR/loadgen"; do
+        IFS=: read -r name tag binary <<<"$spec"
+        ref=local/modeldeploy-$name:$tag
+        log "docker build $ref"
+        docker build --quiet --file "$ROOT/test_images/$name/Dockerfile" --build-arg "VERSION=$tag" \
+            --tag "$ref" "$(context "$name" "$binary")" >&2
+        echo "$ref"
+    done
+}
+
+main() {
+    case "${1:-}" in
+        --docker) with_docker ;;
+        --binaries)
+            build_binaries
+            printf 'PROMETHEUS_BIN=%q\nLOADGEN_BIN=%q\n' "$PROMETHEUS_DIR/prometheus" "$LOADGEN_DIR/loadgen"
+            ;;
+        --when-possible | "")
+            if [[ ${1:-} == --when-possible && ${CI:-} != true ]] && ! command -v go >/dev/null 2>&1; then
+                log "skipped: no Go to build Prometheus and loadgen; the node tests that need them will skip too"
+                return 0
+            fi
+            with_buildah
+            ;;
+        *) die "unknown argument $1 (--when-possible, --docker or --binaries)" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,3 @@
+module modeldeploy.local/loadgen
+
+go 1.26.0
