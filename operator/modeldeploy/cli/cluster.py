@@ -106,21 +106,22 @@ def _status_body(body: object) -> Json:
 
 def connect(kubeconfig: str | None, context: str | None, namespace: str | None) -> Cluster:
     """A client configured as kubectl would be: --kubeconfig, else KUBECONFIG (several
-    files merged), else ~/.kube/config, else the pod's service account; the namespace
-    from -n, else the context's, else `default`."""
+    files merged), else ~/.kube/config, else a pod's service account; the namespace from
+    -n, else the context's, else `default`."""
+    if kubeconfig is not None and not Path(kubeconfig).is_file():
+        raise CliError(f"--kubeconfig {kubeconfig}: no such file.")
+    files = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
     configuration = client.Configuration()
     try:
-        if kubeconfig is None and _in_cluster_only():
+        if _in_cluster_only(files):
             config.load_incluster_config(client_configuration=configuration)
             context_name = "in-cluster"
             default_namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
         else:
-            if kubeconfig is not None and not Path(kubeconfig).is_file():
-                raise CliError(f"--kubeconfig {kubeconfig}: no such file.")
-            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            contexts, active = config.list_kube_config_contexts(config_file=files)
             chosen = _context(contexts, active, context)
             config.load_kube_config(
-                config_file=kubeconfig,
+                config_file=files,
                 context=context,
                 client_configuration=configuration,
                 persist_config=False,
@@ -133,13 +134,10 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
     return Cluster(client.ApiClient(configuration), target)
 
 
-def _in_cluster_only() -> bool:
-    """kubectl's last resort: a pod's service account, when no kubeconfig is found."""
-    default = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
-    return (
-        "KUBERNETES_SERVICE_HOST" in os.environ
-        and not os.environ.get("KUBECONFIG")
-        and not default.exists()
+def _in_cluster_only(files: str) -> bool:
+    """kubectl's last resort: a pod's service account, when no kubeconfig file exists."""
+    return "KUBERNETES_SERVICE_HOST" in os.environ and not any(
+        Path(f).is_file() for f in files.split(os.pathsep) if f
     )
 
 
