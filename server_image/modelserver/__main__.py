@@ -1,4 +1,8 @@
-"""The `modelserver` command: parse the configuration, load the model, serve."""
+"""The `modelserver` command: parse the configuration, load the model, serve.
+
+`modelserver validate ...` runs the offline champion-challenger check instead
+(modelserver.validate, docs/validation.md).
+"""
 
 import logging
 import os
@@ -18,6 +22,10 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["validate"]:
+        from modelserver.validate import main as validate
+
+        validate(sys.argv[2:])
     try:
         settings = CliApp.run(Settings)
     except (ValidationError, SettingsError) as error:

@@ -40,32 +40,36 @@ def fetch_model(
     timeout_seconds: float,
     max_bytes: int,
     retries: int,
+    artifact: str = "model",
 ) -> Path:
-    """Return a local path of the artifact behind `uri`, downloading http(s) to `cache_dir`."""
+    """Return a local path of the artifact behind `uri`, downloading http(s) to `cache_dir`.
+
+    `artifact` names what is fetched in error messages (a model, a validation dataset).
+    """
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri)
         if not path.is_file():
-            raise StartupError(f"model file not found: {path}")
+            raise StartupError(f"{artifact} file not found: {path}")
         return path
     if parsed.scheme not in ("http", "https"):
-        raise StartupError(f"unsupported model URI scheme {parsed.scheme!r} in {uri}")
+        raise StartupError(f"unsupported {artifact} URI scheme {parsed.scheme!r} in {uri}")
     # The digest names the cached copy, so a restarted container reuses a verified download.
-    name = Path(unquote(parsed.path)).name or "model"
+    name = Path(unquote(parsed.path)).name or artifact
     target = cache_dir / (f"{expected_sha256}-{name}" if expected_sha256 else name)
     if expected_sha256 is not None and target.is_file() and file_sha256(target) == expected_sha256:
         log.info("using cached model %s", target)
         return target
-    _download_with_retries(uri, target, timeout_seconds, max_bytes, retries)
+    _download_with_retries(uri, target, timeout_seconds, max_bytes, retries, artifact)
     return target
 
 
 def _download_with_retries(
-    uri: str, target: Path, timeout_seconds: float, max_bytes: int, retries: int
+    uri: str, target: Path, timeout_seconds: float, max_bytes: int, retries: int, artifact: str
 ) -> None:
     for attempt in range(retries + 1):
         try:
-            _download(uri, target, timeout_seconds, max_bytes)
+            _download(uri, target, timeout_seconds, max_bytes, artifact)
             return
         except _RetryableDownloadError as error:
             if attempt == retries:
@@ -81,7 +85,9 @@ class _RetryableDownloadError(Exception):
     pass
 
 
-def _download(uri: str, target: Path, timeout_seconds: float, max_bytes: int) -> None:
+def _download(
+    uri: str, target: Path, timeout_seconds: float, max_bytes: int, artifact: str
+) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
@@ -94,13 +100,13 @@ def _download(uri: str, target: Path, timeout_seconds: float, max_bytes: int) ->
                 raise StartupError(f"download of {uri} failed: HTTP {response.status_code}")
             declared = int(response.headers.get("content-length", "0") or 0)
             if declared > max_bytes:
-                raise StartupError(_too_large(uri, max_bytes))
+                raise StartupError(_too_large(artifact, uri, max_bytes))
             received = 0
             with partial.open("wb") as output:
                 for chunk in response.iter_bytes(_CHUNK_BYTES):
                     received += len(chunk)
                     if received > max_bytes:
-                        raise StartupError(_too_large(uri, max_bytes))
+                        raise StartupError(_too_large(artifact, uri, max_bytes))
                     output.write(chunk)
         partial.replace(target)
     except httpx.TransportError as error:
@@ -111,5 +117,5 @@ def _download(uri: str, target: Path, timeout_seconds: float, max_bytes: int) ->
         partial.unlink(missing_ok=True)
 
 
-def _too_large(uri: str, max_bytes: int) -> str:
-    return f"model at {uri} is larger than MODELSERVER_DOWNLOAD_MAX_BYTES={max_bytes}"
+def _too_large(artifact: str, uri: str, max_bytes: int) -> str:
+    return f"{artifact} at {uri} is larger than MODELSERVER_DOWNLOAD_MAX_BYTES={max_bytes}"
