@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The images the node tier (tests/node) runs besides the operator and the server:
-#   modeldeploy-prometheus:<Prometheus release>  Prometheus with Kubernetes service discovery,
-#       built from its pinned Go module (PROMETHEUS_VERSION in scripts/versions.env) with
-#       only the kubernetes, file and http discovery plugins
+#   modeldeploy-prometheus:<PROMETHEUS_VERSION>  Prometheus with Kubernetes service discovery,
+#       built from its Go module at the version scripts/versions.env pins (tagged with that
+#       module version, e.g. v0.316.0 for Prometheus 3.16.0) with only the kubernetes, file
+#       and http discovery plugins
 #   modeldeploy-loadgen:<project version>  test_images/loadgen: in-cluster load and files
 # Each is one static Go binary that test_images/NAME/Dockerfile copies into a FROM-scratch
 # image, so the same Dockerfile builds with buildah here and with Docker in users' CI.
@@ -25,9 +26,10 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$here")
 # shellcheck source=versions.env
-source "$ROOT/scripts/versions.env"
+source "$here/versions.env"
 CACHE=${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}
 OUT=$CACHE/images
 STORE=$CACHE/buildah
@@ -154,8 +156,15 @@ build_loadgen() {
 build_binaries() {
     command -v go >/dev/null 2>&1 || die "Go is needed to build the node tier's images (Prometheus and loadgen)"
     mkdir -p "$SRC" "$BIN" "$LOGS"
+    # one build at a time (make images and a test run may race); the other then reuses it
+    exec 8>"$BIN/.node-tier-images.lock"
+    if ! flock --nonblock 8; then
+        log "waiting for another build of Prometheus and loadgen to finish"
+        flock 8
+    fi
     build_loadgen
     build_prometheus
+    exec 8>&-
 }
 
 # context NAME BINARY: a build context holding only the binary (hard-linked when possible)
@@ -178,13 +187,13 @@ clean_host_paths() {
     return 0
 }
 
-# buildah_image NAME TAG BINARY: builds localhost/NAME:TAG, exports its archive when it
-# changed; prints the manifest line
+# buildah_image NAME TAG BINARY VERSION: builds localhost/modeldeploy-NAME:TAG (VERSION in
+# its labels), exports its archive when it changed; prints the manifest line
 buildah_image() {
-    local name=$1 tag=$2 binary=$3 ctx id archive=$OUT/$1-$2.tar
+    local name=$1 tag=$2 binary=$3 version=$4 ctx id archive=$OUT/modeldeploy-$1-$2.tar
     ctx=$(context "$name" "$binary")
     run_logged "$STORE/logs/$name.log" bah build --layers --pull=never \
-        --file "$ROOT/test_images/$name/Dockerfile" --build-arg "VERSION=$tag" \
+        --file "$ROOT/test_images/$name/Dockerfile" --build-arg "VERSION=$version" \
         --tag "localhost/modeldeploy-$name:$tag" "$ctx"
     id=$(bah images --noheading --no-trunc --format '{{.ID}}' "localhost/modeldeploy-$name:$tag" | head -n1)
     if [[ -s $archive && -f $OUT/manifest.tsv ]] &&
@@ -216,11 +225,10 @@ update_manifest() { # $@ = manifest lines
 }
 
 with_buildah() {
-    local version release lines=() path
+    local version lines=() path
     command -v buildah >/dev/null 2>&1 || die "buildah is missing (scripts/images.sh installs it; Debian: apt-get install buildah)"
     build_binaries
     version=$(project_version)
-    release=$(prometheus_release)
     mkdir -p "$OUT" "$STORE/root" "$STORE/runroot" "$STORE/tmp" "$STORE/logs"
     export TMPDIR=$STORE/tmp
     # scripts/images.sh holds the storage's lock while it runs this
@@ -232,22 +240,29 @@ with_buildah() {
         done
         trap clean_host_paths EXIT
     fi
-    lines+=("$(buildah_image prometheus "$release" "$PROMETHEUS_DIR/prometheus")")
-    lines+=("$(buildah_image loadgen "$version" "$LOADGEN_DIR/loadgen")")
+    # tags an older pin or version left behind
+    bah images --noheading --format '{{.Name}}:{{.Tag}}' | while read -r ref; do
+        case $ref in
+            localhost/modeldeploy-prometheus:"$PROMETHEUS_VERSION" | localhost/modeldeploy-loadgen:"$version") ;;
+            localhost/modeldeploy-prometheus:* | localhost/modeldeploy-loadgen:*) bah rmi "$ref" >/dev/null || true ;;
+        esac
+    done
+    lines+=("$(buildah_image prometheus "$PROMETHEUS_VERSION" "$PROMETHEUS_DIR/prometheus" "$(prometheus_release)")")
+    lines+=("$(buildah_image loadgen "$version" "$LOADGEN_DIR/loadgen" "$version")")
     update_manifest "${lines[@]}"
 }
 
 with_docker() {
-    local version release ref
+    local version ref
     command -v docker >/dev/null 2>&1 || die "docker is missing (without Docker, run this without --docker: buildah)"
     build_binaries
     version=$(project_version)
-    release=$(prometheus_release)
-    for spec in "prometheus:$release:$PROMETHEUS_DIR/prometheus" "loadgen:$version:$LOADGEN_DIR/loadgen"; do
-        IFS=: read -r name tag binary <<<"$spec"
+    for spec in "prometheus:$PROMETHEUS_VERSION:$PROMETHEUS_DIR/prometheus:$(prometheus_release)" \
+        "loadgen:$version:$LOADGEN_DIR/loadgen:$version"; do
+        IFS=: read -r name tag binary label <<<"$spec"
         ref=local/modeldeploy-$name:$tag
         log "docker build $ref"
-        docker build --quiet --file "$ROOT/test_images/$name/Dockerfile" --build-arg "VERSION=$tag" \
+        docker build --quiet --file "$ROOT/test_images/$name/Dockerfile" --build-arg "VERSION=$label" \
             --tag "$ref" "$(context "$name" "$binary")" >&2
         echo "$ref"
     done
