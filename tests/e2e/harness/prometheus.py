@@ -1,9 +1,15 @@
-"""A real Prometheus (Debian's package) on 127.0.0.1, scraping targets from a JSON file."""
+"""A real Prometheus (Debian's package) on 127.0.0.1, scraping targets from JSON files.
+
+Two jobs: `modelserver` (the server processes, labelled as Kubernetes discovery would)
+and `modeldeploy-operator` (the operator's /metrics, once `scrape_operator` names it).
+Rule files given to `load_rules` are evaluated as a Prometheus of a cluster would.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -12,10 +18,12 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import yaml
 
 from tests.support.processes import die_with_parent, free_port
 
 SCRAPE_INTERVAL = "1s"
+OPERATOR_JOB = "modeldeploy-operator"
 
 
 def prometheus_binary() -> str | None:
@@ -26,6 +34,8 @@ class RealPrometheus:
     def __init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="modeldeploy-prometheus-"))
         self.targets_file = self.directory / "targets.json"
+        self.operator_targets_file = self.directory / "operator-targets.json"
+        self.rules_directory = self.directory / "rules"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -33,6 +43,7 @@ class RealPrometheus:
     def _config(self) -> str:
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
+            "rule_files": [str(self.rules_directory / "*.yaml")],
             "scrape_configs": [
                 {
                     "job_name": "modelserver",
@@ -40,7 +51,17 @@ class RealPrometheus:
                     "file_sd_configs": [
                         {"files": [str(self.targets_file)], "refresh_interval": "1s"}
                     ],
-                }
+                },
+                {
+                    "job_name": OPERATOR_JOB,
+                    "scrape_timeout": SCRAPE_INTERVAL,
+                    # The operator's series carry their ModelDeployment's namespace, which
+                    # must win over the target's own (the chart's ServiceMonitor does this).
+                    "honor_labels": True,
+                    "file_sd_configs": [
+                        {"files": [str(self.operator_targets_file)], "refresh_interval": "1s"}
+                    ],
+                },
             ],
         }
         return json.dumps(config)
@@ -50,6 +71,8 @@ class RealPrometheus:
         if binary is None:
             raise RuntimeError("prometheus is not installed (Debian package: prometheus)")
         self.set_targets([])
+        self._write_targets(self.operator_targets_file, [])
+        self.rules_directory.mkdir()
         config_file = self.directory / "prometheus.yml"
         config_file.write_text(self._config())
         log = (self.directory / "prometheus.log").open("wb")
@@ -78,10 +101,35 @@ class RealPrometheus:
 
     def set_targets(self, targets: list[tuple[str, dict[str, str]]]) -> None:
         """(host:port, labels) of every scrape target; written atomically."""
+        self._write_targets(self.targets_file, targets)
+
+    def scrape_operator(self, address: str, namespace: str = "modeldeploy-system") -> None:
+        """Scrape the operator's /metrics at host:port, labelled with the namespace it runs
+        in as Kubernetes discovery would (its ModelDeployment series keep their own)."""
+        self._write_targets(self.operator_targets_file, [(address, {"namespace": namespace})])
+
+    def load_rules(self, rules: Path) -> None:
+        """Evaluate the rules file from now on (a configuration reload, as on SIGHUP)."""
+        assert self.process is not None, "start() first"
+        names = {group["name"] for group in yaml.safe_load(rules.read_text())["groups"]}
+        shutil.copyfile(rules, self.rules_directory / f"{rules.stem}.yaml")
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while names - self._rule_groups():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Prometheus did not load {rules}:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def _rule_groups(self) -> set[str]:
+        reply = httpx.get(f"{self.url}/api/v1/rules", timeout=5)
+        return {group["name"] for group in reply.json()["data"]["groups"]}
+
+    @staticmethod
+    def _write_targets(path: Path, targets: list[tuple[str, dict[str, str]]]) -> None:
         groups = [{"targets": [address], "labels": labels} for address, labels in targets]
-        staging = self.targets_file.with_suffix(".tmp")
+        staging = path.with_suffix(".tmp")
         staging.write_text(json.dumps(groups))
-        staging.replace(self.targets_file)
+        staging.replace(path)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         reply = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5)
