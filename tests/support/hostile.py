@@ -51,10 +51,11 @@ class EndlessServer:
         )
         head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
         chunk = _CHUNK if self._content_length is not None else b"10000\r\n" + _CHUNK + b"\r\n"
+        # MSG_NOSIGNAL: a client hanging up is an error to note, never a SIGPIPE.
         try:
-            connection.sendall(head.encode())
+            connection.sendall(head.encode(), socket.MSG_NOSIGNAL)
             while self.sent < self._cap and not self._stop.is_set():
-                connection.sendall(chunk)
+                connection.sendall(chunk, socket.MSG_NOSIGNAL)
                 self.sent += len(_CHUNK)
         except OSError:
             pass
