@@ -7,6 +7,7 @@ they are skipped, or fail when CI=true, like the integration tests.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -24,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modeldeploy"
 CHART_CRD = CHART / "files" / "crds" / "modeldeploy.dev_modeldeployments.yaml"
 REPO_CRD = REPO_ROOT / "crds" / "modeldeploy.dev_modeldeployments.yaml"
+DASHBOARD = CHART / "files" / "dashboards" / "modeldeploy-rollouts.json"
 RELEASE_NAMESPACE = "modeldeploy-system"
 
 ALL_WRITE = {"get", "list", "watch", "create", "patch", "update", "delete"}
@@ -240,6 +242,8 @@ def test_metrics_service_and_pdb_and_no_servicemonitor_by_default(helm):
     monitored = _render(helm, "serviceMonitor.enabled=true")
     endpoints = _one(monitored, "ServiceMonitor")["spec"]["endpoints"]
     assert endpoints[0]["port"] == "metrics"
+    # the ModelDeployment's namespace label of the operator's series survives the scrape
+    assert endpoints[0]["honorLabels"] is True
 
 
 def test_watch_namespaces_get_roles_instead_of_a_cluster_role(helm):
@@ -336,3 +340,90 @@ def test_crd_is_rendered_as_make_crds_writes_it_and_kept_on_uninstall(helm):
     assert not [
         d for d in _render(helm, "crds.install=false") if d["kind"] == "CustomResourceDefinition"
     ]
+
+
+def test_dashboard_and_alerts_are_opt_in(helm):
+    kinds = {d["kind"] for d in _render(helm)}
+    assert "PrometheusRule" not in kinds
+    assert "ConfigMap" not in kinds
+
+
+def test_dashboard_configmap_carries_the_dashboard_for_the_grafana_sidecar(helm):
+    configmap = _one(_render(helm, "grafanaDashboard.enabled=true"), "ConfigMap")
+    assert configmap["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = configmap["data"].values()
+    assert json.loads(text) == json.loads(DASHBOARD.read_text())
+
+    moved = _one(
+        _render(
+            helm,
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.namespace=monitoring",
+            "grafanaDashboard.labels.grafana_dashboard=null",
+            "grafanaDashboard.labels.dashboards=modeldeploy",
+            "grafanaDashboard.annotations.grafana_folder=MLOps",
+        ),
+        "ConfigMap",
+    )
+    assert moved["metadata"]["namespace"] == "monitoring"
+    assert moved["metadata"]["labels"]["dashboards"] == "modeldeploy"
+    assert "grafana_dashboard" not in moved["metadata"]["labels"]
+    assert moved["metadata"]["annotations"] == {"grafana_folder": "MLOps"}
+
+
+def test_prometheus_rule_goes_where_prometheus_looks(helm):
+    rule = _one(
+        _render(
+            helm,
+            "prometheusRule.enabled=true",
+            "prometheusRule.namespace=monitoring",
+            "prometheusRule.labels.release=kube-prometheus-stack",
+        ),
+        "PrometheusRule",
+    )
+    assert rule["metadata"]["namespace"] == "monitoring"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("logFormat=yaml", "at '/logFormat': value must be one of 'json', 'plain'"),
+        ("replicas=two", "at '/replicas': got string, want integer"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of"),
+        ("image.digest=sha256:abc", "at '/image/digest'"),
+        ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
+        ("metrics.port=0", "at '/metrics/port': minimum: got 0, want 1"),
+        ("podLabels.tier=1", "at '/podLabels/tier': got number, want string"),
+        ("crds.install=maybe", "at '/crds/install': got string, want boolean"),
+        ("serviceMonitor.interval=30 seconds", "at '/serviceMonitor/interval'"),
+        ("prometheusRule.servingErrorRate=5", "at '/prometheusRule/servingErrorRate'"),
+        ("allowedPrometheusUrls={prometheus:9090}", "at '/allowedPrometheusUrls/0'"),
+        # a misspelt key would otherwise be ignored without a word
+        ("imagePullPolicy=Always", "additional properties 'imagePullPolicy' not allowed"),
+        ("grafanaDashboard.enable=true", "additional properties 'enable' not allowed"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(helm, value, message):
+    done = _run(helm, "template", "md", str(CHART), "--set", value, check=False)
+    assert done.returncode != 0, f"--set {value} was accepted"
+    assert "values don't meet the specifications of the schema" in done.stderr
+    assert message in done.stderr
+
+
+def test_the_documented_values_pass_the_schema(helm):
+    _render(
+        helm,
+        "watchNamespaces={team-a,team-b}",
+        "allowedPrometheusUrls={http://prometheus.monitoring:9090}",
+        "secretAccess.enabled=false",
+        "image.tag=2",  # --set makes it a number
+        "prometheusRule.enabled=true",
+        "prometheusRule.servingErrorRate=0.05",  # --set makes it a string
+        "podDisruptionBudget.minAvailable=50%",
+    )
+    # every top-level value of values.yaml is in the schema, and no more
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(schema["properties"]) - {"global"} == set(defaults)
