@@ -102,7 +102,14 @@ class Endpoint:
                 ],
                 "outputs": [{"name": name} for name in outputs],
             }
-            answer = self._call("POST", f"{self.url}/infer", body)
+            try:
+                answer = self._call("POST", f"{self.url}/infer", body)
+            except ValidateError as error:
+                if error.kind != "model":
+                    raise
+                # The server numbers rows within its request.
+                where = f"dataset rows {start + 1}..{start + len(block)}"
+                raise ValidateError("model", f"{error.message} (a request of {where})") from error
             decoded = self._outputs(answer, len(block))
             values.append(decoded["predict"])
             if probabilities:

@@ -9,6 +9,7 @@ macro average of one-vs-rest AUCs. Regressors: rmse and mae.
 """
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -91,11 +92,14 @@ def score(
         )
     probabilities = _probabilities(predictions, len(classes), role)
     if metric == "logLoss":
-        return _finite(
-            metric,
-            role,
-            lambda: log_loss(truth_index, probabilities, labels=list(range(len(classes)))),
-        )
+        with warnings.catch_warnings():
+            # Float32 answers sum to one within float32 precision, not float64's.
+            warnings.filterwarnings("ignore", message="The y_prob values do not sum to one")
+            return _finite(
+                metric,
+                role,
+                lambda: log_loss(truth_index, probabilities, labels=list(range(len(classes)))),
+            )
     _every_class_present(truth_index, classes)
     if len(classes) == 2:
         return _finite(metric, role, lambda: roc_auc_score(truth_index, probabilities[:, 1]))
