@@ -6,9 +6,10 @@ Fixtures (all tests here are marked ``integration``):
     A :class:`Cluster` with ``.kubeconfig`` (Path), ``.name``, ``.kubectl_bin``,
     ``.helm_bin`` (None when not built), ``.owned`` and
     ``.kubectl(*args, check=True, input=None, timeout=120) -> CompletedProcess[str]``.
-    With ``MODELDEPLOY_KUBECONFIG`` set, that cluster is used as is and never torn down.
+    With ``MODELDEPLOY_KUBECONFIG`` set, that cluster is used as is and never torn down
+    (it must have kwok's fake nodes: a cluster ``make cluster`` started, not kind).
     Otherwise ``scripts/cluster.sh up`` starts a dedicated cluster with a unique name
-    (kind when docker works, else local processes with kwok fake nodes) and
+    (local processes with kwok fake nodes, even where kind works) and
     ``scripts/cluster.sh down`` removes it at the end of the session, leaving no process,
     also when the run ends early on SIGTERM (a CI timeout), SIGHUP or SIGINT.
 ``crds_installed`` (session)
@@ -215,6 +216,10 @@ def _cluster_env(name: str) -> dict[str, str]:
     env = dict(os.environ)
     env["MODELDEPLOY_CLUSTER_NAME"] = name
     env.pop("MODELDEPLOY_KUBECONFIG", None)
+    # local processes even where kind works: the kwok tier needs kwok's fake nodes and
+    # stages, the real node exists only there (kind runs the node tier, through
+    # MODELDEPLOY_KUBECONFIG: docs/local-cluster.md)
+    env["MODELDEPLOY_CLUSTER_RUNTIME"] = "binary"
     # the kwok tier needs no real node (one per host, taken by tests/node's cluster)
     env.setdefault("MODELDEPLOY_REAL_NODE", "0")
     return env
@@ -269,6 +274,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         probe = c.kubectl("get", "--raw", "/readyz", check=False, timeout=30)
         if probe.returncode != 0:
             _unavailable(f"MODELDEPLOY_KUBECONFIG={external} does not answer: {probe.stderr}")
+        fake = c.kubectl("get", "nodes", "-l", "type=kwok", "-o", "name", check=False, timeout=30)
+        if not fake.stdout.strip():
+            _unavailable(
+                f"MODELDEPLOY_KUBECONFIG={external} has no kwok fake nodes: these tests need "
+                "the local-process cluster (make cluster); on kind, run the node tier "
+                "(pytest -m node tests/node, docs/local-cluster.md)"
+            )
         yield c
         return
 
