@@ -107,7 +107,9 @@ kind_up() {
     mkdir -p "$STATE"
     if ! kind get clusters 2>/dev/null | grep -qx "$NAME"; then
         log "creating kind cluster (image ${MODELDEPLOY_KIND_NODE_IMAGE:-$KIND_NODE_IMAGE})"
+        # one node, labelled as the real node is, so node-tier pods run on it (kind/cluster.yaml)
         kind create cluster --name "$NAME" --image "${MODELDEPLOY_KIND_NODE_IMAGE:-$KIND_NODE_IMAGE}" \
+            --config "$here/kind/cluster.yaml" \
             --kubeconfig "$KUBECONFIG_PATH" --wait 120s >&2 8>&- || return 1
     fi
     kind get kubeconfig --name "$NAME" >"$KUBECONFIG_PATH"
