@@ -192,7 +192,7 @@ def _read_csv(
 ) -> tuple[list[FeatureColumn], list[Any] | None]:
     # utf-8-sig: spreadsheet programs start their CSV files with a byte-order mark.
     with path.open(newline="", encoding="utf-8-sig") as text:
-        reader = csv.reader(text)
+        reader = csv.reader(text, strict=True)
         try:
             header = next(reader, None)
             if header is None:
@@ -296,6 +296,8 @@ def _read_parquet(
         data: ChunkedArray = table[name]
         if name == label_column:
             labels = list(data.to_pylist())
+        elif table.num_rows == 0:
+            features.append(FeatureColumn(name, np.zeros(0), None))
         elif (
             DataType.is_integer(data.type) or DataType.is_floating(data.type)
         ) and data.null_count == 0:
