@@ -134,11 +134,21 @@ def check(
 
 
 def deployment(
-    track: str, version: str, revision: str, replicas: int, ready: int
+    track: str,
+    version: str,
+    revision: str,
+    replicas: int,
+    ready: int,
+    *,
+    generation: int = 1,
+    observed: int = 1,
+    total: int | None = None,
+    updated: int | None = None,
 ) -> dict[str, Any]:
     return {
         "metadata": {
             "name": f"fraud-{track}",
+            "generation": generation,
             "creationTimestamp": "2026-03-01T11:00:00Z",
             "labels": {
                 "modeldeploy.dev/modeldeployment": "fraud",
@@ -148,7 +158,12 @@ def deployment(
             },
         },
         "spec": {"replicas": replicas},
-        "status": {"replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas if total is None else total,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+        },
     }
 
 
@@ -159,6 +174,7 @@ def pod(
     phase: str = "Running",
     waiting: str | None = None,
     restarts: int = 0,
+    version: str | None = None,
 ) -> dict[str, Any]:
     state: dict[str, Any] = (
         {"waiting": {"reason": waiting}} if waiting else {"running": {"startedAt": NOW}}
@@ -167,7 +183,11 @@ def pod(
         "metadata": {
             "name": name,
             "creationTimestamp": "2026-03-01T11:58:00Z",
-            "labels": {"modeldeploy.dev/modeldeployment": "fraud", "modeldeploy.dev/track": track},
+            "labels": {
+                "modeldeploy.dev/modeldeployment": "fraud",
+                "modeldeploy.dev/track": track,
+                "app.kubernetes.io/version": version or ("1.0.0" if track == "stable" else "2.0.0"),
+            },
         },
         "spec": {"containers": [{"name": "modelserver"}]},
         "status": {
@@ -180,10 +200,20 @@ def pod(
 
 
 def event(
-    reason: str, message: str, at: str, kind: str = "Normal", uid: str = UID, count: int = 1
+    reason: str,
+    message: str,
+    at: str,
+    kind: str = "Normal",
+    uid: str = UID,
+    count: int = 1,
+    resource_version: str = "100",
 ) -> dict[str, Any]:
     return {
-        "metadata": {"name": f"fraud.{reason.lower()}", "creationTimestamp": at},
+        "metadata": {
+            "name": f"fraud.{reason.lower()}",
+            "creationTimestamp": at,
+            "resourceVersion": resource_version,
+        },
         "involvedObject": {"kind": "ModelDeployment", "name": "fraud", "uid": uid},
         "type": kind,
         "reason": reason,

@@ -123,6 +123,31 @@ def test_tree_rows_carry_readiness_versions_and_weights():
     )
 
 
+def test_a_deployment_rolling_to_a_new_template_is_not_ready_until_every_pod_runs_it():
+    def stable_status(**rollout) -> tuple[str, str]:
+        snapshot = Snapshot(
+            md=md(phase="Promoting"),
+            deployments=[deployment("stable", "2.0.0", "b2c3d4e5f6", 2, 2, **rollout)],
+            pods=[
+                pod("fraud-stable-old-1", "stable", version="1.0.0"),
+                pod("fraud-stable-new-1", "stable", version="2.0.0"),
+            ],
+        )
+        found = rows(build_view(snapshot, NOW).tree)
+        assert found["fraud-stable-old-1"].info == "ready 1/1, serves 1.0.0"
+        assert found["fraud-stable-new-1"].info == "ready 1/1"
+        return found["fraud-stable"].status, found["fraud-stable"].info
+
+    # The template changed and the controller has not caught up yet.
+    assert stable_status(generation=2, observed=1)[0] == "Progressing"
+    # Surging: two new pods ready, one old pod left.
+    assert stable_status(generation=2, observed=2, total=3, updated=2) == (
+        "Progressing",
+        "2.0.0, revision b2c3d4e5f6, ready 2/2",
+    )
+    assert stable_status(generation=2, observed=2)[0] == "Ready"
+
+
 def test_each_check_shows_value_bounds_verdict_and_why_it_failed():
     found = rows(build_view(canary_snapshot(), NOW).tree)
     assert (found["analysis"].status, found["analysis"].age) == ("Fail", "30s")
@@ -151,6 +176,20 @@ def test_events_are_this_objects_oldest_first_with_counts():
         ("60s", "Normal", "StepAdvanced"),
         ("30s (x2)", "Warning", "AnalysisFailed"),
     ]
+
+
+def test_events_of_the_same_second_keep_the_order_they_were_stored_in():
+    at = "2026-03-01T11:59:00Z"
+    snapshot = Snapshot(
+        md=md(),
+        events=[
+            event("Paused", "paused at step 2", at, resource_version="1210"),
+            event("StepPromoted", "moved to step 2", at, resource_version="1209"),
+            event("PromotionStarted", "later", "2026-03-01T11:59:01Z", resource_version="99"),
+        ],
+    )
+    reasons = [e.reason for e in build_view(snapshot, NOW).events]
+    assert reasons == ["StepPromoted", "Paused", "PromotionStarted"]
 
 
 def test_a_paused_canary_reads_as_paused_and_says_by_what():

@@ -176,7 +176,8 @@ def tree(rollout: Rollout, snapshot: Snapshot, now: datetime) -> Node:
     for deployment in deployments:
         track = _labels(deployment).get(TRACK_LABEL, "")
         shown_tracks.add(track)
-        pod_nodes = tuple(pod_node(p, now) for p in _by_name(pods_by_track.get(track, [])))
+        version = _labels(deployment).get(VERSION_LABEL)
+        pod_nodes = tuple(pod_node(p, now, version) for p in _by_name(pods_by_track.get(track, [])))
         children.append(Node(deployment_row(deployment, now), pod_nodes))
     # Pods of no listed Deployment (one being deleted, say) still belong in the picture.
     for track, pods in sorted(pods_by_track.items()):
@@ -225,14 +226,19 @@ def _track_rank(labels: dict[str, str]) -> tuple[int, str]:
 
 def deployment_row(deployment: Json, now: datetime) -> Row:
     labels = _labels(deployment)
+    meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     desired = int(spec.get("replicas", 1))
+    total = int(status.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
+    # As `kubectl rollout status` judges it: the controller has seen the latest template,
+    # and every pod runs it and is ready (no pod of the old template is left).
+    seen = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
     if desired == 0:
         state, tone = "ScaledDown", Tone.QUIET
-    elif ready >= desired and updated >= desired:
+    elif seen and updated >= desired and ready >= desired and total <= updated:
         state, tone = "Ready", Tone.GOOD
     else:
         state, tone = "Progressing", Tone.BUSY
@@ -247,12 +253,14 @@ def deployment_row(deployment: Json, now: datetime) -> Row:
         kind="Deployment",
         status=state,
         tone=tone,
-        age=age_since((deployment.get("metadata") or {}).get("creationTimestamp"), now),
+        age=age_since(meta.get("creationTimestamp"), now),
         info=", ".join(parts),
     )
 
 
-def pod_node(pod: Json, now: datetime) -> Node:
+def pod_node(pod: Json, now: datetime, expected_version: str | None = None) -> Node:
+    """A pod's readiness; its version too when it is not its Deployment's (a pod of the
+    old template while the Deployment rolls)."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     containers = [c for c in status.get("containerStatuses") or [] if isinstance(c, dict)]
@@ -261,6 +269,9 @@ def pod_node(pod: Json, now: datetime) -> Node:
     restarts = sum(int(c.get("restartCount") or 0) for c in containers)
     state, tone = _pod_state(meta, status, containers, ready, total)
     info = f"ready {ready}/{total}" + (f", restarts {restarts}" if restarts else "")
+    version = _labels(pod).get(VERSION_LABEL)
+    if expected_version and version and version != expected_version:
+        info += f", serves {version}"
     row = Row(
         name=str(meta.get("name", "")),
         kind="Pod",
@@ -336,13 +347,19 @@ def _event_time(event: Json) -> datetime | None:
     return None
 
 
+def _event_order(pair: tuple[datetime | None, Json]) -> tuple[float, int]:
+    """By time, then by the order the API server stored them: event times have whole
+    seconds, and one reconcile often records several events in the same second."""
+    moment, event = pair
+    version = str((event.get("metadata") or {}).get("resourceVersion", ""))
+    return (moment.timestamp() if moment else 0.0, int(version) if version.isdigit() else 0)
+
+
 def recent_events(events: Sequence[Json], uid: str, now: datetime) -> tuple[EventRow, ...]:
     """The newest events of this object (not of an earlier one of the same name), oldest
     first as `kubectl describe` lists them."""
     own = [e for e in events if (e.get("involvedObject") or {}).get("uid") in (None, "", uid)]
-    dated = sorted(
-        ((_event_time(e), e) for e in own), key=lambda pair: pair[0].timestamp() if pair[0] else 0
-    )[-RECENT_EVENTS:]
+    dated = sorted(((_event_time(e), e) for e in own), key=_event_order)[-RECENT_EVENTS:]
     rows = []
     for moment, event in dated:
         age = "" if moment is None else human_age((now - moment).total_seconds())
