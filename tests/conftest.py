@@ -1,6 +1,8 @@
 """Shared test helpers: paths of the repository's files, hypothesis settings, and signals
 that end a run gracefully."""
 
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,13 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _sigpipe_stays_ignored() -> Iterator[None]:
+    """Python ignores SIGPIPE, so a peer hanging up is an exception; a test that runs a
+    command-line entry point in-process (which may restore the default, as CLI tools do)
+    must not leave the whole run to be killed by the next closed socket."""
+    yield
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
