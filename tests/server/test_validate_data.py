@@ -3,6 +3,7 @@ CSV, JSON lines or Parquet, and every bad file named with what is wrong."""
 
 import hashlib
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,9 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
-def parquet(tmp_path: Path, columns: dict[str, Array], name: str = "data.parquet") -> Path:
+def parquet(tmp_path: Path, columns: Mapping[str, Array], name: str = "data.parquet") -> Path:
     path = tmp_path / name
-    write_parquet(Table.from_pydict(columns), path)
+    write_parquet(Table.from_pydict(dict(columns)), path)
     return path
 
 
