@@ -8,7 +8,7 @@ import kopf
 
 from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.kopf_settings import tune
-from modeldeploy.kube import load_configuration
+from modeldeploy.kube import _authorization, load_configuration
 from modeldeploy.reconciler import Reconciler, observe_track
 from modeldeploy.resources import MANAGED_BY, MD_LABEL
 from modeldeploy.scheduler import Scheduler
@@ -22,7 +22,9 @@ CHILD_SETTLE_SECONDS = 1.0
 def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     """Log kopf in with the same credentials as the rest of the operator."""
     configuration = load_configuration(memo.config.kubeconfig)
-    token = configuration.get_api_key_with_prefix("authorization") or None
+    # The same lookup as every other request: the client's loaders keep a token (a pod's
+    # service account token above all) under "BearerToken", as "bearer <token>".
+    token = _authorization(configuration)
     return kopf.ConnectionInfo(
         server=configuration.host,
         ca_path=configuration.ssl_ca_cert,
@@ -30,7 +32,7 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
         scheme="Bearer" if token else None,
-        token=token.removeprefix("Bearer ") if token else None,
+        token=token.split(" ", 1)[-1] if token else None,
         default_namespace="default",
     )
 
