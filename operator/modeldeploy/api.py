@@ -608,6 +608,125 @@ class NotificationSpec(ApiModel):
     )
 
 
+class StrategyType(StrEnum):
+    CANARY = "canary"
+    BLUE_GREEN = "blueGreen"
+    DIRECT = "direct"
+
+
+_POST_PROMOTION_RULE = "duration(self.postPromotionAnalysis) <= duration(self.scaleDownDelay)"
+_POST_PROMOTION_MESSAGE = (
+    "strategy.blueGreen.postPromotionAnalysis must fit inside scaleDownDelay: the previous "
+    "version is the switch-back target only while it is up"
+)
+
+
+class BlueGreenStrategy(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_POST_PROMOTION_RULE, _POST_PROMOTION_MESSAGE))
+    )
+
+    preview_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Pods of the new version before the switch; default spec.replicas.",
+    )
+    preview_duration: Duration = Field(
+        default="0s",
+        description=(
+            "How long the new version runs behind its preview Service (NAME-next) before "
+            "the switch; with previewAnalysis, every analysis in that time must pass."
+        ),
+    )
+    preview_analysis: bool = Field(
+        default=False,
+        description=(
+            "Judge the preview traffic (e.g. your smoke tests against NAME-next) with the "
+            "analysis every rollout.interval; without preview traffic, leave it off."
+        ),
+    )
+    auto_promote: bool = Field(
+        default=True,
+        description="Switch by itself once the preview passed; false waits for a promote request.",
+    )
+    scale_down_delay: Duration = Field(
+        default="10m",
+        description=(
+            "How long the previous version stays up after the switch, as the instant "
+            "switch-back target."
+        ),
+    )
+    post_promotion_analysis: Duration = Field(
+        default="0s",
+        description=(
+            "How long live traffic on the new version is judged after the switch (an analysis "
+            "every rollout.interval); a failure switches back. Must fit inside scaleDownDelay."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _post_promotion_fits(self) -> BlueGreenStrategy:
+        if duration_seconds(self.post_promotion_analysis) > duration_seconds(self.scale_down_delay):
+            raise ValueError(_POST_PROMOTION_MESSAGE)
+        return self
+
+
+class DirectStrategy(ApiModel):
+    analysis_intervals: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description=(
+            "Analyses after the new version replaced stable (one per rollout.interval); all "
+            "must pass, or the previous version is rolled back. 0: none."
+        ),
+    )
+
+
+_STRATEGY_BLOCK_RULES = (
+    cel(
+        "!has(self.blueGreen) || (has(self.type) && self.type == 'blueGreen')",
+        "strategy.blueGreen is set only with strategy.type blueGreen",
+    ),
+    cel(
+        "!has(self.direct) || (has(self.type) && self.type == 'direct')",
+        "strategy.direct is set only with strategy.type direct",
+    ),
+)
+
+
+class StrategySpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=validations(*_STRATEGY_BLOCK_RULES))
+
+    type: StrategyType = Field(
+        default=StrategyType.CANARY,
+        description=(
+            "canary (traffic shifted step by step), blueGreen (the new version previewed at "
+            "full size, then all traffic switched at once) or direct (replaced in place, then "
+            "judged)."
+        ),
+    )
+    blue_green: BlueGreenStrategy | None = Field(
+        default=None, alias="blueGreen", description="Settings of the blueGreen strategy."
+    )
+    direct: DirectStrategy | None = Field(default=None, description="Settings of direct.")
+
+    @model_validator(mode="after")
+    def _block_matches_type(self) -> StrategySpec:
+        if self.blue_green is not None and self.type != StrategyType.BLUE_GREEN:
+            raise ValueError(_STRATEGY_BLOCK_RULES[0]["message"])
+        if self.direct is not None and self.type != StrategyType.DIRECT:
+            raise ValueError(_STRATEGY_BLOCK_RULES[1]["message"])
+        return self
+
+    def blue_green_settings(self) -> BlueGreenStrategy:
+        return self.blue_green or BlueGreenStrategy()
+
+    def direct_settings(self) -> DirectStrategy:
+        return self.direct or DirectStrategy()
+
+
 class ModelDeploymentSpec(ApiModel):
     model: ModelSpec = Field(description="The model to serve.")
     replicas: int = Field(default=1, ge=0, le=1000, description="Serving pods of the stable track.")
@@ -623,6 +742,10 @@ class ModelDeploymentSpec(ApiModel):
     )
     notifications: NotificationSpec = Field(
         default_factory=NotificationSpec, description="Where rollout outcomes are announced."
+    )
+    strategy: StrategySpec = Field(
+        default_factory=StrategySpec,
+        description="How a new revision replaces the stable one: canary, blueGreen or direct.",
     )
 
 
@@ -687,6 +810,16 @@ class StableStatus(StatusModel):
     ready_replicas: int = Field(default=0, description="Ready pods of the stable track.")
 
 
+class PreviousStatus(StableStatus):
+    standby: bool = Field(
+        default=False,
+        description="Still runs in the stable Deployment, without traffic (blueGreen).",
+    )
+    until: datetime | None = Field(
+        default=None, description="When the standby is scaled down (blueGreen scaleDownDelay)."
+    )
+
+
 class CanaryStatus(StatusModel):
     revision: str = Field(description="Hash of the pod-shaping spec of the canary track.")
     version: str = Field(description="Model version served by the canary track.")
@@ -706,6 +839,9 @@ class CanaryStatus(StatusModel):
     )
     replicas: int = Field(default=0, description="Pods the canary Deployment has.")
     ready_replicas: int = Field(default=0, description="Ready pods of the canary track.")
+    switched_at: datetime | None = Field(
+        default=None, description="blueGreen: when all traffic switched to the new version."
+    )
 
 
 class CheckResult(StatusModel):
@@ -748,7 +884,14 @@ class ModelDeploymentStatus(StatusModel):
         default=None, description="Hash of the pod-shaping spec the user asked for."
     )
     stable: StableStatus | None = Field(default=None, description="The stable track.")
-    canary: CanaryStatus | None = Field(default=None, description="The canary, while one runs.")
+    canary: CanaryStatus | None = Field(
+        default=None,
+        description="The new revision on its way to stable (canary, preview or verification).",
+    )
+    previous: PreviousStatus | None = Field(
+        default=None,
+        description="The revision a blueGreen switch or a direct replacement goes back to.",
+    )
     last_analysis: AnalysisStatus | None = Field(
         default=None, description="The most recent analysis with every check's value."
     )

@@ -28,6 +28,7 @@ from modeldeploy.api import (
     ModelDeploymentStatus,
     Outcome,
     Phase,
+    StrategyType,
     Verdict,
     duration_seconds,
 )
@@ -45,6 +46,7 @@ from modeldeploy.rollout import (
     TrackObservation,
     TrackPlan,
     analysis_due,
+    analysis_track,
     decide,
     set_condition,
 )
@@ -252,7 +254,7 @@ class Reconciler:
             problem = await self._canary_pod_problem(md)
             observation = dataclasses.replace(observation, canary_pod_problem=problem)
         if analysis_due(observation):
-            verdict = await self._analyse(md)
+            verdict = await self._analyse(md, analysis_track(observation))
             observation = dataclasses.replace(observation, analysis=verdict)
         decision = decide(observation)
 
@@ -308,9 +310,10 @@ class Reconciler:
             return None
         return podstatus.pod_problems(pods)
 
-    async def _analyse(self, md: ModelDeployment) -> AnalysisStatus:
-        """The analysis of the canary's last interval. Never raises: whatever fails becomes
-        an Error verdict, which holds the step and counts toward inconclusiveLimit."""
+    async def _analyse(self, md: ModelDeployment, track: Track) -> AnalysisStatus:
+        """The analysis of `track`'s last interval (the new revision's pods). Never raises:
+        whatever fails becomes an Error verdict, which holds the step and counts toward
+        inconclusiveLimit."""
         now = datetime.now(UTC)
         try:
             client = await self._prometheus(md)
@@ -327,7 +330,7 @@ class Reconciler:
         context = QueryContext(
             namespace=md.metadata.namespace,
             name=md.metadata.name,
-            track="canary",
+            track="stable" if track == Track.STABLE else "canary",
             interval=md.spec.rollout.interval,
             model=md.spec.model.name,
             version=md.spec.model.version,
@@ -420,9 +423,11 @@ class Reconciler:
         namespace, name = md.metadata.namespace, md.metadata.name
         router = router_for(md.spec.traffic.router)
         desired = [
-            resources.service(name, namespace, uid),
+            resources.service(name, namespace, uid, live_tracks=decision.live_tracks),
             resources.service(name, namespace, uid, Track.STABLE),
         ]
+        if md.spec.strategy.type == StrategyType.BLUE_GREEN:
+            desired.append(resources.preview_service(name, namespace, uid))
         # The canary's Service appears with its first canary (or up front when the router
         # sends traffic through it) and then stays. A ClusterIP allocation is the costliest
         # write the API server does for us, so objects that never run a canary skip it.

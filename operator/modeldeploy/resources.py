@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -324,16 +325,48 @@ def deployment(
     )
 
 
-def service(name: str, namespace: str, uid: str, track: str | None = None) -> dict[str, Any]:
-    """The client Service (track None) or one track's Service."""
+PREVIEW_SUFFIX = "next"
+
+
+def service(
+    name: str,
+    namespace: str,
+    uid: str,
+    track: str | None = None,
+    *,
+    live_tracks: Sequence[str] = ("stable", "canary"),
+) -> dict[str, Any]:
+    """The client Service (track None), selecting the pods of `live_tracks`, or one track's
+    Service."""
     service_name = name if track is None else f"{name}-{track}"
     selector = selector_labels(name) if track is None else track_selector(name, track)
+    if track is None and len(live_tracks) == 1:
+        selector = track_selector(name, live_tracks[0])
     labels = common_labels(name) if track is None else {**common_labels(name), TRACK_LABEL: track}
+    return _service(service_name, namespace, name, uid, selector, labels)
+
+
+def preview_service(name: str, namespace: str, uid: str) -> dict[str, Any]:
+    """`NAME-next`: the blue-green preview of the canary track's pods, for smoke tests and
+    the offline check; no client traffic goes there. Short suffix: names stay within 63."""
+    labels = {**common_labels(name), TRACK_LABEL: "preview"}
+    selector = track_selector(name, "canary")
+    return _service(f"{name}-{PREVIEW_SUFFIX}", namespace, name, uid, selector, labels)
+
+
+def _service(
+    service_name: str,
+    namespace: str,
+    owner: str,
+    uid: str,
+    selector: dict[str, str],
+    labels: dict[str, str],
+) -> dict[str, Any]:
     return with_hash(
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(service_name, namespace, labels, owner_reference(name, uid)),
+            "metadata": _metadata(service_name, namespace, labels, owner_reference(owner, uid)),
             "spec": {
                 "type": "ClusterIP",
                 "selector": selector,

@@ -55,6 +55,7 @@ def make_spec(
     progress_deadline: str = "60s",
     paused: bool = False,
     router: str = "replicas",
+    strategy: dict[str, Any] | None = None,
     **model: Any,
 ) -> ModelDeploymentSpec:
     body: dict[str, Any] = {
@@ -77,6 +78,8 @@ def make_spec(
     }
     if router == "gatewayAPI":
         body["traffic"]["gatewayAPI"] = {"parentRefs": [{"name": "gw"}]}
+    if strategy is not None:
+        body["strategy"] = strategy
     return ModelDeploymentSpec.model_validate(body)
 
 
@@ -290,14 +293,23 @@ class Simulator:
         return self.status.canary is None and self.status.phase not in ("Pending", "Progressing")
 
     def run_script(self, max_ticks: int = 2000) -> list[Tick]:
-        """Reconcile until the canary ends, or its verdicts run out while one is due."""
+        """Reconcile until the rollout ends, its verdicts run out while one is due, or it
+        holds with nothing left to happen (a paused preview, say)."""
 
         def done(sim: Simulator) -> bool:
             if sim.idle():
                 return True
-            return not sim.verdicts and analysis_due(sim.observation())
+            due = analysis_due(sim.observation())
+            return (due and not sim.verdicts) or (not due and sim.holding())
 
         return self.run(done, max_ticks)
+
+    def holding(self, ticks: int = 40) -> bool:
+        """The last `ticks` reconciles decided the same status (times of checks aside)."""
+        if len(self.ticks) < ticks:
+            return False
+        recent = [t.decision.status.model_dump(exclude={"conditions"}) for t in self.ticks[-ticks:]]
+        return all(status == recent[0] for status in recent)
 
     def deployed(self) -> Simulator:
         """The first apply, settled: stable serves the spec."""

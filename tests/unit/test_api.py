@@ -49,11 +49,18 @@ def test_every_example_parses(path):
     assert parsed.metadata.name == manifest["metadata"]["name"]
 
 
-def test_full_example_sets_every_spec_field():
-    manifest = yaml.safe_load((valid_example_paths()[0].parent / "full.yaml").read_text())
-    spec = api.ModelDeploymentSpec.model_validate(manifest["spec"])
-    unset = _unset_fields(spec, "spec")
-    assert unset == [], f"full.yaml leaves fields unset: {unset}"
+# Blocks of one strategy exclude the others', so "every field" spans these examples.
+COMPLETE_EXAMPLES = ("full.yaml", "blue-green.yaml", "direct.yaml")
+
+
+def test_the_full_and_strategy_examples_set_every_spec_field():
+    folder = valid_example_paths()[0].parent
+    specs = [
+        api.ModelDeploymentSpec.model_validate(yaml.safe_load((folder / name).read_text())["spec"])
+        for name in COMPLETE_EXAMPLES
+    ]
+    unset = _unset_fields(specs, "spec")
+    assert unset == [], f"{', '.join(COMPLETE_EXAMPLES)} leave fields unset: {unset}"
 
 
 def _unset_fields(models, path):

@@ -538,3 +538,24 @@ def test_owned_route_gets_the_owner_reference_and_a_hash():
         other["metadata"]["annotations"][resources.HASH_ANNOTATION]
         != route["metadata"]["annotations"][resources.HASH_ANNOTATION]
     )
+
+
+def test_the_clients_service_selects_one_track_while_the_other_must_get_no_live_traffic():
+    both = service(NAME, NAMESPACE, UID)["spec"]["selector"]
+    preview = service(NAME, NAMESPACE, UID, live_tracks=("stable",))["spec"]["selector"]
+    switched = service(NAME, NAMESPACE, UID, live_tracks=("canary",))["spec"]["selector"]
+    assert resources.TRACK_LABEL not in both
+    assert preview[resources.TRACK_LABEL] == "stable"
+    assert switched[resources.TRACK_LABEL] == "canary"
+    assert service(NAME, NAMESPACE, UID) == service(
+        NAME, NAMESPACE, UID, live_tracks=("stable", "canary")
+    ), "objects that never switch keep the Service they had"
+
+
+def test_the_blue_green_preview_service_selects_the_new_pods_within_63_characters():
+    longest = "a" * 56
+    preview = resources.preview_service(longest, NAMESPACE, UID)
+    assert preview["metadata"]["name"] == f"{longest}-next"
+    assert len(preview["metadata"]["name"]) <= 63
+    assert preview["spec"]["selector"][resources.TRACK_LABEL] == "canary"
+    assert preview["metadata"]["ownerReferences"][0]["name"] == longest

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modeldeploy.api import ModelDeploymentSpec, Verdict
+from modeldeploy.api import ModelDeploymentSpec, StrategySpec, Verdict
 from modeldeploy.rollout import (
     ABORT_ANNOTATION,
     MANUAL_ANNOTATIONS,
@@ -19,6 +19,7 @@ from modeldeploy.rollout import (
     RETRY_ANNOTATION,
     Decision,
     Reason,
+    Track,
     analysis_due,
     decide,
     new_requests,
@@ -50,6 +51,26 @@ def specs(draw: st.DrawFn, version: str = "1.0.0") -> ModelDeploymentSpec:
         router=draw(st.sampled_from(["replicas", "gatewayAPI"])),
         paused=draw(st.sampled_from([False, False, False, True])),
     )
+
+
+@st.composite
+def any_strategy_specs(draw: st.DrawFn) -> ModelDeploymentSpec:
+    """Specs of every strategy, with their settings drawn too."""
+    spec = draw(specs())
+    kind = draw(st.sampled_from(["canary", "blueGreen", "direct"]))
+    strategy: dict[str, Any] = {"type": kind}
+    if kind == "blueGreen":
+        delay = draw(st.sampled_from([0, 30, 120]))
+        strategy["blueGreen"] = {
+            "previewDuration": f"{draw(st.sampled_from([0, 30, 60]))}s",
+            "previewAnalysis": draw(st.booleans()),
+            "autoPromote": draw(st.sampled_from([True, True, False])),
+            "scaleDownDelay": f"{delay}s",
+            "postPromotionAnalysis": f"{draw(st.sampled_from([0, delay]))}s",
+        }
+    if kind == "direct":
+        strategy["direct"] = {"analysisIntervals": draw(st.integers(0, 4))}
+    return spec.model_copy(update={"strategy": StrategySpec.model_validate(strategy)})
 
 
 def new_version(spec: ModelDeploymentSpec, version: str) -> ModelDeploymentSpec:
@@ -108,6 +129,7 @@ class RunChecker:
     def __init__(self) -> None:
         self.passed_steps: set[int] = set()
         self.manually_promoted = False
+        self.since_start: list[Verdict] = []  # verdicts judged since the revision started
         self.acted_on: set[tuple[str, str]] = set()
 
     def check(self, tick: Tick) -> None:
@@ -135,25 +157,40 @@ class RunChecker:
         if status.canary is not None and paused and status.phase == "Progressing":
             assert ready.reason == reconciling.reason == "Paused"
 
-        # Traffic never goes past the current step.
-        assert d.weight in {0, *steps}
+        kind = o.spec.strategy.type
         if status.canary is None:
             assert d.weight == 0
+            assert d.live_tracks == (Track.STABLE, Track.CANARY)
         else:
             canary = status.canary
-            assert canary.revision == o.revision
-            assert 0 <= canary.step < len(steps)
-            assert d.weight <= steps[canary.step]
+            assert canary.revision == o.revision or status.phase == "Promoting"
             assert canary.failed_checks < o.spec.rollout.failure_threshold
             if canary.ready_at is None:
-                assert d.weight == 0, "no traffic to a canary whose pods are not ready"
-            assert d.canary is not None
-            assert d.canary.revision == canary.revision
+                assert d.weight == 0, "no traffic to new pods that are not ready"
+            if kind == "canary":
+                # Traffic never goes past the current step.
+                assert d.weight in {0, *steps}
+                assert 0 <= canary.step < len(steps)
+                assert d.weight <= steps[canary.step]
+            if kind == "blueGreen":
+                # Nothing, or everything: no live request before the switch.
+                switched = canary.switched_at is not None
+                assert d.weight == (100 if switched else 0)
+                assert d.live_tracks == ((Track.CANARY,) if switched else (Track.STABLE,))
+            if kind == "direct":
+                assert d.canary is None, "direct replaces stable in place"
+                assert d.weight == 0
+            else:
+                assert d.canary is not None
+                assert d.canary.revision == canary.revision
 
-        # A stable track always runs once the first stable was decided.
+        # A stable track always runs once the first stable was decided: the previous
+        # revision while a blue-green switch-back target stands by, else the stable one.
         assert d.stable is not None
         assert status.stable is not None
-        assert d.stable.revision == status.stable.revision
+        previous = status.previous
+        running = previous if previous is not None and previous.standby else status.stable
+        assert d.stable.revision == running.revision
 
         # Rollback: all traffic to stable at once, canary scaled to zero, full stable;
         # the canary keeps its pods only while stable has none ready (never zero pods).
@@ -172,10 +209,16 @@ class RunChecker:
 
         # Promotion only after a Pass (or a user's step promotion) at every step, unless a
         # user asked for the whole promotion.
-        if Reason.CANARY_STARTED in reasons:
+        started = {Reason.CANARY_STARTED, Reason.PREVIEW_STARTED, Reason.REPLACING}
+        if started & reasons:
             self.passed_steps = set()
             self.manually_promoted = False
-        if Reason.MANUAL_PROMOTION in reasons:
+            self.since_start = []
+        if tick.verdict is not None:
+            self.since_start.append(tick.verdict)
+        if Reason.MANUAL_PROMOTION in reasons or (
+            kind != "canary" and Reason.STEP_PROMOTED in reasons
+        ):
             self.manually_promoted = True
         if Reason.STEP_PROMOTED in reasons and o.status.canary is not None:
             self.passed_steps.add(o.status.canary.step)
@@ -183,12 +226,20 @@ class RunChecker:
             self.passed_steps.add(tick.step)
         if Reason.PROMOTION_STARTED in reasons and not self.manually_promoted:
             assert self.passed_steps == set(range(len(steps)))
-        if d.outcome == "Promoted" and Reason.CANARY_STARTED not in reasons:
+        if kind == "direct" and d.outcome == "Promoted" and not self.manually_promoted:
+            passes = [t for t in self.since_start if t == Verdict.PASS]
+            assert len(passes) >= o.spec.strategy.direct_settings().analysis_intervals
+        if kind == "blueGreen" and Reason.SWITCHED in reasons and not self.manually_promoted:
+            settings = o.spec.strategy.blue_green_settings()
+            assert settings.auto_promote
+            if settings.preview_analysis:
+                assert Verdict.PASS in self.since_start, "a judged preview passed first"
+        if d.outcome == "Promoted" and not started & reasons:
             assert status.phase == "Available"
             assert d.canary is None
             assert d.weight == 0
             assert d.stable.replicas == o.spec.replicas
-        if d.outcome == "Promoted" and Reason.CANARY_STARTED in reasons:
+        if d.outcome == "Promoted" and started & reasons:
             # The spec moved on while the promotion finished: its canary starts right away.
             assert status.canary is not None
             assert status.canary.revision == o.revision
@@ -294,7 +345,7 @@ def test_a_canary_that_never_gets_ready_is_rolled_back_at_its_deadline(spec, ext
 
 @PROPERTY_SETTINGS
 @given(
-    spec=specs(),
+    spec=any_strategy_specs(),
     verdicts=verdict_lists,
     crashes=st.lists(
         st.sampled_from(["none", "lost-write", "not-applied", "replayed"]), max_size=200
@@ -327,6 +378,8 @@ def test_operator_crashes_change_nothing_a_user_sees(spec, verdicts, crashes):
         started = started or sim.status.canary is not None
         if started and (sim.idle() or (not sim.verdicts and crash == "none" and _due(sim))):
             break
+        if started and crash == "none" and sim.holding() and not _due(sim):
+            break
 
     assert sim.outcomes() == calm.outcomes()
     judged = [t.verdict for t in sim.ticks if t.verdict is not None]
@@ -353,7 +406,11 @@ actions = st.one_of(
 
 
 @PROPERTY_SETTINGS
-@given(spec=specs(), script=st.lists(actions, max_size=30), ready_after=st.integers(0, 3))
+@given(
+    spec=any_strategy_specs(),
+    script=st.lists(actions, max_size=30),
+    ready_after=st.integers(0, 3),
+)
 def test_invariants_hold_whatever_users_do(spec, script, ready_after):
     sim = Simulator(spec, canary_ready_after=ready_after).deployed()
     checker = RunChecker()

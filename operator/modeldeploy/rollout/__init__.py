@@ -7,11 +7,11 @@ All state that must survive a restart lives in the returned status.
 - `model`: what is observed and what is decided;
 - `machine`: the state machine every strategy shares (first deployment, steady state,
   manual requests, supersession, rollback, history, conditions) and `decide`;
-- `canary`: the canary strategy;
+- `canary`, `blue_green`, `direct`: the strategies, behind the interface in `strategy`;
 - `requests`: the manual-request annotations; `conditions`: the condition names and setter.
 """
 
-from modeldeploy.rollout.canary import analysis_due, next_analysis_at
+from modeldeploy.rollout.canary import next_analysis_at
 from modeldeploy.rollout.conditions import (
     AVAILABLE,
     DROPPED_CONDITIONS,
@@ -21,7 +21,7 @@ from modeldeploy.rollout.conditions import (
     STALLED,
     set_condition,
 )
-from modeldeploy.rollout.machine import decide
+from modeldeploy.rollout.machine import analysis_due, analysis_track, decide, strategy_for
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
     STABLE_RECHECK_SECONDS,
@@ -71,9 +71,11 @@ __all__ = [
     "TrackObservation",
     "TrackPlan",
     "analysis_due",
+    "analysis_track",
     "decide",
     "interval_seconds",
     "new_requests",
     "next_analysis_at",
     "set_condition",
+    "strategy_for",
 ]

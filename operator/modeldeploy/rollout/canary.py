@@ -18,7 +18,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from modeldeploy.analysis import failure_summary
 from modeldeploy.api import (
     AnalysisStatus,
     CanaryStatus,
@@ -34,6 +33,7 @@ from modeldeploy.rollout.model import (
     Decision,
     Observation,
     Reason,
+    Track,
     TrackPlan,
     interval_seconds,
 )
@@ -64,8 +64,15 @@ class Canary:
     def promoting(self, m: Machine) -> Decision:
         return promoting(m)
 
-    def canary_replicas(self, m: Machine, weight: int) -> int:
-        return canary_replicas(m, weight)
+    def abortable(self, m: Machine) -> bool:
+        """Until its promotion starts: then the stable is already rolling to it."""
+        return m.status.phase != Phase.PROMOTING
+
+    def analysis_due(self, o: Observation) -> bool:
+        return analysis_due(o)
+
+    def analysis_track(self, o: Observation) -> Track:
+        return Track.CANARY
 
 
 def next_analysis_at(spec: ModelDeploymentSpec, canary: CanaryStatus) -> datetime | None:
@@ -132,23 +139,15 @@ def waiting(m: Machine) -> Decision:
         return m.decision(m.desired_plan(replicas), first_weight, interval_seconds(m.o.spec))
     deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
     waited = (m.o.now - canary.started_at).total_seconds()
-    problem = m.o.canary_pod_problem
     if waited >= deadline:
+        problem = m.o.canary_pod_problem
         why = f": {problem}" if problem else ""
         return m.roll_back(
             Reason.PROGRESS_DEADLINE_EXCEEDED,
             f"canary pods never became ready within {m.o.spec.rollout.progress_deadline} "
             f"({m.o.canary.ready_replicas}/{replicas} ready){why}",
         )
-    if problem:
-        message = (
-            f"canary {canary.version} pods not ready "
-            f"({m.o.canary.ready_replicas}/{replicas}): {problem}"
-        )
-        if message != m.status.message:
-            m.event(Reason.CANARY_NOT_READY, message, warning=True)
-        m.status.message = message
-        m.condition("Progressing", True, Reason.CANARY_NOT_READY, message)
+    m.note_pod_problem(canary, replicas)
     return m.decision(m.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited))
 
 
@@ -210,47 +209,9 @@ def judge(m: Machine, analysis: AnalysisStatus) -> Decision | None:
     canary = m.status.canary
     assert canary is not None
     spec = m.o.spec
-    # The next analysis must be taken after this one: an analysis is never judged twice.
-    canary.last_step_at = max(m.o.now, analysis.at)
-    if analysis.verdict == Verdict.FAIL:
-        canary.failed_checks += 1
-        canary.inconclusive_checks = 0
-        summary = failure_summary(analysis)
-        m.event(
-            Reason.ANALYSIS_FAILED,
-            f"step {canary.step + 1}: {summary} "
-            f"(failed checks {canary.failed_checks}/{spec.rollout.failure_threshold})",
-            warning=True,
-        )
-        m.notify(Reason.ANALYSIS_FAILED, summary, canary)
-        if canary.failed_checks >= spec.rollout.failure_threshold:
-            return m.roll_back(
-                Reason.FAILED_CHECKS,
-                f"{canary.failed_checks} failed analyses reached the threshold "
-                f"{spec.rollout.failure_threshold}; last: {summary}",
-            )
-        return None
-    if analysis.verdict in (Verdict.NO_DATA, Verdict.ERROR):
-        reasons = failure_summary(analysis)
-        if m.paused():
-            return None
-        canary.inconclusive_checks += 1
-        m.event(
-            Reason.ANALYSIS_INCONCLUSIVE,
-            f"step {canary.step + 1} held: {analysis.verdict} "
-            f"({canary.inconclusive_checks}/{spec.rollout.inconclusive_limit}): {reasons}",
-            warning=True,
-        )
-        if canary.inconclusive_checks >= spec.rollout.inconclusive_limit:
-            return m.roll_back(
-                Reason.ANALYSIS_INCONCLUSIVE,
-                f"{canary.inconclusive_checks} consecutive analyses were inconclusive "
-                f"({analysis.verdict}): {reasons}",
-            )
-        return None
-    canary.inconclusive_checks = 0
-    if m.paused():
-        return None
+    ended = m.judge(analysis, f"step {canary.step + 1}")
+    if ended is not None or analysis.verdict != Verdict.PASS or m.paused():
+        return ended
     if canary.step + 1 >= len(spec.rollout.steps):
         return start_promotion(m, f"all {len(spec.rollout.steps)} steps passed their analyses")
     canary.step += 1

@@ -10,14 +10,19 @@ not in the spec.
 
 from __future__ import annotations
 
+from modeldeploy.analysis import failure_summary
 from modeldeploy.api import (
     HISTORY_LIMIT,
+    AnalysisStatus,
     CanaryStatus,
     HistoryEntry,
     Outcome,
     Phase,
     StableStatus,
+    StrategyType,
+    Verdict,
 )
+from modeldeploy.rollout.blue_green import BlueGreen
 from modeldeploy.rollout.canary import Canary
 from modeldeploy.rollout.conditions import (
     AVAILABLE,
@@ -27,6 +32,7 @@ from modeldeploy.rollout.conditions import (
     STALLED,
     set_condition,
 )
+from modeldeploy.rollout.direct import Direct
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
     STABLE_RECHECK_SECONDS,
@@ -35,6 +41,7 @@ from modeldeploy.rollout.model import (
     Notification,
     Observation,
     Reason,
+    Track,
     TrackPlan,
 )
 from modeldeploy.rollout.requests import (
@@ -49,6 +56,26 @@ from modeldeploy.rollout.requests import (
 from modeldeploy.rollout.strategy import Strategy
 from modeldeploy.routers import router_for
 
+_STRATEGIES: dict[StrategyType, Strategy] = {
+    StrategyType.CANARY: Canary(),
+    StrategyType.BLUE_GREEN: BlueGreen(),
+    StrategyType.DIRECT: Direct(),
+}
+
+
+def strategy_for(kind: StrategyType | str) -> Strategy:
+    return _STRATEGIES[StrategyType(kind)]
+
+
+def analysis_due(observation: Observation) -> bool:
+    """Whether the shell should run an analysis before deciding (the strategy says when)."""
+    return strategy_for(observation.spec.strategy.type).analysis_due(observation)
+
+
+def analysis_track(observation: Observation) -> Track:
+    """The track the analysis judges: the new revision's pods."""
+    return strategy_for(observation.spec.strategy.type).analysis_track(observation)
+
 
 class Machine:
     """Accumulates one decision; the shared transitions are methods, a strategy adds its own."""
@@ -62,7 +89,7 @@ class Machine:
         self.notifications: list[Notification] = []
         self.outcome: Outcome | None = None
         self.router = router_for(observation.spec.traffic.router)
-        self.strategy: Strategy = Canary()
+        self.strategy = strategy_for(observation.spec.strategy.type)
         self.pending = new_requests(observation.annotations, observation.status.handled_requests)
 
     # -- helpers -----------------------------------------------------------------
@@ -94,7 +121,9 @@ class Machine:
 
     def stable_plan(self, canary: TrackPlan | None, weight: int) -> TrackPlan | None:
         """Stable keeps its full size, unless a router needs room (a 100% step)."""
-        stable = self.status.stable
+        previous = self.status.previous
+        # A blue-green switch-back target keeps the stable Deployment until it scales down.
+        stable = previous if previous is not None and previous.standby else self.status.stable
         if stable is None or stable.template is None:
             return None
         replicas = self.o.spec.replicas
@@ -145,7 +174,9 @@ class Machine:
             reason, message = Reason.ROLLED_BACK, status.message
         elif status.phase == Phase.PROMOTING:
             reason, message = Reason.PROMOTING, status.message
-        elif status.canary is not None and self.paused():
+        elif status.canary is not None and (
+            self.paused() or self.progressing_reason() == Reason.PAUSED
+        ):
             reason, message = Reason.PAUSED, status.message
         elif status.phase == Phase.AVAILABLE and serving:
             reason, message = Reason.COMPLETE, f"{status.message} (generation {self.o.generation})"
@@ -161,7 +192,14 @@ class Machine:
         """Paused by the spec or by a pause request; either holds the canary."""
         return self.o.spec.rollout.paused or self.status.paused_by_request
 
-    def decision(self, canary: TrackPlan | None, weight: int, requeue: float | None) -> Decision:
+    def decision(
+        self,
+        canary: TrackPlan | None,
+        weight: int,
+        requeue: float | None,
+        *,
+        live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY),
+    ) -> Decision:
         self.refresh_stable_counts()
         self.availability()
         self.rollout_conditions()
@@ -174,7 +212,22 @@ class Machine:
             notifications=self.notifications,
             requeue_after=requeue,
             outcome=self.outcome,
+            live_tracks=live_tracks,
         )
+
+    def note_pod_problem(self, candidate: CanaryStatus, replicas: int) -> None:
+        """While the new pods are not ready, say why (from the shell's look at them)."""
+        problem = self.o.canary_pod_problem
+        if not problem:
+            return
+        message = (
+            f"canary {candidate.version} pods not ready "
+            f"({self.o.canary.ready_replicas}/{replicas}): {problem}"
+        )
+        if message != self.status.message:
+            self.event(Reason.CANARY_NOT_READY, message, warning=True)
+        self.status.message = message
+        self.condition("Progressing", True, Reason.CANARY_NOT_READY, message)
 
     # -- transitions -------------------------------------------------------------
 
@@ -258,6 +311,54 @@ class Machine:
         the replicas router scaled it to zero): no pods at all is worse than the canary."""
         return self.o.canary.replicas if self.o.stable.ready_replicas == 0 else 0
 
+    def judge(self, analysis: AnalysisStatus, label: str) -> Decision | None:
+        """Count one analysis of the revision under way: failed ones toward the threshold,
+        inconclusive ones toward the limit (not while paused); a rollback when either is
+        reached, else None. What a Pass moves on is the strategy's."""
+        canary = self.status.canary
+        assert canary is not None
+        rollout = self.o.spec.rollout
+        # The next analysis must be taken after this one: an analysis is never judged twice.
+        canary.last_step_at = max(self.o.now, analysis.at)
+        if analysis.verdict == Verdict.FAIL:
+            canary.failed_checks += 1
+            canary.inconclusive_checks = 0
+            summary = failure_summary(analysis)
+            self.event(
+                Reason.ANALYSIS_FAILED,
+                f"{label}: {summary} "
+                f"(failed checks {canary.failed_checks}/{rollout.failure_threshold})",
+                warning=True,
+            )
+            self.notify(Reason.ANALYSIS_FAILED, summary, canary)
+            if canary.failed_checks >= rollout.failure_threshold:
+                return self.roll_back(
+                    Reason.FAILED_CHECKS,
+                    f"{canary.failed_checks} failed analyses reached the threshold "
+                    f"{rollout.failure_threshold}; last: {summary}",
+                )
+            return None
+        if analysis.verdict in (Verdict.NO_DATA, Verdict.ERROR):
+            if self.paused():
+                return None
+            reasons = failure_summary(analysis)
+            canary.inconclusive_checks += 1
+            self.event(
+                Reason.ANALYSIS_INCONCLUSIVE,
+                f"{label} held: {analysis.verdict} "
+                f"({canary.inconclusive_checks}/{rollout.inconclusive_limit}): {reasons}",
+                warning=True,
+            )
+            if canary.inconclusive_checks >= rollout.inconclusive_limit:
+                return self.roll_back(
+                    Reason.ANALYSIS_INCONCLUSIVE,
+                    f"{canary.inconclusive_checks} consecutive analyses were inconclusive "
+                    f"({analysis.verdict}): {reasons}",
+                )
+            return None
+        canary.inconclusive_checks = 0
+        return None
+
     def roll_back(self, reason: Reason, message: str) -> Decision:
         canary = self.status.canary
         stable = self.status.stable
@@ -267,6 +368,14 @@ class Machine:
         self.status.rejected_revision = canary.revision
         self.record(canary.revision, canary.version, Outcome.ROLLED_BACK, f"{reason}: {message}")
         self.status.canary = None
+        previous = self.status.previous
+        if previous is not None:
+            # A blue-green switch or a direct replacement goes back to what was there.
+            stable = StableStatus(
+                revision=previous.revision, version=previous.version, template=previous.template
+            )
+            self.status.stable = stable
+            self.status.previous = None
         self.status.phase = Phase.ROLLED_BACK
         self.status.message = (
             f"canary {canary.version} (revision {canary.revision}) rolled back ({reason}): "
@@ -287,7 +396,9 @@ class Machine:
 
     def supersede(self) -> Decision:
         canary = self.status.canary
-        stable = self.status.stable
+        previous = self.status.previous
+        # What served before the revision under way (a direct replacement took its place).
+        stable = previous if previous is not None else self.status.stable
         assert canary is not None
         assert stable is not None
         self.outcome = Outcome.SUPERSEDED
@@ -296,6 +407,10 @@ class Machine:
             self.record(canary.revision, canary.version, Outcome.SUPERSEDED, why)
             self.event(Reason.REVERTED, f"canary {canary.version} cancelled: {why}")
             self.status.canary = None
+            self.status.stable = StableStatus(
+                revision=stable.revision, version=stable.version, template=stable.template
+            )
+            self.status.previous = None
             return self.steady()
         why = f"superseded by {self.o.spec.model.version} (revision {self.o.revision})"
         self.record(canary.revision, canary.version, Outcome.SUPERSEDED, why)
@@ -320,7 +435,7 @@ class Machine:
 
         Every new request is recorded as handled now, acted on or not."""
         canary = self.status.canary
-        in_canary = canary is not None and self.status.phase != Phase.PROMOTING
+        in_canary = canary is not None and self.strategy.abortable(self)
         pending = set(self.pending)
         for annotation in pending:
             self.handle(annotation)

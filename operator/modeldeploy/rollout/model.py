@@ -57,6 +57,12 @@ class Reason(StrEnum):
     STEP_PROMOTION_IGNORED = "StepPromotionIgnored"
     RESUME_REQUESTED = "ResumeRequested"
     CANARY_NOT_READY = "CanaryNotReady"
+    PREVIEW_STARTED = "PreviewStarted"
+    PREVIEW_READY = "PreviewReady"
+    SWITCHED = "Switched"
+    SCALED_DOWN = "PreviousScaledDown"
+    REPLACING = "Replacing"
+    REPLACED = "Replaced"
     INVALID_SPEC = "InvalidSpec"
     COMPLETE = "Complete"
 
@@ -138,6 +144,9 @@ class Decision:
     notifications: list[Notification] = field(default_factory=list)
     requeue_after: float | None = None
     outcome: Outcome | None = None  # set when a canary ended in this decision
+    # Tracks the clients' Service selects: both by default (the replicas router splits by
+    # pods); one while a blue-green preview or switch keeps live traffic off the other.
+    live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY)
 
 
 def interval_seconds(spec: ModelDeploymentSpec) -> float:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from modeldeploy.rollout.machine import Machine
-    from modeldeploy.rollout.model import Decision
+    from modeldeploy.rollout.model import Decision, Observation, Track
 
 
 class Strategy(Protocol):
@@ -25,5 +25,11 @@ class Strategy(Protocol):
     def promoting(self, m: Machine) -> Decision:
         """A promotion under way."""
 
-    def canary_replicas(self, m: Machine, weight: int) -> int:
-        """Pods of the candidate's Deployment at `weight` percent of the traffic."""
+    def abortable(self, m: Machine) -> bool:
+        """Whether an abort can still take the revision under way back."""
+
+    def analysis_due(self, o: Observation) -> bool:
+        """Whether the shell should run an analysis before deciding."""
+
+    def analysis_track(self, o: Observation) -> Track:
+        """The track whose series the analysis reads."""
