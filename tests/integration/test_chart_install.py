@@ -276,6 +276,11 @@ def test_a_fresh_install_creates_the_crd_and_uninstall_keeps_it(
     # deleting the CRD would have deleted every ModelDeployment, and their pods
     assert _crd(cluster) is not None
     assert _drain_delay_served(cluster, namespace, "fresh") == "5s"
+    # the kept CRD still names the release: installing it again takes it back
+    again = _helm(cluster, tmp_path, "install", name, str(CHART), "--namespace", namespace)
+    assert "The ModelDeployment CRD belongs to this release" in again.stdout
+    assert _owner(cluster) == (name, namespace, "keep")
+    _helm(cluster, tmp_path, "uninstall", name, "--namespace", namespace)
 
 
 def test_upgrade_from_0_1_0_upgrades_the_crd_once_the_release_owns_it(
