@@ -1,0 +1,118 @@
+"""blueGreen and direct on the real local API server, judged by a scripted Prometheus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.operator_harness import Objects, objects, operator, wait_for
+from tests.integration.test_canary import deploy_stable, new_version, prometheus
+
+pytestmark = pytest.mark.integration
+__all__ = ["objects", "operator", "prometheus"]  # fixtures used by the tests below
+
+TRACK = "modeldeploy.dev/track"
+
+
+def blue_green(**settings: Any) -> dict[str, Any]:
+    block = {"previewDuration": "4s", "scaleDownDelay": "6s", **settings}
+    return {"strategy": {"type": "blueGreen", "blueGreen": block}}
+
+
+def direct(intervals: int = 2) -> dict[str, Any]:
+    return {"strategy": {"type": "direct", "direct": {"analysisIntervals": intervals}}}
+
+
+def selector(objects: Objects, service: str) -> dict[str, str]:
+    found = objects.get("service", service)
+    assert found is not None, f"Service {service} missing"
+    return dict(found["spec"]["selector"])
+
+
+def deployed_version(objects: Objects, deployment: str) -> str | None:
+    found = objects.get("deployment", deployment)
+    if found is None:
+        return None
+    return str(found["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"])
+
+
+def test_blue_green_previews_without_live_traffic_switches_at_once_then_settles(
+    objects, operator, prometheus
+):
+    prometheus.healthy()
+    deploy_stable(objects, "bg", prometheus, **blue_green())
+    new_version(objects, "bg")
+
+    wait_for(lambda: (objects.status("bg").get("canary") or {}).get("readyAt"), 60, "preview")
+    if not (objects.status("bg").get("canary") or {}).get("switchedAt"):
+        assert selector(objects, "bg")[TRACK] == "stable", "no live traffic before the switch"
+    assert selector(objects, "bg-next")[TRACK] == "canary"
+
+    status = wait_for(lambda: (s := objects.status("bg")).get("previous") and s, 60, "the switch")
+    if status["phase"] == "Promoting":
+        assert selector(objects, "bg")[TRACK] == "canary", "all traffic on the new pods"
+        assert status["stable"]["version"] == "2.0.0"
+        assert status["previous"]["version"] == "1.0.0"
+    assert "Switched" in objects.event_reasons("bg")
+
+    entry = wait_for(lambda: objects.outcome("bg", "2.0.0"), 90, "the promotion")
+    assert entry["outcome"] == "Promoted"
+    assert TRACK not in selector(objects, "bg")
+    assert deployed_version(objects, "bg-stable") == "2.0.0"
+    wait_for(lambda: objects.get("deployment", "bg-canary") is None, 30, "canary removed")
+    assert "previous" not in objects.status("bg")
+
+
+def test_a_blue_green_switch_is_undone_at_once_when_live_traffic_fails(
+    objects, operator, prometheus
+):
+    prometheus.healthy()
+    deploy_stable(
+        objects,
+        "bgback",
+        prometheus,
+        **blue_green(scaleDownDelay="60s", postPromotionAnalysis="20s"),
+    )
+    new_version(objects, "bgback")
+    wait_for(lambda: (objects.status("bgback").get("canary") or {}).get("switchedAt"), 60, "switch")
+    prometheus.set_track("canary", requests=100, error_rate=0.3)
+
+    entry = wait_for(lambda: objects.outcome("bgback", "2.0.0"), 60, "the switch back")
+    assert entry["outcome"] == "RolledBack"
+    assert entry["reason"].startswith("FailedChecks")
+    status = objects.status("bgback")
+    assert status["stable"]["version"] == "1.0.0"
+    assert selector(objects, "bgback").get(TRACK) != "canary"
+    assert deployed_version(objects, "bgback-stable") == "1.0.0", "the standby served all along"
+
+
+def test_direct_replaces_stable_in_place_and_is_promoted_after_its_analyses(
+    objects, operator, prometheus
+):
+    prometheus.healthy()
+    prometheus.healthy("stable")
+    deploy_stable(objects, "dir", prometheus, **direct(intervals=2))
+    new_version(objects, "dir")
+
+    entry = wait_for(lambda: objects.outcome("dir", "2.0.0"), 90, "the promotion")
+    assert entry["outcome"] == "Promoted"
+    assert deployed_version(objects, "dir-stable") == "2.0.0"
+    assert objects.get("deployment", "dir-canary") is None, "direct runs no canary Deployment"
+    assert any('track="stable"' in q for q in prometheus.queries), "it judges the stable track"
+
+
+def test_a_failing_direct_replacement_is_rolled_back_in_place(objects, operator, prometheus):
+    prometheus.healthy()
+    prometheus.healthy("stable")
+    deploy_stable(objects, "dirback", prometheus, **direct(intervals=3))
+    prometheus.set_track("stable", requests=100, error_rate=0.3)
+    new_version(objects, "dirback")
+
+    entry = wait_for(lambda: objects.outcome("dirback", "2.0.0"), 90, "the rollback")
+    assert entry["outcome"] == "RolledBack"
+    status = objects.status("dirback")
+    assert status["stable"]["version"] == "1.0.0"
+    wait_for(
+        lambda: deployed_version(objects, "dirback-stable") == "1.0.0", 30, "stable rolled back"
+    )
