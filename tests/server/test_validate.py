@@ -28,6 +28,7 @@ from sklearn.metrics import (
 from modelserver.model import Model
 from modelserver.sklearn_model import load_skops
 from modelserver.validate import ValidateSettings, run
+from modelserver.validate import main as validate_main
 from modelserver.validate_errors import ValidateError
 from modelserver.xgboost_model import load_xgboost
 from tests.server.server_process import COMMAND, free_port, running_server
@@ -513,22 +514,21 @@ def test_the_command_reports_an_error_line_and_exits_1(tmp_path: Path):
         (["--dataset-uri=https://example.invalid/data.csv"], "needs --dataset-sha256"),
         (["--candidate-url=http://127.0.0.1:9/predict"], "is not a model's V2 URL"),
         (["--dataset-sha256=abc"], "must be 64 hexadecimal characters"),
+        (["--no-such-flag=1"], "unrecognized arguments: --no-such-flag=1"),
     ],
 )
-def test_bad_arguments_are_a_config_error(tmp_path: Path, args, expected):
-    termination = tmp_path / "termination-log"
-    termination.touch()
+def test_bad_arguments_are_a_config_error(tmp_path: Path, capsys, args, expected):
     base = {
         "--dataset-uri": "data.csv",
         "--dataset-format": "csv",
         "--label-column": LABEL,
         "--metric": "auc",
         "--candidate-url": "http://127.0.0.1:9/v2/models/m",
-        "--termination-log": str(termination),
     }
-    base |= dict(arg.split("=", 1) for arg in args)
-    code, stdout, _ = validate([f"{key}={value}" for key, value in base.items()], tmp_path)
-    assert code == 1
-    line = json.loads(stdout)
+    arguments = [f"{key}={value}" for key, value in base.items() if key not in str(args)]
+    with pytest.raises(SystemExit) as exited:
+        validate_main([*arguments, *args])
+    assert exited.value.code == 1
+    line = json.loads(capsys.readouterr().out)
     assert line["kind"] == "config"
     assert expected in line["error"]
