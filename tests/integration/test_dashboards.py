@@ -133,7 +133,7 @@ def test_every_dashboard_query_runs_and_the_rollback_alert_fires(
     objects.patch_spec(
         MODELDEPLOYMENT,
         {
-            "rollout": {"interval": "10s"},
+            "rollout": {"interval": "6s"},
             "analysis": {"minRequests": 5, "slo": {"maxLatencyP99": "1s"}},
         },
     )
