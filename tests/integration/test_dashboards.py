@@ -199,10 +199,14 @@ def test_every_dashboard_query_runs_and_the_rollback_alert_fires(
         f'name="{MODELDEPLOYMENT}", reason="FailedChecks"}}'
     )
     wait_for(lambda: prometheus.query(firing), 30, "the ModelDeploymentRolledBack alert")
-    # the canary's rejected requests made the serving error-rate alert pending (for: 10m)
+    # The canary's rejected requests made the serving error-rate alert pending (for: 10m),
+    # if it got the 20 requests in 5 minutes the alert judges by (with room for increase()
+    # missing what a series was born with); a busy host may send fewer.
+    rejected = [s for s in stack["load"].sent if s.track == "canary" and s.status == 422]
     pending = (
         f'max_over_time(ALERTS{{alertname="ModelServingErrorRateHigh", namespace="{ns}", '
         f'modeldeployment="{MODELDEPLOYMENT}", track="canary"}}[{values["__range"]}])'
     )
-    assert prometheus.query(pending), "ModelServingErrorRateHigh never saw the canary"
+    if len(rejected) >= 40:
+        assert prometheus.query(pending), "ModelServingErrorRateHigh never saw the canary"
     assert not prometheus.query('ALERTS{alertname="ModelDeployOperatorNoLeader"}')
