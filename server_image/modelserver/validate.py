@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import httpx
 import numpy as np
@@ -98,7 +98,9 @@ class ValidateSettings(BaseSettings):
         description="Where the result line is written: the default when that file exists, "
         "any other path always.",
     )
-    log_level: str = Field(default="info", description="critical, error, warning, info, debug.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="Log level of the progress lines on stderr."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -254,8 +256,13 @@ def main(argv: list[str]) -> NoReturn:
 def _invalid(error: Exception) -> str:
     if isinstance(error, ValidationError):
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in problem['loc']) or 'arguments'}: {problem['msg']}"
+            f"{_flag(problem['loc'])}: {problem['msg']}"
             for problem in error.errors(include_url=False)
         )
         return f"invalid arguments: {problems}"
     return f"invalid arguments: {error}"
+
+
+def _flag(location: tuple[int | str, ...]) -> str:
+    """The flag a field is set with; cross-field problems have no field."""
+    return "--" + str(location[0]).replace("_", "-") if location else "arguments"
