@@ -260,7 +260,10 @@ def _read_jsonl(
             row = len(labels) + 1
             for name in record:
                 if name != label_column and name not in columns:
-                    _checked_names([name])
+                    if not name.strip():
+                        raise ValidateError(
+                            "dataset", f"line {line_number} has a key with no name (JSON lines)"
+                        )
                     columns[name] = _Column(name, rows_before=row - 1)  # absent so far: missing
             for name, column in columns.items():
                 column.add(record.get(name), row)

@@ -157,6 +157,12 @@ def test_a_pandas_index_column_is_not_a_feature(tmp_path: Path):
         ("l.csv", "a,y\n1,0\n2,\n", "csv", "row 2 has no label: column 'y' is empty there"),
         ("j.jsonl", '{"a": 1, "y": 0}\n{"a": 2\n', "jsonl", "line 2 is not valid JSON"),
         ("o.jsonl", "[1, 0]\n", "jsonl", "line 1 is a JSON list, not an object"),
+        (
+            "k.jsonl",
+            '{"a": 1, "y": 0}\n{" ": 2, "y": 1}\n',
+            "jsonl",
+            "line 2 has a key with no name",
+        ),
         ("m.jsonl", '{"a": 1, "y": 0}\n{"a": 2}\n', "jsonl", "row 2 has no label"),
         (
             "x.csv",
