@@ -66,7 +66,9 @@ def local_cluster(name: str = CLUSTER_NAME) -> Iterator[str]:
         yield external
         return
     script = str(ROOT / "scripts" / "cluster.sh")
-    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": name}
+    # local processes even where kind works: the benchmarks' fake pods and the demo's
+    # process harness need kwok's nodes, the demo's real pods the real node
+    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": name, "MODELDEPLOY_CLUSTER_RUNTIME": "binary"}
     try:
         up = run_in_group([script, "up"], env=env, stdout=subprocess.PIPE, text=True)
         if up.returncode != 0:
