@@ -251,12 +251,18 @@ def _create_model(cluster: Cluster, namespace: str, name: str) -> None:
 
 
 @pytest.fixture
-def crd_for_helm(cluster: Cluster, crds_installed: list[str], tmp_path: Path) -> Iterator[None]:
-    """No CRD in the cluster; afterwards the repository's, owned by no release, again."""
+def crd_for_helm(
+    cluster: Cluster, crds_installed: list[str], namespace: str, tmp_path: Path
+) -> Iterator[str]:
+    """A release name, and no CRD in the cluster; afterwards no release of that name and
+    the repository's CRD, owned by no release, again."""
+    name = f"md-{uuid.uuid4().hex[:6]}"
     _delete_crd(cluster)
     try:
-        yield
+        yield name
     finally:
+        # the ClusterRoles outlive the namespace otherwise
+        _helm(cluster, tmp_path, "uninstall", name, "--namespace", namespace, check=False)
         _delete_crd(cluster)
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
         _wait_served(cluster)
@@ -265,7 +271,7 @@ def crd_for_helm(cluster: Cluster, crds_installed: list[str], tmp_path: Path) ->
 def test_a_fresh_install_creates_the_crd_and_uninstall_keeps_it(
     cluster, crd_for_helm, namespace, tmp_path
 ):
-    name = f"md-{uuid.uuid4().hex[:6]}"
+    name = crd_for_helm
     _helm(cluster, tmp_path, "install", name, str(CHART), "--namespace", namespace)
     _wait_served(cluster)
     assert _owner(cluster) == (name, namespace, "keep")
@@ -280,13 +286,12 @@ def test_a_fresh_install_creates_the_crd_and_uninstall_keeps_it(
     again = _helm(cluster, tmp_path, "install", name, str(CHART), "--namespace", namespace)
     assert "The ModelDeployment CRD belongs to this release" in again.stdout
     assert _owner(cluster) == (name, namespace, "keep")
-    _helm(cluster, tmp_path, "uninstall", name, "--namespace", namespace)
 
 
 def test_upgrade_from_0_1_0_upgrades_the_crd_once_the_release_owns_it(
     cluster, crd_for_helm, namespace, tmp_path
 ):
-    name = f"md-{uuid.uuid4().hex[:6]}"
+    name = crd_for_helm
     release = ["--namespace", namespace, "--set", f"watchNamespaces={{{namespace}}}"]
     first = chart_at(FIRST_RELEASE, tmp_path / "first")
     last = chart_at(LAST_CRDS_DIRECTORY, tmp_path / "last")
@@ -317,7 +322,6 @@ def test_upgrade_from_0_1_0_upgrades_the_crd_once_the_release_owns_it(
     _helm(cluster, tmp_path, "upgrade", name, str(CHART), *release, "--set", "crds.install=false")
     assert _crd(cluster) is not None
     assert _drain_delay_served(cluster, namespace, "early") == "5s"
-    _helm(cluster, tmp_path, "uninstall", name, "--namespace", namespace)
 
 
 def test_a_crd_applied_with_kubectl_is_adopted_by_labelling_it(
@@ -328,7 +332,7 @@ def test_a_crd_applied_with_kubectl_is_adopted_by_labelling_it(
     cluster.kubectl("apply", "--server-side", "-f", str(older_crd))
     _wait_served(cluster)
     _create_model(cluster, namespace, "early")
-    name = f"md-{uuid.uuid4().hex[:6]}"
+    name = crd_for_helm
     install = ["install", name, str(CHART), "--namespace", namespace]
     refused = _helm(cluster, tmp_path, *install, check=False)
     assert "cannot be imported into the current release" in refused.stderr
