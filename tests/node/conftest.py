@@ -20,12 +20,15 @@ tests run on a cluster without one.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.conftest import (
@@ -41,7 +44,15 @@ from tests.integration.conftest import (
     _reap_abandoned_test_clusters,
     _run_streaming,
 )
+from tests.node import model_store as model_store_module
+from tests.node import monitoring
+from tests.node import operator_release as operator_release_module
+from tests.node.model_store import ModelStore
+from tests.node.monitoring import InClusterPrometheus
+from tests.node.operator_release import OperatorRelease
 from tests.node.realnode import HostState, RealNode
+from tests.node.scenario import Scenario
+from tests.node.tier import Images, TierCluster, missing_archives
 
 NODE_SH = SCRIPTS / "node" / "node.sh"
 
@@ -75,6 +86,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if os.environ.get("MODELDEPLOY_KUBECONFIG"):
         _no_node = "MODELDEPLOY_KUBECONFIG names another cluster; these tests need the local one"
+        done = subprocess.run(
+            [str(SCRIPTS / "build-binaries.sh"), "--no-build"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        # the node tier's product tests use these when they are built, else PATH's
+        _node_binaries = _parse_env_lines(done.stdout) if done.returncode == 0 else None
         return
     install = subprocess.run(
         [str(NODE_SH), "install"], capture_output=True, text=True, check=False, timeout=900
@@ -121,6 +140,11 @@ def _node_env(name: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
     config = request.config
+    if os.environ.get("MODELDEPLOY_KUBECONFIG"):
+        # what these check lives on this host; the node tier's product tests run there instead
+        pytest.skip(
+            "the host-level real node tests need the local cluster, not MODELDEPLOY_KUBECONFIG"
+        )
     if _no_node is not None or _node_binaries is None:
         _unavailable(_no_node or "the node's binaries were not built")
     assert _node_binaries is not None
@@ -224,3 +248,138 @@ def node_namespace(node_cluster: NodeCluster, request: pytest.FixtureRequest) ->
         yield name
     finally:
         kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+# ---------------------------------------------------------------- the node tier's product
+# The product as users install it (the chart, the images, a real Prometheus, load inside
+# the cluster): on the local cluster's real node, or on the cluster MODELDEPLOY_KUBECONFIG
+# names (kind in .github/workflows/e2e.yaml, the images loaded). Shared by the session.
+
+
+def _external_tier_cluster(kubeconfig: str) -> Cluster:
+    binaries = _node_binaries or {}
+    kubectl = binaries.get("KUBECTL_BIN") or shutil.which("kubectl")
+    helm = binaries.get("HELM_BIN") or shutil.which("helm")
+    if not kubectl or not helm:
+        _unavailable("the node tier on MODELDEPLOY_KUBECONFIG needs kubectl and helm on PATH")
+    assert kubectl is not None
+    cluster = Cluster(
+        name="external", kubeconfig=Path(kubeconfig), kubectl_bin=kubectl, helm_bin=helm
+    )
+    probe = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=30)
+    if probe.returncode != 0:
+        _unavailable(f"MODELDEPLOY_KUBECONFIG={kubeconfig} does not answer: {probe.stderr}")
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def tier(request: pytest.FixtureRequest) -> Iterator[TierCluster]:
+    """A cluster whose tier node runs the built images (see tests/node/tier.py)."""
+    external = os.environ.get("MODELDEPLOY_KUBECONFIG")
+    if external:
+        tc = TierCluster(
+            cluster=_external_tier_cluster(external),
+            images=Images.from_env(),
+            store_path=os.environ.get("MODELDEPLOY_NODE_STORE", "/var/tmp/modeldeploy-node-tier"),
+            local=False,
+        )
+    else:
+        missing = missing_archives(CACHE / "images" / "manifest.tsv")
+        if missing:
+            _unavailable(f"images not built: {', '.join(missing)} (run `make images`)")
+        nc: NodeCluster = request.getfixturevalue("node_cluster")
+        started = time.monotonic()
+        subprocess.run(
+            [str(SCRIPTS / "cluster.sh"), "import-images"],
+            env=_node_env(nc.cluster.name),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        _print(request.config, f"node tier: images imported in {time.monotonic() - started:.0f}s")
+        tc = TierCluster(
+            cluster=nc.cluster,
+            images=Images.from_env(),
+            store_path=str(nc.node.node_dir / "model-store"),
+            local=True,
+        )
+    tc.check_node()
+    try:
+        yield tc
+    finally:
+        tc.close()
+
+
+@pytest.fixture(scope="session")
+def tier_namespace(tier: TierCluster) -> Iterator[str]:
+    """The namespace of the tier's own pods: Prometheus and the model files."""
+    name = tier.create_namespace("mdtier")
+    try:
+        yield name
+    finally:
+        monitoring.remove_cluster_objects(tier, name)
+        tier.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tier: TierCluster, tier_namespace: str) -> InClusterPrometheus:
+    return monitoring.deploy(tier, tier_namespace)
+
+
+@pytest.fixture(scope="session")
+def operator_release(
+    tier: TierCluster, prometheus: InClusterPrometheus
+) -> Iterator[OperatorRelease]:
+    release = operator_release_module.install(tier, prometheus.url)
+    try:
+        yield release
+    finally:
+        if not tier.local:
+            operator_release_module.uninstall(tier, release)
+
+
+@pytest.fixture(scope="session")
+def model_store(tier: TierCluster, tier_namespace: str) -> ModelStore:
+    return model_store_module.deploy(tier, tier_namespace)
+
+
+@pytest.fixture
+def scenario_namespace(tier: TierCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one scenario, deleted afterwards without waiting."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:30].strip("-")
+    name = tier.create_namespace(f"s-{base}")
+    try:
+        yield name
+    finally:
+        tier.delete_namespace(name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+def scenario(
+    tier: TierCluster,
+    scenario_namespace: str,
+    operator_release: OperatorRelease,
+    request: pytest.FixtureRequest,
+) -> Iterator[Scenario]:
+    """A ModelDeployment `model` in the scenario's namespace (see tests/node/scenario.py);
+    what it shows is printed when the test fails."""
+    found = Scenario(tier, scenario_namespace)
+    try:
+        yield found
+    finally:
+        found.stop()
+        if request.node.stash.get(_CALL_FAILED, False):
+            _print(request.config, f"\n{found.diagnostics()}\n{operator_release.logs(60)}")

@@ -1,0 +1,134 @@
+"""Load from inside the cluster: a `loadgen run` pod posting to a model's Service.
+
+Each request goes on a new connection, so kube-proxy balances every one of them over the
+ready pods of both tracks, as it balances the connections of many clients. The pod keeps
+every request's outcome and serves them (``/results``), read here through the API
+server's proxy. It stops sending by itself after ``duration`` and exits ``linger`` later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tests.e2e.harness.models import MODEL_NAME, single_row_request
+from tests.node.realnode import wait_for
+from tests.node.tier import RESTRICTED, TierCluster, placed
+
+PORT = 8080
+
+
+@dataclass(frozen=True)
+class Outcome:
+    at: float  # unix time the request started
+    seconds: float
+    status: int  # 0: no answer
+    error: str  # "" (answered), "connect" (no connection), "request" (failed mid-request)
+    version: str  # model_version of an answer that was served
+
+
+@dataclass
+class LoadPod:
+    tier: TierCluster
+    namespace: str
+    name: str = "load"
+
+    def results(self, with_requests: bool = True) -> dict[str, Any]:
+        body = self.tier.proxy(
+            "pods",
+            self.namespace,
+            self.name,
+            PORT,
+            "results",
+            [] if with_requests else [("requests", "0")],
+            timeout=30,
+        )
+        found: dict[str, Any] = json.loads(body)
+        return found
+
+    def outcomes(self) -> list[Outcome]:
+        return [
+            Outcome(
+                at=r["at"],
+                seconds=r.get("seconds", 0.0),
+                status=r.get("status", 0),
+                error=r.get("error", ""),
+                version=r.get("version", ""),
+            )
+            for r in self.results()["requests"] or []
+        ]
+
+    def stop(self) -> None:
+        self.tier.proxy("pods", self.namespace, self.name, PORT, "stop", method="POST")
+
+    def delete(self) -> None:
+        self.tier.kubectl(
+            "delete",
+            "pod",
+            self.name,
+            "-n",
+            self.namespace,
+            "--wait=false",
+            "--ignore-not-found",
+            check=False,
+        )
+
+
+def start(
+    tier: TierCluster,
+    namespace: str,
+    service: str,
+    rate: float = 20,
+    duration: float = 600,
+    name: str = "load",
+) -> LoadPod:
+    """Load on the Service `service` (a ModelDeployment's name) of `namespace`."""
+    url = f"http://{service}.{namespace}.svc.cluster.local/v2/models/{MODEL_NAME}/infer"
+    linger = 900
+    container = {
+        "name": "loadgen",
+        "image": tier.images.loadgen,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [
+            "run",
+            "-url",
+            url,
+            "-body",
+            single_row_request().decode(),
+            "-rate",
+            f"{rate:g}",
+            "-duration",
+            f"{duration:.0f}s",
+            "-linger",
+            f"{linger}s",
+        ],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        "securityContext": {**RESTRICTED, "runAsNonRoot": True},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "loadgen"}},
+        "spec": placed(
+            {
+                "containers": [container],
+                "restartPolicy": "Never",
+                # a bound on its life whatever happens to the test
+                "activeDeadlineSeconds": int(duration + linger + 60),
+                "terminationGracePeriodSeconds": 2,
+            }
+        ),
+    }
+    tier.apply(pod, namespace=namespace)
+    tier.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+    load = LoadPod(tier, namespace, name)
+    wait_for(lambda: load.results(False).get("started"), 30, "the load to start")
+    return load
+
+
+def failed(outcomes: list[Outcome], allowed_status: frozenset[int] = frozenset()) -> list[Outcome]:
+    """The requests that failed from the client's side: no answer, or an answer other than
+    200 and the statuses allowed (the 422s of a canary that rejects the inputs, say)."""
+    return [o for o in outcomes if o.status != 200 and o.status not in allowed_status]
