@@ -3,14 +3,20 @@ service account token (in-cluster), never anonymously."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import cast
 
+import kopf
 import pytest
 import yaml
 from kubernetes.config import incluster_config
 
-from modeldeploy.handlers import login
+from modeldeploy import handlers
+
+# kopf types its decorated handlers as its own callbacks; called here like kopf calls it
+login = cast(Callable[..., kopf.ConnectionInfo], handlers.login)
 
 
 def _memo(kubeconfig: str | None) -> SimpleNamespace:
