@@ -70,7 +70,9 @@ cluster: sync ## start a local cluster (with a real node where this machine can 
 cluster-down: ## stop the local cluster, its real node too, and undo its changes to the host
 	@scripts/cluster.sh down
 
-demo: sync models tools ## serve a model, promote a good version, roll a bad one back
+# Where the images can be built (root on Linux), the demo's pods run them on the real node;
+# elsewhere test-images skips with one line and the demo runs its process harness.
+demo: sync models tools test-images ## serve a model, promote a good version, roll a bad one back
 	$(UV_RUN) python -m scripts.demo
 
 bench: bench-server bench-operator bench-rollback ## every benchmark

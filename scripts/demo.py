@@ -1,20 +1,31 @@
 """`make demo`: a model served, a good version promoted, a bad version rolled back.
 
-Starts a local cluster (or uses MODELDEPLOY_KUBECONFIG), the operator, a real Prometheus
-and real modelserver processes standing in for the pods (see tests/e2e/harness), sends
-steady traffic, and walks through two rollouts while printing what the operator decides.
-Everything runs on 127.0.0.1 and is stopped at the end, also when the demo is ended
-early by SIGTERM, SIGHUP or SIGINT (Ctrl-C).
+Starts a local cluster (or uses MODELDEPLOY_KUBECONFIG) and walks through two rollouts,
+printing every decision of the operator with the values behind it.
+
+Where the local cluster has its real node (root on Linux, docs/local-cluster.md), or
+MODELDEPLOY_KUBECONFIG names a cluster whose node is labelled as the real node and holds
+the images (kind: docs/local-cluster.md, "kind"), every part runs there as a pod: the
+operator installed by the chart, the model servers, Prometheus finding them by Kubernetes
+service discovery, and a load generator sending through the model's Service
+(scripts/demo_node.py).
+
+Elsewhere (no root, another cluster holding the real node, images not built), it says why
+and runs the process harness instead: the operator, a real Prometheus and real
+modelserver processes standing in for the pods (tests/e2e/harness), all on 127.0.0.1.
+
+Everything is stopped at the end, also when the demo is ended early by SIGTERM, SIGHUP or
+SIGINT (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from tests.e2e.harness.load import Load
 from tests.e2e.harness.models import MODEL_NAME, artifact, single_row_request
@@ -22,84 +33,38 @@ from tests.e2e.harness.pods import PodMirror
 from tests.e2e.harness.prometheus import RealPrometheus
 from tests.support.processes import end_gracefully_on_signals, free_port, shielded
 
-from scripts.bench_operator import local_cluster, operator_process
-from scripts.bench_rollback import Kubectl, status
+from scripts import demo_node
+from scripts.bench_operator import ROOT, local_cluster, operator_process
+from scripts.bench_rollback import Kubectl
+from scripts.demo_objects import NAME, model_deployment
+from scripts.demo_status import events, follow, say
 
-NAME = "fraud"
 CLUSTER = "modeldeploy-demo"
-STEP_TIMEOUT = 240
-
-
-def manifest(prometheus_url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "modeldeploy.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": MODEL_NAME, "version": "1.0.0", **artifact("xgb-classifier.ubj")},
-            "replicas": 2,
-            "rollout": {"steps": [20, 50], "interval": "10s", "failureThreshold": 2},
-            "analysis": {
-                "prometheus": {"url": prometheus_url},
-                "minRequests": 10,
-                "slo": {"maxErrorRate": 0.01, "maxLatencyP99": "250ms"},
-            },
-        },
-    }
-
-
-def say(text: str) -> None:
-    print(f"\n== {text}", flush=True)
-
-
-def line(current: dict[str, Any]) -> str:
-    canary = current.get("canary") or {}
-    stable = current.get("stable") or {}
-    analysis = current.get("lastAnalysis") or {}
-    checks = ", ".join(
-        f"{c['name']}={c['value']:.3g}" if c.get("value") is not None else f"{c['name']}=n/a"
-        for c in analysis.get("checks", [])
-    )
-    parts = [f"{current.get('phase', '?'):<11}", f"stable {stable.get('version', '-')}"]
-    if canary:
-        parts.append(
-            f"canary {canary['version']} step {canary.get('step', 0) + 1} "
-            f"weight {canary.get('weight', 0)}% (achieved {canary.get('actualWeight', 0)}%) "
-            f"failed {canary.get('failedChecks', 0)}"
-        )
-    if analysis:
-        parts.append(f"last analysis {analysis.get('verdict')}: {checks}")
-    return " | ".join(parts)
-
-
-def follow(kubectl: Kubectl, namespace: str, until: set[str], after: float) -> dict[str, Any]:
-    """Print every change of the status until its phase is in `until` (after `after`)."""
-    deadline = time.monotonic() + STEP_TIMEOUT
-    shown = ""
-    while time.monotonic() < deadline:
-        current = status(kubectl, namespace, NAME)
-        text = line(current)
-        if text != shown:
-            print(f"  {text}", flush=True)
-            shown = text
-        if current.get("phase") in until and time.monotonic() > after:
-            return current
-        time.sleep(1)
-    raise SystemExit(f"demo: nothing happened for {STEP_TIMEOUT}s; see the operator log")
-
-
-def events(kubectl: Kubectl, namespace: str) -> None:
-    listed = json.loads(kubectl("-n", namespace, "get", "events", "-o", "json").stdout)["items"]
-    ours = [e for e in listed if e["involvedObject"].get("kind") == "ModelDeployment"]
-    for event in sorted(ours, key=lambda e: e.get("lastTimestamp") or ""):
-        print(f"  {event['type']:<8} {event['reason']:<22} {event['message']}")
 
 
 def main() -> None:
     end_gracefully_on_signals()
     stack = ExitStack()
+    started = time.monotonic()
     try:
-        walk_through(stack)
+        say("starting a local cluster")
+        kubeconfig = stack.enter_context(local_cluster(CLUSTER))
+        kubectl = Kubectl(kubeconfig)
+        external = bool(os.environ.get("MODELDEPLOY_KUBECONFIG"))
+        why = demo_node.why_not(kubectl, CLUSTER, external)
+        if why is None:
+            say("real pods: every part of the demo runs as a pod from the built images")
+            tier = demo_node.tier_cluster(kubeconfig, CLUSTER, external)
+            stack.callback(tier.close)
+            seen = demo_node.walk_through(tier, kubectl)
+            say("what the clients saw, every request (from the load generator's results)")
+            for summary in seen:
+                print(f"  {summary.line()}")
+        else:
+            say(f"no real pods here ({why}): running the process harness instead,")
+            print("   modelserver processes on 127.0.0.1 stand in for the pods (tests/e2e/harness)")
+            walk_through_harness(stack, kubeconfig, kubectl)
+        say(f"done in {time.monotonic() - started:.0f} s")
     except KeyboardInterrupt as ended:
         say(f"{ended}")
         raise SystemExit(1) from None
@@ -108,11 +73,8 @@ def main() -> None:
             stack.close()
 
 
-def walk_through(stack: ExitStack) -> None:
-    say("starting a local cluster")
-    kubeconfig = stack.enter_context(local_cluster(CLUSTER))
-    kubectl = Kubectl(kubeconfig)
-    kubectl("apply", "--server-side", "-f", str(Path(__file__).parents[1] / "crds"))
+def walk_through_harness(stack: ExitStack, kubeconfig: str, kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     namespace = f"demo-{int(time.time())}"
     kubectl("create", "namespace", namespace)
     stack.callback(kubectl, "delete", "namespace", namespace, "--wait=false", check=False)
@@ -122,7 +84,8 @@ def walk_through(stack: ExitStack) -> None:
     prometheus = stack.enter_context(RealPrometheus())
     say(f"operator, Prometheus ({prometheus.url}) and traffic up; logs in {logs}")
 
-    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest(prometheus.url)))
+    manifest = model_deployment(prometheus.url, artifact("xgb-classifier.ubj"))
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
     mirror = PodMirror(kubectl, namespace, NAME, prometheus, logs).start()
     stack.callback(mirror.stop)
     load = Load(mirror, MODEL_NAME, single_row_request(), rate=20, max_seconds=900).start()
@@ -149,7 +112,7 @@ def walk_through(stack: ExitStack) -> None:
     events(kubectl, namespace)
     served = len(load.sent)
     failed = sum(1 for s in load.sent if s.status != 200)
-    say(f"done: {served} requests sent, {failed} rejected, all by the bad canary")
+    say(f"clients: {served} requests sent, {failed} rejected, all by the bad canary")
 
 
 if __name__ == "__main__":
