@@ -10,6 +10,19 @@
 ``node_namespace`` (function)
     A fresh namespace in that cluster, deleted afterwards without waiting.
 
+The node tier's product tests (docs/node-tier.md) use these instead, which also run on
+the cluster of ``MODELDEPLOY_KUBECONFIG`` (kind, with the images loaded):
+
+``tier`` (session)
+    A :class:`~tests.node.tier.TierCluster`: the local cluster with its real node and the
+    images of ``make images`` imported, or ``MODELDEPLOY_KUBECONFIG``'s cluster.
+``prometheus``, ``operator_release``, ``model_store`` (session)
+    Prometheus with Kubernetes pod discovery, the chart's operator (``helm upgrade
+    --install``) and the sample models (file server and volumes), in the cluster.
+``scenario`` (function)
+    A :class:`~tests.node.scenario.Scenario` in a namespace of its own; its status,
+    pods, events and the operator's logs are printed when the test fails.
+
 The binaries and images the node needs are built before the first test (progress on the
 terminal). When this machine cannot run the real node (not root, not Linux, a kernel
 feature missing, another cluster holding it), the tests are skipped with the reason, or
@@ -356,15 +369,15 @@ def scenario_namespace(tier: TierCluster, request: pytest.FixtureRequest) -> Ite
         tier.delete_namespace(name)
 
 
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call":
         item.stash[_CALL_FAILED] = report.failed
     return report
-
-
-_CALL_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
