@@ -57,9 +57,11 @@ def put_kubectl_on_path() -> None:
 
 
 @contextmanager
-def local_cluster(name: str = CLUSTER_NAME) -> Iterator[str]:
+def local_cluster(name: str = CLUSTER_NAME, real_node: str = "0") -> Iterator[str]:
     """MODELDEPLOY_KUBECONFIG's cluster as is, or a local cluster that is taken down however
-    the program ends: even a signal during `cluster.sh up` stops kwokctl with it."""
+    the program ends: even a signal during `cluster.sh up` stops kwokctl with it.
+    `real_node` is its MODELDEPLOY_REAL_NODE: off by default, as the real node is one per
+    host and the benchmarks' fake pods do not need it."""
     put_kubectl_on_path()
     external = os.environ.get("MODELDEPLOY_KUBECONFIG")
     if external:
@@ -68,7 +70,12 @@ def local_cluster(name: str = CLUSTER_NAME) -> Iterator[str]:
     script = str(ROOT / "scripts" / "cluster.sh")
     # local processes even where kind works: the benchmarks' fake pods and the demo's
     # process harness need kwok's nodes, the demo's real pods the real node
-    env = {**os.environ, "MODELDEPLOY_CLUSTER_NAME": name, "MODELDEPLOY_CLUSTER_RUNTIME": "binary"}
+    env = {
+        **os.environ,
+        "MODELDEPLOY_CLUSTER_NAME": name,
+        "MODELDEPLOY_CLUSTER_RUNTIME": "binary",
+        "MODELDEPLOY_REAL_NODE": real_node,
+    }
     try:
         up = run_in_group([script, "up"], env=env, stdout=subprocess.PIPE, text=True)
         if up.returncode != 0:

@@ -48,10 +48,14 @@ def main() -> None:
     started = time.monotonic()
     try:
         say("starting a local cluster")
-        kubeconfig = stack.enter_context(local_cluster(CLUSTER))
+        # MODELDEPLOY_REAL_NODE=0 runs the process harness even where the real node can run
+        real_node = os.environ.get("MODELDEPLOY_REAL_NODE", "auto")
+        kubeconfig = stack.enter_context(local_cluster(CLUSTER, real_node))
         kubectl = Kubectl(kubeconfig)
         external = bool(os.environ.get("MODELDEPLOY_KUBECONFIG"))
         why = demo_node.why_not(kubectl, CLUSTER, external)
+        if real_node in ("0", "false", "no") and not external:
+            why = f"MODELDEPLOY_REAL_NODE={real_node}"
         if why is None:
             say("real pods: every part of the demo runs as a pod from the built images")
             tier = demo_node.tier_cluster(kubeconfig, CLUSTER, external)
