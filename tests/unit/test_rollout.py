@@ -771,6 +771,22 @@ def test_failed_checks_still_roll_back_a_canary_paused_by_request():
     assert rollback.outcome == "RolledBack"
 
 
+def test_a_step_is_judged_only_once_its_pods_are_ready_and_for_a_full_interval():
+    sim = canary_ready(deployed(steps=[10, 50], replicas=4))
+    sim.canary_ready_after = 6  # the next step's new pods take six reconciles to start
+    (advanced,) = judge(sim, "Pass")
+    assert advanced.weight == 50
+    started = sim.run(lambda s: s.canary.ready >= 4 and s.status.canary is not None, max_ticks=50)
+    starting = [t for t in started if t.observation.canary.ready_replicas < 4]
+    assert starting
+    assert not any(analysis_due(t.observation) for t in starting), "not judged while starting"
+    ready_at = started[-1].observation.now
+    canary = sim.status.canary
+    assert canary is not None
+    assert canary.last_step_at is not None
+    assert canary.last_step_at >= ready_at - timedelta(seconds=30), "the clock restarted"
+
+
 # --- promoting one step at a time ----------------------------------------------------------
 
 

@@ -76,6 +76,7 @@ class BlueGreen:
         return previewing(m)
 
     def promote_step(self, m: Machine) -> Decision:
+        m.event(Reason.STEP_PROMOTED, "the preview was promoted by a promote request")
         return self.start_promotion(m, "its preview was promoted by the user")
 
     def start_promotion(self, m: Machine, why: str) -> Decision:

@@ -38,6 +38,7 @@ from modeldeploy.rollout.model import (
     interval_seconds,
 )
 from modeldeploy.rollout.requests import PAUSE_ANNOTATION, PROMOTE_STEP_ANNOTATION
+from modeldeploy.routers import router_for
 
 if TYPE_CHECKING:
     from modeldeploy.rollout.machine import Machine
@@ -90,8 +91,20 @@ def analysis_due(observation: Observation) -> bool:
         return False
     if observation.invalid_spec is not None or observation.status.phase == Phase.PROMOTING:
         return False
+    if not step_pods_ready(observation, canary):
+        return False
     due = next_analysis_at(observation.spec, canary)
     return due is not None and observation.now >= due
+
+
+def step_pods_ready(observation: Observation, canary: CanaryStatus) -> bool:
+    """Whether the canary runs all the pods of its current step: a step is judged only on
+    traffic its pods could take (a new step's pods may take a while to start)."""
+    spec = observation.spec
+    steps = spec.rollout.steps
+    weight = steps[min(canary.step, len(steps) - 1)]
+    wanted = router_for(spec.traffic.router).replicas(spec.replicas, weight).canary
+    return observation.canary.serving(canary.revision, wanted)
 
 
 def start(m: Machine, reason: str) -> Decision:
@@ -184,6 +197,9 @@ def walking(m: Machine) -> Decision:
     canary.actual_weight = m.router.achieved_weight(
         weight, m.o.stable.ready_replicas, m.o.canary.ready_replicas
     )
+    if not step_pods_ready(m.o, canary):
+        # The step's clock starts once its pods are ready: its window holds their traffic.
+        canary.last_step_at = m.o.now
     if m.paused():
         by = "spec.rollout.paused" if spec.rollout.paused else PAUSE_ANNOTATION
         m.status.message = f"paused at step {canary.step + 1} ({weight}%) by {by}"

@@ -71,6 +71,7 @@ class Direct:
         return verifying(m)
 
     def promote_step(self, m: Machine) -> Decision:
+        m.event(Reason.STEP_PROMOTED, "remaining analyses skipped by a promote request")
         return self.start_promotion(m, "the user promoted it")
 
     def start_promotion(self, m: Machine, why: str) -> Decision:
