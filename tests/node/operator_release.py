@@ -130,6 +130,9 @@ def install(tier: TierCluster, prometheus_url: str) -> OperatorRelease:
         "--namespace",
         release.namespace,
         "--create-namespace",
+        # A CRD applied by kubectl (or by the 0.1.0 chart's crds/) is adopted, as the chart
+        # README tells users to.
+        "--take-ownership",
         "--wait",
         "--timeout",
         "5m",
