@@ -31,6 +31,7 @@ _PLURALS = {
     ("v1", "Event"): "events",
     ("v1", "Pod"): "pods",
     ("apps/v1", "Deployment"): "deployments",
+    ("batch/v1", "Job"): "jobs",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     (f"{GROUP}/{VERSION}", "ModelDeployment"): PLURAL,
     ("coordination.k8s.io/v1", "Lease"): "leases",

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modeldeploy import analysis, legacy, metrics, notify, podstatus, resources
+from modeldeploy import analysis, legacy, metrics, notify, podstatus, resources, validation
 from modeldeploy.api import (
     API_VERSION,
     KIND,
@@ -29,6 +29,7 @@ from modeldeploy.api import (
     Outcome,
     Phase,
     StrategyType,
+    ValidationVerdict,
     Verdict,
     duration_seconds,
 )
@@ -51,6 +52,7 @@ from modeldeploy.rollout import (
     set_condition,
 )
 from modeldeploy.routers import router_for
+from modeldeploy.validation import ValidationResult
 
 log = logging.getLogger("modeldeploy.reconciler")
 
@@ -249,7 +251,11 @@ class Reconciler:
             annotations=metadata.get("annotations") or {},
             now=now,
             invalid_spec=invalid_spec,
+            name=name,
         )
+        if _checking(md):
+            result = await self._offline_check(md)
+            observation = dataclasses.replace(observation, validation=result)
         if _waiting_long_for_canary(md.status, canary_dep, now):
             problem = await self._canary_pod_problem(md)
             observation = dataclasses.replace(observation, canary_pod_problem=problem)
@@ -437,11 +443,72 @@ class Reconciler:
             desired.append(self._deployment(md, uid, Track.STABLE, decision.stable))
         if decision.canary is not None:
             desired.append(self._deployment(md, uid, Track.CANARY, decision.canary))
+        if decision.validation_attempt is not None:
+            desired.append(self._validation_job(md, uid, decision, decision.validation_attempt))
         desired += [
             resources.owned(route, name, uid)
             for route in router.routes(name, namespace, md.spec, decision.weight)
         ]
         return desired
+
+    def _validation_job(
+        self, md: ModelDeployment, uid: str, decision: Decision, attempt: int
+    ) -> dict[str, Any]:
+        """The offline check's Job: the candidate through NAME-canary (its pods, no client
+        traffic), the stable through NAME-stable, on the hold-out set."""
+        spec = md.spec.validation
+        canary, stable = decision.status.canary, decision.status.stable
+        assert spec is not None
+        assert canary is not None
+        namespace, name = md.metadata.namespace, md.metadata.name
+        template = resources.template_of(md.spec, self.config.default_image)
+        candidate = validation.model_url(
+            f"{name}-canary", namespace, template.model.name, canary.version
+        )
+        baseline = None
+        if (
+            stable is not None
+            and stable.template is not None
+            and stable.revision != canary.revision
+        ):
+            baseline = validation.model_url(
+                f"{name}-stable", namespace, stable.template.model.name, stable.version
+            )
+        server = template.server
+        assert server.image is not None
+        return validation.validation_job(
+            name,
+            namespace,
+            uid,
+            canary.revision,
+            spec,
+            server.image,
+            candidate,
+            baseline,
+            attempt=attempt,
+            image_pull_policy=server.image_pull_policy,
+            node_selector=server.node_selector,
+            tolerations=[
+                t.model_dump(by_alias=True, exclude_none=True) for t in server.tolerations
+            ],
+        )
+
+    async def _offline_check(self, md: ModelDeployment) -> ValidationResult | None:
+        """The running check's result as its Job and pod tell it; None until it exists."""
+        checked, spec = md.status.validation, md.spec.validation
+        assert checked is not None
+        assert spec is not None
+        namespace = md.metadata.namespace
+        try:
+            job = await self.kube.get("batch/v1", "Job", namespace, checked.job, cached=True)
+            if job is None:
+                return None
+            pods = await self.kube.list("v1", "Pod", namespace, {"job-name": checked.job})
+        except KubeError as error:
+            log.warning("cannot read offline check %s: %s", checked.job, error)
+            return None
+        message = validation.termination_message(pods)
+        return validation.verdict(job, message, spec, has_stable=md.status.stable is not None)
 
     def _unchanged(self, manifest: dict[str, Any]) -> bool:
         """Applied by this process with the same hash, recently enough to trust."""
@@ -609,6 +676,18 @@ class Reconciler:
 # A canary's pods are looked at once they have had this long to start: pulling an image
 # and loading a model take a while, and most canaries never need the extra read.
 POD_CHECK_AFTER_SECONDS = 10.0
+
+
+def _checking(md: ModelDeployment) -> bool:
+    """An offline check is under way for the revision in flight."""
+    checked, canary = md.status.validation, md.status.canary
+    return (
+        md.spec.validation is not None
+        and checked is not None
+        and canary is not None
+        and checked.revision == canary.revision
+        and checked.verdict == ValidationVerdict.PENDING
+    )
 
 
 def _waiting_long_for_canary(

@@ -18,7 +18,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from modeldeploy.api import duration_seconds
+from modeldeploy.api import (
+    LOWER_IS_BETTER,
+    ValidationSpec,
+    ValidationStatus,
+    ValidationVerdict,
+    duration_seconds,
+)
 from modeldeploy.resources import (
     CACHE_DIR,
     MANAGED_BY,
@@ -27,12 +33,6 @@ from modeldeploy.resources import (
     SERVER_USER,
     owner_reference,
     with_hash,
-)
-from modeldeploy.validation_api import (
-    LOWER_IS_BETTER,
-    ValidationSpec,
-    ValidationStatus,
-    ValidationVerdict,
 )
 
 CONTAINER = "validate"

@@ -4,6 +4,7 @@ native arro3 libraries, a real modelserver answering on 127.0.0.1 (marker ``imag
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ def test_the_image_validates_a_parquet_hold_out_set(archives, models, tmp_path: 
     data = tmp_path / "data"
     data.mkdir()
     features, labels = load_breast_cancer(return_X_y=True)
-    columns = {f"f{i}": Array(np.ascontiguousarray(features[:, i])) for i in range(30)}
+    columns: dict[str, Any] = {
+        f"f{i}": Array(np.ascontiguousarray(features[:, i])) for i in range(30)
+    }
     columns["label"] = Array(labels.astype(np.int64))
     write_parquet(Table.from_pydict(columns), data / "holdout.parquet", compression="snappy")
     data.chmod(0o755)

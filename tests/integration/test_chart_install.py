@@ -127,6 +127,8 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
         ("create", "httproutes.gateway.networking.k8s.io"),
         ("get", "secrets"),
         ("list", "pods"),
+        ("create", "jobs.batch"),
+        ("patch", "jobs.batch"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
         ("create", "leases.coordination.k8s.io"),
@@ -144,6 +146,7 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
         ("create", "pods"),
         ("watch", "pods"),
         ("delete", "pods"),
+        ("delete", "jobs.batch"),
         ("update", "leases.coordination.k8s.io/someone-elses-lease"),
     ]
     for verb, resource in denied:

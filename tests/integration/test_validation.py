@@ -12,8 +12,8 @@ import yaml
 from pydantic import ValidationError
 
 from modeldeploy import crdgen
+from modeldeploy.api import ValidationSpec, ValidationStatus, ValidationVerdict
 from modeldeploy.validation import model_url, validation_job
-from modeldeploy.validation_api import ValidationSpec, ValidationStatus, ValidationVerdict
 from tests.integration.conftest import REPO_ROOT, Cluster
 
 pytestmark = pytest.mark.integration

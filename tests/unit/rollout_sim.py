@@ -32,6 +32,7 @@ from modeldeploy.rollout import (
     analysis_due,
     decide,
 )
+from modeldeploy.validation import ValidationResult
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 IMAGE = "ghcr.io/example/modelserver:1.0"
@@ -192,6 +193,8 @@ class Simulator:
     invalid_spec: str | None = None
     # What the shell would read from the canary's pods' statuses.
     canary_pod_problem: str | None = None
+    # What the offline check's Job reports once it ran (None: it still runs).
+    validation: ValidationResult | None = None
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class Simulator:
             now=self.now,
             invalid_spec=self.invalid_spec,
             canary_pod_problem=self.canary_pod_problem,
+            validation=self.validation,
         )
 
     def step(self, *, persist: bool = True, apply: bool = True) -> Tick:

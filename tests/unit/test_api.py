@@ -50,7 +50,7 @@ def test_every_example_parses(path):
 
 
 # Blocks of one strategy exclude the others', so "every field" spans these examples.
-COMPLETE_EXAMPLES = ("full.yaml", "blue-green.yaml", "direct.yaml")
+COMPLETE_EXAMPLES = ("full.yaml", "blue-green.yaml", "direct.yaml", "validation.yaml")
 
 
 def test_the_full_and_strategy_examples_set_every_spec_field():

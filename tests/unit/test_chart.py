@@ -127,6 +127,7 @@ def _namespaced_rules_hold(grants: dict[tuple[str, str], set[str]]) -> None:
     assert grants[("", "services")] == ALL_WRITE
     assert grants[("gateway.networking.k8s.io", "httproutes")] == ALL_WRITE
     assert grants[("", "pods")] == {"get", "list"}
+    assert grants[("batch", "jobs")] == {"get", "create", "patch"}
     assert grants[("", "events")] == EVENT_VERBS
     assert grants[("events.k8s.io", "events")] == EVENT_VERBS
     # Secrets are read by name (Prometheus token and CA, webhook URL), never listed.

@@ -449,6 +449,11 @@ def _check_manual_precedence(ticks: list[Tick]) -> None:
             continue
         if ABORT_ANNOTATION in new:
             assert _aborted(d)
+        elif PROMOTE_ANNOTATION in new and o.spec.strategy.type == "blueGreen":
+            # A switch needs ready pods: to unready ones it is refused, with a warning.
+            switched = d.status.phase == "Promoting" or d.outcome == "Promoted"
+            refused = Reason.STEP_PROMOTION_IGNORED in {e.reason for e in d.events}
+            assert switched or refused
         elif PROMOTE_ANNOTATION in new:
             assert d.status.phase == "Promoting" or d.outcome == "Promoted"
             assert d.status.last_analysis == o.status.last_analysis, "analysis not applied"

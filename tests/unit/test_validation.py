@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from modeldeploy import resources
+from modeldeploy.api import ValidationSpec
 from modeldeploy.validation import (
     job_name,
     model_url,
@@ -16,7 +17,6 @@ from modeldeploy.validation import (
     validation_job,
     verdict,
 )
-from modeldeploy.validation_api import ValidationSpec
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CANDIDATE = "http://fraud-canary.ml.svc/v2/models/fraud-detector/versions/2.1.0"

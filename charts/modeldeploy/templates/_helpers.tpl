@@ -89,6 +89,11 @@ their children, the Secrets they name and the Events it records. Used by the Clu
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The offline check of a new revision (spec.validation) runs as a Job the operator applies
+# and reads; finished Jobs go by their TTL and with their ModelDeployment.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "patch"]
 # Canary pods that never become ready: their container statuses say why (status, Event).
 - apiGroups: [""]
   resources: ["pods"]

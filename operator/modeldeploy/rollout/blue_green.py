@@ -34,8 +34,10 @@ from modeldeploy.api import (
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
     Decision,
+    Gate,
     Observation,
     Reason,
+    Rejection,
     Track,
     TrackPlan,
     interval_seconds,
@@ -159,6 +161,14 @@ def previewing(m: Machine) -> Decision:
     canary = m.status.canary
     assert canary is not None
     settings = m.o.spec.strategy.blue_green_settings()
+    gate = m.gate()
+    if isinstance(gate, Rejection):
+        return m.roll_back(gate.reason, gate.message)
+    if gate is Gate.HOLD:
+        m.status.message = f"preview of {canary.version}: its offline check runs"
+        m.condition("Progressing", True, Reason.VALIDATING, m.status.message)
+        plan = m.desired_plan(preview_replicas(m))
+        return m.decision(plan, 0, POLL_SECONDS, live_tracks=PREVIEW)
     analysis = fresh_analysis(m)
     if analysis is not None:
         m.status.last_analysis = analysis

@@ -31,8 +31,10 @@ from modeldeploy.api import (
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
     Decision,
+    Gate,
     Observation,
     Reason,
+    Rejection,
     Track,
     TrackPlan,
     interval_seconds,
@@ -139,7 +141,19 @@ def waiting(m: Machine) -> Decision:
     replicas = canary_replicas(m, first_weight)
     canary.replicas = m.o.canary.replicas
     canary.ready_replicas = m.o.canary.ready_replicas
+    gated = m.gated()
     if m.o.canary.serving(canary.revision, replicas):
+        gate = m.gate()
+        if isinstance(gate, Rejection):
+            return m.roll_back(gate.reason, gate.message)
+        if gate is Gate.HOLD:
+            m.status.message = (
+                f"canary {canary.version} ready; its offline check runs before any live traffic"
+            )
+            m.condition("Progressing", True, Reason.VALIDATING, m.status.message)
+            return m.decision(
+                m.desired_plan(replicas), 0, POLL_SECONDS, live_tracks=(Track.STABLE,)
+            )
         canary.ready_at = m.o.now
         canary.last_step_at = m.o.now
         canary.weight = first_weight
@@ -161,7 +175,11 @@ def waiting(m: Machine) -> Decision:
             f"({m.o.canary.ready_replicas}/{replicas} ready){why}",
         )
     m.note_pod_problem(canary, replicas)
-    return m.decision(m.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited))
+    # Pods that become ready between two looks must not take live traffic unchecked.
+    live = (Track.STABLE,) if gated else (Track.STABLE, Track.CANARY)
+    return m.decision(
+        m.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited), live_tracks=live
+    )
 
 
 def fresh_analysis(m: Machine) -> AnalysisStatus | None:

@@ -26,8 +26,10 @@ from modeldeploy.api import (
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
     Decision,
+    Gate,
     Observation,
     Reason,
+    Rejection,
     Track,
     interval_seconds,
 )
@@ -35,37 +37,35 @@ from modeldeploy.rollout.model import (
 if TYPE_CHECKING:
     from modeldeploy.rollout.machine import Machine
 
+# One pod of the new revision is enough for the offline check before the replacement.
+CHECK_REPLICAS = 1
+
 
 class Direct:
     def start(self, m: Machine, why: str) -> Decision:
         spec = m.o.spec
-        stable = m.status.stable
-        assert stable is not None
         m.status.canary = CanaryStatus(
-            revision=m.o.revision, version=spec.model.version, started_at=m.o.now, weight=100
-        )
-        # A revision replaced before it passed is no rollback target: keep the older one.
-        if m.status.previous is None:
-            m.status.previous = PreviousStatus(
-                revision=stable.revision, version=stable.version, template=stable.template
-            )
-        m.status.stable = StableStatus(
-            revision=m.o.revision, version=spec.model.version, template=m.o.template
+            revision=m.o.revision, version=spec.model.version, started_at=m.o.now
         )
         m.status.last_analysis = None
         m.status.phase = Phase.PROGRESSING
-        m.status.message = f"replacing {stable.version} with {spec.model.version} in place"
-        m.condition("Progressing", True, Reason.REPLACING, m.status.message)
-        m.event(
-            Reason.REPLACING,
-            f"{spec.model.version} (revision {m.o.revision}) replaces {stable.version} in "
-            f"place{why}; {spec.strategy.direct_settings().analysis_intervals} analyses follow",
-        )
-        return self.progress(m)
+        if m.gated():
+            stable = m.status.stable
+            assert stable is not None
+            m.status.message = (
+                f"{spec.model.version}: offline check before it replaces {stable.version}"
+            )
+            m.condition("Progressing", True, Reason.VALIDATING, m.status.message)
+            return checking(m)
+        return replace(m, why)
 
     def progress(self, m: Machine) -> Decision:
         canary = m.status.canary
+        stable = m.status.stable
         assert canary is not None
+        assert stable is not None
+        if stable.revision != canary.revision:
+            return checking(m)
         if canary.ready_at is None:
             return waiting(m)
         return verifying(m)
@@ -93,6 +93,58 @@ class Direct:
 
     def analysis_track(self, o: Observation) -> Track:
         return Track.STABLE
+
+
+def checking(m: Machine) -> Decision:
+    """Before the replacement: one pod of the new revision, no live traffic, checked
+    offline on the hold-out set; it replaces stable once the check passed."""
+    canary = m.status.canary
+    assert canary is not None
+    plan = m.desired_plan(CHECK_REPLICAS)
+    if not m.o.canary.serving(canary.revision, CHECK_REPLICAS):
+        deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
+        waited = (m.o.now - canary.started_at).total_seconds()
+        if waited >= deadline:
+            return m.roll_back(
+                Reason.PROGRESS_DEADLINE_EXCEEDED,
+                f"the pod to check offline never became ready within "
+                f"{m.o.spec.rollout.progress_deadline}",
+            )
+        m.note_pod_problem(canary, CHECK_REPLICAS)
+        wait = min(POLL_SECONDS, deadline - waited)
+        return m.decision(plan, 0, wait, live_tracks=(Track.STABLE,))
+    gate = m.gate()
+    if isinstance(gate, Rejection):
+        return m.roll_back(gate.reason, gate.message)
+    if gate is Gate.HOLD:
+        return m.decision(plan, 0, POLL_SECONDS, live_tracks=(Track.STABLE,))
+    return replace(m, ", after passing its offline check")
+
+
+def replace(m: Machine, why: str) -> Decision:
+    """The stable Deployment takes the new template; the previous revision is kept."""
+    spec = m.o.spec
+    canary = m.status.canary
+    stable = m.status.stable
+    assert canary is not None
+    assert stable is not None
+    canary.weight = 100
+    # A revision replaced before it passed is no rollback target: keep the older one.
+    if m.status.previous is None:
+        m.status.previous = PreviousStatus(
+            revision=stable.revision, version=stable.version, template=stable.template
+        )
+    m.status.stable = StableStatus(
+        revision=m.o.revision, version=spec.model.version, template=m.o.template
+    )
+    m.status.message = f"replacing {stable.version} with {spec.model.version} in place"
+    m.condition("Progressing", True, Reason.REPLACING, m.status.message)
+    m.event(
+        Reason.REPLACING,
+        f"{spec.model.version} (revision {m.o.revision}) replaces {stable.version} in "
+        f"place{why}; {spec.strategy.direct_settings().analysis_intervals} analyses follow",
+    )
+    return waiting(m)
 
 
 def waiting(m: Machine) -> Decision:

@@ -20,6 +20,8 @@ from modeldeploy.api import (
     Phase,
     StableStatus,
     StrategyType,
+    ValidationStatus,
+    ValidationVerdict,
     Verdict,
 )
 from modeldeploy.rollout.blue_green import BlueGreen
@@ -38,9 +40,11 @@ from modeldeploy.rollout.model import (
     STABLE_RECHECK_SECONDS,
     Decision,
     EventRecord,
+    Gate,
     Notification,
     Observation,
     Reason,
+    Rejection,
     Track,
     TrackPlan,
 )
@@ -55,6 +59,7 @@ from modeldeploy.rollout.requests import (
 )
 from modeldeploy.rollout.strategy import Strategy
 from modeldeploy.routers import router_for
+from modeldeploy.validation import job_name as validation_job_name
 
 _STRATEGIES: dict[StrategyType, Strategy] = {
     StrategyType.CANARY: Canary(),
@@ -90,6 +95,7 @@ class Machine:
         self.outcome: Outcome | None = None
         self.router = router_for(observation.spec.traffic.router)
         self.strategy = strategy_for(observation.spec.strategy.type)
+        self.validation_attempt: int | None = None
         self.pending = new_requests(observation.annotations, observation.status.handled_requests)
 
     # -- helpers -----------------------------------------------------------------
@@ -213,7 +219,83 @@ class Machine:
             requeue_after=requeue,
             outcome=self.outcome,
             live_tracks=live_tracks,
+            validation_attempt=self.validation_attempt,
         )
+
+    # -- the offline check -------------------------------------------------------
+
+    def gated(self) -> bool:
+        """Whether an offline check must still pass before live traffic reaches the new
+        revision (none is configured, or it passed: False)."""
+        canary = self.status.canary
+        checked = self.status.validation
+        if self.o.spec.validation is None or canary is None:
+            return False
+        passed = checked is not None and checked.revision == canary.revision
+        return not (passed and checked is not None and checked.verdict == ValidationVerdict.PASS)
+
+    def gate(self) -> Gate | Rejection:
+        """Run the offline check of the revision under way: PASSED, HOLD while its Job runs
+        (or is retried after an Error), or a Rejection to roll back with."""
+        spec = self.o.spec.validation
+        canary = self.status.canary
+        assert canary is not None
+        if spec is None or not self.gated():
+            return Gate.PASSED
+        checked = self.status.validation
+        if checked is None or checked.revision != canary.revision:
+            return self._start_check(1, "")
+        result = self.o.validation
+        if result is None or result.verdict == ValidationVerdict.PENDING:
+            self.validation_attempt = checked.attempts
+            return Gate.HOLD
+        done = result.status(
+            revision=canary.revision, job=checked.job, attempts=checked.attempts, at=self.o.now
+        )
+        self.status.validation = done
+        if result.verdict == ValidationVerdict.PASS:
+            self.event(
+                Reason.VALIDATION_PASSED, f"offline check of {canary.version}: {result.message}"
+            )
+            return Gate.PASSED
+        if result.verdict == ValidationVerdict.FAIL:
+            return Rejection(Reason.VALIDATION_FAILED, f"offline check: {result.message}")
+        limit = self.o.spec.rollout.inconclusive_limit
+        self.event(
+            Reason.VALIDATION_ERROR,
+            f"offline check of {canary.version}, attempt {checked.attempts}/{limit}: "
+            f"{result.message}",
+            warning=True,
+        )
+        if checked.attempts >= limit:
+            return Rejection(
+                Reason.VALIDATION_INCONCLUSIVE,
+                f"{checked.attempts} offline checks ended in errors; last: {result.message}",
+            )
+        return self._start_check(checked.attempts + 1, f" (attempt {checked.attempts + 1})")
+
+    def _start_check(self, attempt: int, note: str) -> Gate | Rejection:
+        spec = self.o.spec.validation
+        canary = self.status.canary
+        assert spec is not None
+        assert canary is not None
+        job = validation_job_name(self.o.name, canary.revision, spec, attempt)
+        previous = self.status.validation
+        self.status.validation = ValidationStatus(
+            revision=canary.revision,
+            verdict=ValidationVerdict.PENDING,
+            metric=str(spec.metric),
+            message=previous.message if previous and attempt > 1 else "the check is starting",
+            attempts=attempt,
+            job=job,
+            at=self.o.now,
+        )
+        self.validation_attempt = attempt
+        self.event(
+            Reason.VALIDATION_STARTED,
+            f"offline check of {canary.version} on the hold-out set started{note}: Job {job}",
+        )
+        return Gate.HOLD
 
     def note_pod_problem(self, candidate: CanaryStatus, replicas: int) -> None:
         """While the new pods are not ready, say why (from the shell's look at them)."""

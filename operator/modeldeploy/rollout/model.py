@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from modeldeploy.api import (
     AnalysisStatus,
@@ -14,6 +14,7 @@ from modeldeploy.api import (
     TrackTemplate,
     duration_seconds,
 )
+from modeldeploy.validation import ValidationResult
 
 # How soon to look again while waiting for pods; analyses have their own schedule.
 POLL_SECONDS = 5.0
@@ -63,8 +64,29 @@ class Reason(StrEnum):
     SCALED_DOWN = "PreviousScaledDown"
     REPLACING = "Replacing"
     REPLACED = "Replaced"
+    VALIDATION_STARTED = "ValidationStarted"
+    VALIDATING = "Validating"
+    VALIDATION_PASSED = "ValidationPassed"
+    VALIDATION_FAILED = "ValidationFailed"
+    VALIDATION_ERROR = "ValidationError"
+    VALIDATION_INCONCLUSIVE = "ValidationInconclusive"
     INVALID_SPEC = "InvalidSpec"
     COMPLETE = "Complete"
+
+
+class Gate(Enum):
+    """Where the offline check leaves the new revision."""
+
+    PASSED = "passed"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The offline check rejected the revision: roll back with this reason."""
+
+    reason: Reason
+    message: str
 
 
 class Track(StrEnum):
@@ -110,6 +132,10 @@ class Observation:
     # Why the canary's pods are not ready (image pull, crash with its termination
     # message, no room), when the shell looked: shown while waiting and on rollback.
     canary_pod_problem: str | None = None
+    # The shell's reading of the offline check's Job named in status.validation.
+    validation: ValidationResult | None = None
+    # The ModelDeployment's name: the offline check's Job is named after it.
+    name: str = "model"
 
 
 @dataclass(frozen=True)
@@ -147,6 +173,8 @@ class Decision:
     # Tracks the clients' Service selects: both by default (the replicas router splits by
     # pods); one while a blue-green preview or switch keeps live traffic off the other.
     live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY)
+    # The offline check's Job that must exist now (its attempt), if one runs.
+    validation_attempt: int | None = None
 
 
 def interval_seconds(spec: ModelDeploymentSpec) -> float:

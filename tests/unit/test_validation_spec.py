@@ -10,7 +10,7 @@ from celpy.adapter import json_to_cel
 from pydantic import ValidationError
 
 from modeldeploy import crdgen
-from modeldeploy.validation_api import ValidationSpec, ValidationStatus, ValidationVerdict
+from modeldeploy.api import ValidationSpec, ValidationStatus, ValidationVerdict
 
 SPEC: dict[str, Any] = {
     "dataset": {"uri": "pvc://holdout/fraud.csv", "format": "csv", "labelColumn": "is_fraud"},
