@@ -4,6 +4,8 @@
 #       built from its Go module at the version scripts/versions.env pins (tagged with that
 #       module version, e.g. v0.316.0 for Prometheus 3.16.0) with only the kubernetes, file
 #       and http discovery plugins
+#   modeldeploy-metrics-server:<METRICS_SERVER_VERSION>  metrics-server, built from its Go module
+#       at the pinned version: the resource metrics API HorizontalPodAutoscalers read
 #   modeldeploy-loadgen:<project version>  test_images/loadgen: in-cluster load and files
 # Each is one static Go binary that test_images/NAME/Dockerfile copies into a FROM-scratch
 # image, so the same Dockerfile builds with buildah here and with Docker in users' CI.
@@ -19,7 +21,8 @@
 #       only the binaries; prints NAME_BIN=path lines
 #
 # Cache (${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}): bin/prometheus-<version>-<hash>/,
-# bin/loadgen-<hash>/, src/prometheus-<version>/ (the wrapper module), images/context/NAME/
+# bin/metrics-server-<version>/, bin/loadgen-<hash>/, src/prometheus-<version>/ and
+# src/metrics-server-<version>/ (the wrapper modules), images/context/NAME/
 # (build contexts), and buildah's storage shared with scripts/images.sh. Needs Go; nothing
 # but Go modules is downloaded. With --when-possible, a machine without Go skips with one
 # line (unless CI=true), as scripts/images.sh does.
@@ -40,6 +43,7 @@ LOGS=$CACHE/logs
 PROMETHEUS_MODULE=github.com/prometheus/prometheus
 # Every service discovery plugin out but Kubernetes (file and http are always built in).
 PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
+METRICS_SERVER_MODULE=sigs.k8s.io/metrics-server
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -trimpath"
 GO_P=${MODELDEPLOY_GO_PARALLEL:-2}
@@ -73,7 +77,7 @@ module_field() { # $1 = module@version, $2 = field of `go mod download -json`
 # The module's own replace and exclude directives as `go mod edit` flags: `go install
 # module@version` refuses a module that has any, so a wrapper module repeats them.
 directive_flags() { # $1 = the module's go.mod
-    local json=$SRC/.prometheus-gomod.json
+    local json=$SRC/.wrapped-gomod.json
     go mod edit -json "$1" >"$json"
     python3 - "$json" <<'EOF'
 import json
@@ -95,25 +99,27 @@ for r in mod.get("Replace") or []:
 EOF
 }
 
-prometheus_module() { # prints the wrapper module's directory
-    local mod=$SRC/prometheus-$PROMETHEUS_VERSION gomod flags
+# wrapper_module NAME MODULE VERSION PACKAGE: prints the directory of a module that requires
+# MODULE@VERSION with its directives, ready to `go build` PACKAGE
+wrapper_module() {
+    local name=$1 module=$2 version=$3 package=$4 mod=$SRC/$1-$3 gomod flags
     if [[ -f $mod/.ready ]]; then
         echo "$mod"
         return 0
     fi
-    log "resolving $PROMETHEUS_MODULE@$PROMETHEUS_VERSION (module download, first time only)"
+    log "resolving $module@$version (module download, first time only)"
     rm -rf "$mod"
     mkdir -p "$mod"
-    gomod=$(module_field "$PROMETHEUS_MODULE@$PROMETHEUS_VERSION" GoMod)
-    [[ -f $gomod ]] || die "cannot download $PROMETHEUS_MODULE@$PROMETHEUS_VERSION"
-    printf 'module modeldeploy.local/prometheus-build\n\ngo 1.26.0\n\nrequire %s %s\n' \
-        "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION" >"$mod/go.mod"
+    gomod=$(module_field "$module@$version" GoMod)
+    [[ -f $gomod ]] || die "cannot download $module@$version"
+    printf 'module modeldeploy.local/%s-build\n\ngo 1.26.0\n\nrequire %s %s\n' \
+        "$name" "$module" "$version" >"$mod/go.mod"
     flags=$(directive_flags "$gomod") || die "cannot mirror the directives of $gomod"
     if [[ -n $flags ]]; then
         # shellcheck disable=SC2086 # one flag a line, none with spaces
         (cd "$mod" && go mod edit $flags)
     fi
-    (cd "$mod" && run_logged "$LOGS/prometheus-mod.log" go get "$PROMETHEUS_MODULE/cmd/prometheus@$PROMETHEUS_VERSION")
+    (cd "$mod" && run_logged "$LOGS/$name-mod.log" go get "$package@$version")
     touch "$mod/.ready"
     echo "$mod"
 }
@@ -129,7 +135,7 @@ PROMETHEUS_DIR=$BIN/prometheus-$PROMETHEUS_VERSION-$(echo "$PROMETHEUS_TAGS" | s
 build_prometheus() {
     local out=$PROMETHEUS_DIR/prometheus mod release ld started p=github.com/prometheus/common/version
     [[ -x $out ]] && return 0
-    mod=$(prometheus_module)
+    mod=$(wrapper_module prometheus "$PROMETHEUS_MODULE" "$PROMETHEUS_VERSION" "$PROMETHEUS_MODULE/cmd/prometheus")
     release=$(prometheus_release)
     ld="-s -w -X $p.Version=$release -X $p.Revision=$PROMETHEUS_VERSION -X $p.Branch=HEAD"
     ld+=" -X $p.BuildUser=modeldeploy -X $p.BuildDate=19700101-00:00:00"
@@ -140,6 +146,23 @@ build_prometheus() {
         -ldflags "$ld" -o "$out.tmp" "$PROMETHEUS_MODULE/cmd/prometheus")
     mv -f "$out.tmp" "$out"
     log "built prometheus in $((SECONDS - started)) s -> $out"
+}
+
+METRICS_SERVER_DIR=$BIN/metrics-server-$METRICS_SERVER_VERSION
+build_metrics_server() {
+    local out=$METRICS_SERVER_DIR/metrics-server mod ld started p=k8s.io/client-go/pkg/version
+    [[ -x $out ]] && return 0
+    mod=$(wrapper_module metrics-server "$METRICS_SERVER_MODULE" "$METRICS_SERVER_VERSION" "$METRICS_SERVER_MODULE/cmd/metrics-server")
+    # the version it reports (as its own Makefile sets it)
+    ld="-s -w -X $p.gitVersion=$METRICS_SERVER_VERSION -X $p.gitCommit=$METRICS_SERVER_VERSION"
+    ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+    log "building metrics-server $METRICS_SERVER_VERSION ($METRICS_SERVER_MODULE; a few minutes the first time)"
+    started=$SECONDS
+    mkdir -p "$METRICS_SERVER_DIR"
+    (cd "$mod" && run_logged "$LOGS/metrics-server.log" go build -p "$GO_P" -ldflags "$ld" \
+        -o "$out.tmp" "$METRICS_SERVER_MODULE/cmd/metrics-server")
+    mv -f "$out.tmp" "$out"
+    log "built metrics-server in $((SECONDS - started)) s -> $out"
 }
 
 LOADGEN_SRC=$ROOT/test_images/loadgen
@@ -154,16 +177,17 @@ build_loadgen() {
 }
 
 build_binaries() {
-    command -v go >/dev/null 2>&1 || die "Go is needed to build the node tier's images (Prometheus and loadgen)"
+    command -v go >/dev/null 2>&1 || die "Go is needed to build the node tier's images (Prometheus, metrics-server and loadgen)"
     mkdir -p "$SRC" "$BIN" "$LOGS"
     # one build at a time (make images and a test run may race); the other then reuses it
     exec 8>"$BIN/.node-tier-images.lock"
     if ! flock --nonblock 8; then
-        log "waiting for another build of Prometheus and loadgen to finish"
+        log "waiting for another build of Prometheus, metrics-server and loadgen to finish"
         flock 8
     fi
     build_loadgen
     build_prometheus
+    build_metrics_server
     exec 8>&-
 }
 
@@ -244,10 +268,13 @@ with_buildah() {
     bah images --noheading --format '{{.Name}}:{{.Tag}}' | while read -r ref; do
         case $ref in
             localhost/modeldeploy-prometheus:"$PROMETHEUS_VERSION" | localhost/modeldeploy-loadgen:"$version") ;;
+            localhost/modeldeploy-metrics-server:"$METRICS_SERVER_VERSION") ;;
             localhost/modeldeploy-prometheus:* | localhost/modeldeploy-loadgen:*) bah rmi "$ref" >/dev/null || true ;;
+            localhost/modeldeploy-metrics-server:*) bah rmi "$ref" >/dev/null || true ;;
         esac
     done
     lines+=("$(buildah_image prometheus "$PROMETHEUS_VERSION" "$PROMETHEUS_DIR/prometheus" "$(prometheus_release)")")
+    lines+=("$(buildah_image metrics-server "$METRICS_SERVER_VERSION" "$METRICS_SERVER_DIR/metrics-server" "$METRICS_SERVER_VERSION")")
     lines+=("$(buildah_image loadgen "$version" "$LOADGEN_DIR/loadgen" "$version")")
     update_manifest "${lines[@]}"
 }
@@ -258,6 +285,7 @@ with_docker() {
     build_binaries
     version=$(project_version)
     for spec in "prometheus:$PROMETHEUS_VERSION:$PROMETHEUS_DIR/prometheus:$(prometheus_release)" \
+        "metrics-server:$METRICS_SERVER_VERSION:$METRICS_SERVER_DIR/metrics-server:$METRICS_SERVER_VERSION" \
         "loadgen:$version:$LOADGEN_DIR/loadgen:$version"; do
         IFS=: read -r name tag binary label <<<"$spec"
         ref=local/modeldeploy-$name:$tag
@@ -273,11 +301,12 @@ main() {
         --docker) with_docker ;;
         --binaries)
             build_binaries
-            printf 'PROMETHEUS_BIN=%q\nLOADGEN_BIN=%q\n' "$PROMETHEUS_DIR/prometheus" "$LOADGEN_DIR/loadgen"
+            printf 'PROMETHEUS_BIN=%q\nMETRICS_SERVER_BIN=%q\nLOADGEN_BIN=%q\n' "$PROMETHEUS_DIR/prometheus" \
+                "$METRICS_SERVER_DIR/metrics-server" "$LOADGEN_DIR/loadgen"
             ;;
         --when-possible | "")
             if [[ ${1:-} == --when-possible && ${CI:-} != true ]] && ! command -v go >/dev/null 2>&1; then
-                log "skipped: no Go to build Prometheus and loadgen; the node tests that need them will skip too"
+                log "skipped: no Go to build Prometheus, metrics-server and loadgen; the node tests that need them will skip too"
                 return 0
             fi
             with_buildah
