@@ -47,12 +47,12 @@ def main() -> None:
     stack = ExitStack()
     started = time.monotonic()
     try:
-        say("starting a local cluster")
+        external = bool(os.environ.get("MODELDEPLOY_KUBECONFIG"))
+        say("the cluster of MODELDEPLOY_KUBECONFIG" if external else "starting a local cluster")
         # MODELDEPLOY_REAL_NODE=0 runs the process harness even where the real node can run
         real_node = os.environ.get("MODELDEPLOY_REAL_NODE", "auto")
         kubeconfig = stack.enter_context(local_cluster(CLUSTER, real_node))
         kubectl = Kubectl(kubeconfig)
-        external = bool(os.environ.get("MODELDEPLOY_KUBECONFIG"))
         why = demo_node.why_not(kubectl, CLUSTER, external)
         if real_node in ("0", "false", "no") and not external:
             why = f"MODELDEPLOY_REAL_NODE={real_node}"
