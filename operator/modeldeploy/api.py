@@ -924,6 +924,32 @@ class StrategySpec(ApiModel):
         return self.direct or DirectStrategy()
 
 
+_AUTOSCALING_RULE = "self.minReplicas <= self.maxReplicas"
+_AUTOSCALING_MESSAGE = "autoscaling.minReplicas must not exceed maxReplicas"
+
+
+class AutoscalingSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_AUTOSCALING_RULE, _AUTOSCALING_MESSAGE))
+    )
+
+    min_replicas: int = Field(ge=1, le=1000, description="Fewest stable pods the HPA keeps.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most stable pods the HPA makes.")
+    target_cpu_utilization: int = Field(
+        default=80,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilization",
+        description="Average CPU use, % of requests, the HPA aims at.",
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(_AUTOSCALING_MESSAGE)
+        return self
+
+
 class ModelDeploymentSpec(ApiModel):
     model: ModelSpec = Field(description="The model to serve.")
     replicas: int = Field(default=1, ge=0, le=1000, description="Serving pods of the stable track.")
@@ -943,6 +969,13 @@ class ModelDeploymentSpec(ApiModel):
     strategy: StrategySpec = Field(
         default_factory=StrategySpec,
         description="How a new revision replaces the stable one: canary, blueGreen or direct.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description=(
+            "A HorizontalPodAutoscaler sizes the stable track (spec.replicas is then "
+            "ignored); canaries follow its size."
+        ),
     )
     validation: ValidationSpec | None = Field(
         default=None,
@@ -1083,6 +1116,12 @@ class ModelDeploymentStatus(StatusModel):
     message: str = Field(default="", description="Human-readable summary of the phase.")
     observed_generation: int | None = Field(
         default=None, description="Last spec generation the operator acted on."
+    )
+    replicas: int | None = Field(
+        default=None, description="Pods of the stable track (the scale subresource reads it)."
+    )
+    selector: str | None = Field(
+        default=None, description="Label selector of the serving pods (for the scale subresource)."
     )
     revision: str | None = Field(
         default=None, description="Hash of the pod-shaping spec the user asked for."

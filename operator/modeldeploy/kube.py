@@ -31,6 +31,7 @@ _PLURALS = {
     ("v1", "Event"): "events",
     ("v1", "Pod"): "pods",
     ("apps/v1", "Deployment"): "deployments",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("batch/v1", "Job"): "jobs",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     (f"{GROUP}/{VERSION}", "ModelDeployment"): PLURAL,
@@ -199,7 +200,9 @@ class Kube:
         reply = await self._request("GET", path, params=params)
         return None if reply.status == 404 else dict(reply.body)
 
-    async def apply(self, manifest: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+    async def apply(
+        self, manifest: dict[str, Any], *, force: bool = True, manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
         """Server-side apply under the operator's one field manager.
 
         Without `force`, a field another manager set to a different value is a 409 instead
@@ -214,7 +217,7 @@ class Kube:
             path,
             body=manifest,
             content_type="application/apply-patch+yaml",
-            params={"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"},
+            params={"fieldManager": manager, "force": "true" if force else "false"},
         )
         if reply.status == 404:
             raise KubeError(

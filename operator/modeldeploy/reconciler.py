@@ -57,6 +57,10 @@ from modeldeploy.validation import ValidationResult
 log = logging.getLogger("modeldeploy.reconciler")
 
 CONFLICT_RETRY_SECONDS = 30.0
+# The field manager that keeps a Deployment's size while an HPA takes it over.
+HANDOVER_MANAGER = "modeldeploy-handover"
+# A new autoscaled Deployment starts with one pod; the HPA raises it to its minimum.
+HANDOVER_START = 1
 COMPONENT = "modeldeploy-operator"
 
 
@@ -443,6 +447,10 @@ class Reconciler:
             desired.append(self._deployment(md, uid, Track.STABLE, decision.stable))
         if decision.canary is not None:
             desired.append(self._deployment(md, uid, Track.CANARY, decision.canary))
+        if md.spec.autoscaling is not None:
+            desired.append(
+                resources.horizontal_pod_autoscaler(name, namespace, uid, md.spec.autoscaling)
+            )
         if decision.validation_attempt is not None:
             desired.append(self._validation_job(md, uid, decision, decision.validation_attempt))
         desired += [
@@ -555,13 +563,20 @@ class Reconciler:
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             raise errors[0]
+        namespace, name = md.metadata.namespace, md.metadata.name
         if decision.canary is None:
-            namespace, name = md.metadata.namespace, md.metadata.name
             await self._delete_if_owned("apps/v1", "Deployment", namespace, f"{name}-canary", uid)
+        if md.spec.autoscaling is None:
+            # Autoscaling turned off: the operator sizes the stable again, the HPA goes.
+            await self._delete_if_owned(
+                "autoscaling/v2", "HorizontalPodAutoscaler", namespace, name, uid
+            )
 
     def _deployment(
         self, md: ModelDeployment, uid: str, track: Track, plan: TrackPlan
     ) -> dict[str, Any]:
+        # With autoscaling the HPA owns the stable's size; the operator stops applying it.
+        autoscaled = md.spec.autoscaling is not None and track == Track.STABLE
         return resources.deployment(
             md.metadata.name,
             md.metadata.namespace,
@@ -569,7 +584,7 @@ class Reconciler:
             track,
             plan.revision,
             plan.template,
-            plan.replicas,
+            None if autoscaled else plan.replicas,
         )
 
     async def _apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None) -> None:
@@ -577,6 +592,8 @@ class Reconciler:
         digest = manifest["metadata"]["annotations"][resources.HASH_ANNOTATION]
         current = (existing or {}).get("metadata", {}).get("annotations", {})
         if current.get(resources.HASH_ANNOTATION) != digest:
+            if manifest["kind"] == "Deployment" and "replicas" not in manifest["spec"]:
+                manifest = await self._hand_size_over(manifest, existing)
             # Only an object already known to be ours is applied with force; a create that
             # races with someone else's object fails with a conflict instead of taking it.
             applied = await self.kube.apply(manifest, force=existing is not None)
@@ -584,6 +601,26 @@ class Reconciler:
                 self.memory.remember(applied)
         self.memory.applied[key] = digest
         self.memory.verified_at[key] = time.monotonic()
+
+    async def _hand_size_over(
+        self, manifest: dict[str, Any], existing: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """A Deployment whose size an HPA takes over. A new one starts at the HPA's minimum.
+        An existing one first has its current size applied by a handover field manager:
+        dropping a field from the operator's apply would otherwise reset it to 1 pod."""
+        if existing is None:
+            return {**manifest, "spec": {**manifest["spec"], "replicas": HANDOVER_START}}
+        size = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": manifest["metadata"]["name"],
+                "namespace": manifest["metadata"]["namespace"],
+            },
+            "spec": {"replicas": int(existing.get("spec", {}).get("replicas", 1))},
+        }
+        await self.kube.apply(size, manager=HANDOVER_MANAGER)
+        return manifest
 
     async def _delete_if_owned(
         self, api_version: str, kind: str, namespace: str, name: str, uid: str

@@ -23,6 +23,7 @@ from modeldeploy.api import (
     API_VERSION,
     KIND,
     AddedLater,
+    AutoscalingSpec,
     ModelDeploymentSpec,
     ServerSpec,
     TrackTemplate,
@@ -302,9 +303,11 @@ def deployment(
     track: str,
     revision: str,
     template: TrackTemplate,
-    replicas: int,
+    replicas: int | None,
 ) -> dict[str, Any]:
+    """A track's Deployment; `replicas` None leaves its size to a HorizontalPodAutoscaler."""
     labels = track_labels(name, track, revision, template.model.version)
+    size = {} if replicas is None else {"replicas": replicas}
     return with_hash(
         {
             "apiVersion": "apps/v1",
@@ -313,13 +316,47 @@ def deployment(
                 deployment_name(name, track), namespace, labels, owner_reference(name, uid)
             ),
             "spec": {
-                "replicas": replicas,
+                **size,
                 "selector": {"matchLabels": track_selector(name, track)},
                 "strategy": {
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
                 },
                 "template": pod_template(name, track, revision, template),
+            },
+        }
+    )
+
+
+def horizontal_pod_autoscaler(
+    name: str, namespace: str, uid: str, autoscaling: AutoscalingSpec
+) -> dict[str, Any]:
+    """`NAME`: sizes the stable Deployment by CPU use; canaries follow its size."""
+    return with_hash(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": _metadata(name, namespace, common_labels(name), owner_reference(name, uid)),
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment_name(name, "stable"),
+                },
+                "minReplicas": autoscaling.min_replicas,
+                "maxReplicas": autoscaling.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": autoscaling.target_cpu_utilization,
+                            },
+                        },
+                    }
+                ],
             },
         }
     )

@@ -129,6 +129,8 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
         ("list", "pods"),
         ("create", "jobs.batch"),
         ("patch", "jobs.batch"),
+        ("create", "horizontalpodautoscalers.autoscaling"),
+        ("delete", "horizontalpodautoscalers.autoscaling"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
         ("create", "leases.coordination.k8s.io"),

@@ -116,3 +116,57 @@ def test_a_failing_direct_replacement_is_rolled_back_in_place(objects, operator,
     wait_for(
         lambda: deployed_version(objects, "dirback-stable") == "1.0.0", 30, "stable rolled back"
     )
+
+
+def test_turning_autoscaling_on_hands_the_stable_size_to_an_hpa_without_resetting_it(
+    objects, operator, prometheus
+):
+    prometheus.healthy()
+    deploy_stable(objects, "auto", prometheus, replicas=3)
+    before = objects.get("deployment", "auto-stable")
+    assert before is not None
+    objects.patch_spec("auto", {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}})
+
+    hpa = wait_for(lambda: objects.get("hpa", "auto"), 60, "the HorizontalPodAutoscaler")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "auto-stable"
+
+    def reapplied() -> dict[str, Any] | None:
+        found = objects.get("deployment", "auto-stable")
+        hash_key = "modeldeploy.dev/applied-hash"
+        old, new = (d["metadata"]["annotations"][hash_key] for d in (before, found or before))
+        return found if found is not None and new != old else None
+
+    after = wait_for(reapplied, 60, "the stable Deployment applied without its size")
+    assert after["spec"]["replicas"] == 3, "dropping the field must not reset it to 1 pod"
+    owners = {
+        entry["manager"]
+        for entry in after["metadata"]["managedFields"]
+        if "f:replicas" in entry.get("fieldsV1", {}).get("f:spec", {})
+    }
+    assert "modeldeploy-handover" in owners
+    assert "modeldeploy" not in owners, "the operator no longer applies the size"
+    wait_for(
+        lambda: "spec.replicas is ignored" in objects.status("auto").get("message", ""),
+        30,
+        "status saying spec.replicas is ignored",
+    )
+
+
+def test_kubectl_scale_sizes_a_model_deployment_that_is_not_autoscaled(
+    objects, operator, prometheus
+):
+    prometheus.healthy()
+    deploy_stable(objects, "scaled", prometheus, replicas=1)
+    objects.kubectl("scale", "md", "scaled", "--replicas=3")
+    md = objects.get("md", "scaled")
+    assert md is not None
+    assert md["spec"]["replicas"] == 3
+    wait_for(
+        lambda: (
+            (objects.get("deployment", "scaled-stable") or {}).get("spec", {}).get("replicas") == 3
+        ),
+        60,
+        "the stable Deployment scaled to 3",
+    )
+    wait_for(lambda: objects.status("scaled").get("replicas") == 3, 60, "status.replicas 3")

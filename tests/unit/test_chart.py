@@ -128,6 +128,12 @@ def _namespaced_rules_hold(grants: dict[tuple[str, str], set[str]]) -> None:
     assert grants[("gateway.networking.k8s.io", "httproutes")] == ALL_WRITE
     assert grants[("", "pods")] == {"get", "list"}
     assert grants[("batch", "jobs")] == {"get", "create", "patch"}
+    assert grants[("autoscaling", "horizontalpodautoscalers")] == {
+        "get",
+        "create",
+        "patch",
+        "delete",
+    }
     assert grants[("", "events")] == EVENT_VERBS
     assert grants[("events.k8s.io", "events")] == EVENT_VERBS
     # Secrets are read by name (Prometheus token and CA, webhook URL), never listed.

@@ -42,7 +42,14 @@ def test_names_scope_and_subresources(crd):
     assert "modeldeploy" in names["categories"]
     version = crd["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns[:6] == ["Phase", "Stable", "Canary", "Weight", "Actual", "Age"]
 

@@ -559,3 +559,27 @@ def test_the_blue_green_preview_service_selects_the_new_pods_within_63_character
     assert len(preview["metadata"]["name"]) <= 63
     assert preview["spec"]["selector"][resources.TRACK_LABEL] == "canary"
     assert preview["metadata"]["ownerReferences"][0]["name"] == longest
+
+
+def test_an_autoscaled_stable_deployment_leaves_its_size_to_the_hpa():
+    t = template()
+    sized = deployment(NAME, NAMESPACE, UID, "stable", revision_of(t), t, 3)
+    unsized = deployment(NAME, NAMESPACE, UID, "stable", revision_of(t), t, None)
+    assert sized["spec"]["replicas"] == 3
+    assert "replicas" not in unsized["spec"]
+
+
+def test_the_hpa_sizes_the_stable_deployment_by_cpu():
+    autoscaling = spec(autoscaling={"minReplicas": 2, "maxReplicas": 9}).autoscaling
+    assert autoscaling is not None
+    hpa = resources.horizontal_pod_autoscaler(NAME, NAMESPACE, UID, autoscaling)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": f"{NAME}-stable",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 9)
+    target = hpa["spec"]["metrics"][0]["resource"]
+    assert target == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == UID

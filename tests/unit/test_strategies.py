@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from modeldeploy.api import ModelDeploymentSpec
 from modeldeploy.rollout import (
     ABORT_ANNOTATION,
     PROMOTE_ANNOTATION,
@@ -263,3 +264,30 @@ def test_a_revision_replaced_before_it_passed_is_no_rollback_target():
     back = until(sim, lambda s: s.status.phase == "RolledBack")
     assert back.stable is not None
     assert back.stable.revision == original
+
+
+# --- autoscaling ----------------------------------------------------------------------------
+
+
+def test_with_autoscaling_the_canary_follows_the_stable_size_the_hpa_set():
+    spec = make_spec(V1, replicas=2, steps=(50,))
+    scaled = spec.model_copy(
+        update={
+            "autoscaling": ModelDeploymentSpec.model_validate(
+                {
+                    **spec.model_dump(by_alias=True),
+                    "autoscaling": {"minReplicas": 2, "maxReplicas": 8},
+                }
+            ).autoscaling
+        }
+    )
+    sim = Simulator(scaled).deployed()
+    sim.stable.replicas = sim.stable.ready = 6  # what the HPA made of it
+    new_version(sim)
+    decision = sim.step().decision
+
+    assert decision.canary is not None
+    assert decision.canary.replicas == 6, "50% of the HPA's 6 pods, not of spec.replicas 2"
+    assert decision.status.replicas == 6
+    settled = Simulator(scaled).deployed().ticks[-1].decision
+    assert "spec.replicas is ignored while autoscaling is on" in settled.status.message

@@ -89,6 +89,10 @@ their children, the Secrets they name and the Events it records. Used by the Clu
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# spec.autoscaling: an HPA sizes the stable Deployment.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "create", "patch", "delete"]
 # The offline check of a new revision (spec.validation) runs as a Job the operator applies
 # and reads; finished Jobs go by their TTL and with their ModelDeployment.
 - apiGroups: ["batch"]

@@ -18,6 +18,7 @@ request switched to it at once, with the previous version kept up to switch back
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,7 @@ from modeldeploy.rollout.model import (
     Track,
     TrackPlan,
     interval_seconds,
+    wanted_replicas,
 )
 from modeldeploy.rollout.requests import PROMOTE_ANNOTATION
 
@@ -111,21 +113,22 @@ class BlueGreen:
         if canary.switched_at is None:
             wanted = settings.preview_analysis
         else:
-            window = duration_seconds(settings.post_promotion_analysis)
-            wanted = o.now < canary.switched_at + timedelta(seconds=window + _slack(o))
+            wanted = canary.step < post_promotion_analyses(o)
         return wanted and o.now >= canary.last_step_at + timedelta(seconds=interval_seconds(o.spec))
 
     def analysis_track(self, o: Observation) -> Track:
         return Track.CANARY
 
 
-def _slack(o: Observation) -> float:
-    """The last analysis of a window may be due a little after the window's end."""
-    return interval_seconds(o.spec)
+def post_promotion_analyses(o: Observation) -> int:
+    """How many analyses judge live traffic after the switch: one per interval of
+    postPromotionAnalysis (counted, so a reconcile's timing never adds or drops one)."""
+    window = duration_seconds(o.spec.strategy.blue_green_settings().post_promotion_analysis)
+    return math.ceil(window / interval_seconds(o.spec))
 
 
 def preview_replicas(m: Machine) -> int:
-    return m.o.spec.strategy.blue_green_settings().preview_replicas or m.o.spec.replicas
+    return m.o.spec.strategy.blue_green_settings().preview_replicas or wanted_replicas(m.o)
 
 
 def waiting(m: Machine) -> Decision:
@@ -235,6 +238,7 @@ def switch(m: Machine, why: str) -> Decision:
     settings = m.o.spec.strategy.blue_green_settings()
     canary.switched_at = canary.last_step_at = m.o.now
     canary.failed_checks = canary.inconclusive_checks = 0
+    canary.step = 0  # from here, analyses of live traffic
     canary.weight = canary.actual_weight = 100
     m.status.previous = PreviousStatus(
         revision=stable.revision,
@@ -270,20 +274,26 @@ def after_switch(m: Machine) -> Decision:
     analysis = fresh_analysis(m) if canary.switched_at is not None else None
     if analysis is not None:
         m.status.last_analysis = analysis
-        ended = m.judge(analysis, "after the switch")
+        ended = m.judge(analysis, f"live analysis {canary.step + 1}")
         if ended is not None:
             return ended
+        canary.step += 1
     new_pods = TrackPlan(canary.revision, stable.template, preview_replicas(m))
     if previous is not None and previous.standby:
-        if previous.until is not None and m.o.now < previous.until:
-            wait = min((previous.until - m.o.now).total_seconds(), _analysis_wait(m))
-            return m.decision(new_pods, 100, wait, live_tracks=SWITCHED)
+        # The previous version stays the switch-back target while live traffic is still
+        # being judged, even if analyses ran late.
+        judging = canary.step < post_promotion_analyses(m.o)
+        if judging or (previous.until is not None and m.o.now < previous.until):
+            waits = [_analysis_wait(m)]
+            if previous.until is not None and m.o.now < previous.until:
+                waits.append((previous.until - m.o.now).total_seconds())
+            return m.decision(new_pods, 100, min(waits), live_tracks=SWITCHED)
         previous.standby = False
         m.event(
             Reason.SCALED_DOWN,
             f"{previous.version} no longer stands by; the stable Deployment takes {canary.version}",
         )
-    if not m.o.stable.serving(canary.revision, m.o.spec.replicas):
+    if not m.o.stable.serving(canary.revision, wanted_replicas(m.o)):
         m.status.message = f"{canary.version} serves all traffic; stable Deployment catching up"
         return m.decision(new_pods, 100, POLL_SECONDS, live_tracks=SWITCHED)
     m.outcome = Outcome.PROMOTED

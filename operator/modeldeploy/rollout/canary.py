@@ -38,6 +38,7 @@ from modeldeploy.rollout.model import (
     Track,
     TrackPlan,
     interval_seconds,
+    wanted_replicas,
 )
 from modeldeploy.rollout.requests import PAUSE_ANNOTATION, PROMOTE_STEP_ANNOTATION
 from modeldeploy.routers import router_for
@@ -105,7 +106,7 @@ def step_pods_ready(observation: Observation, canary: CanaryStatus) -> bool:
     spec = observation.spec
     steps = spec.rollout.steps
     weight = steps[min(canary.step, len(steps) - 1)]
-    wanted = router_for(spec.traffic.router).replicas(spec.replicas, weight).canary
+    wanted = router_for(spec.traffic.router).replicas(wanted_replicas(observation), weight).canary
     return observation.canary.serving(canary.revision, wanted)
 
 
@@ -131,7 +132,7 @@ def start(m: Machine, reason: str) -> Decision:
 
 
 def canary_replicas(m: Machine, weight: int) -> int:
-    return m.router.replicas(m.o.spec.replicas, weight).canary
+    return m.router.replicas(wanted_replicas(m.o), weight).canary
 
 
 def waiting(m: Machine) -> Decision:
@@ -308,7 +309,7 @@ def promoting(m: Machine) -> Decision:
     # ones find its template already recorded as the stable's.
     template = stable.template if stable.revision == canary.revision else m.o.template
     assert template is not None
-    wanted = m.o.spec.replicas
+    wanted = wanted_replicas(m.o)
     canary_plan = TrackPlan(canary.revision, template, canary_replicas(m, canary.weight))
     if m.o.stable.serving(canary.revision, wanted):
         m.outcome = Outcome.PROMOTED

@@ -32,6 +32,7 @@ from modeldeploy.rollout.model import (
     Rejection,
     Track,
     interval_seconds,
+    wanted_replicas,
 )
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def replace(m: Machine, why: str) -> Decision:
 def waiting(m: Machine) -> Decision:
     canary = m.status.canary
     assert canary is not None
-    wanted = m.o.spec.replicas
+    wanted = wanted_replicas(m.o)
     if m.o.stable.serving(canary.revision, wanted):
         canary.ready_at = canary.last_step_at = m.o.now
         m.status.message = f"{canary.version} replaced stable; judging it"

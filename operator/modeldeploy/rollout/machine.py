@@ -24,6 +24,7 @@ from modeldeploy.api import (
     ValidationVerdict,
     Verdict,
 )
+from modeldeploy.resources import selector_labels
 from modeldeploy.rollout.blue_green import BlueGreen
 from modeldeploy.rollout.canary import Canary
 from modeldeploy.rollout.conditions import (
@@ -47,6 +48,7 @@ from modeldeploy.rollout.model import (
     Rejection,
     Track,
     TrackPlan,
+    wanted_replicas,
 )
 from modeldeploy.rollout.requests import (
     ABORT_ANNOTATION,
@@ -80,6 +82,9 @@ def analysis_due(observation: Observation) -> bool:
 def analysis_track(observation: Observation) -> Track:
     """The track the analysis judges: the new revision's pods."""
     return strategy_for(observation.spec.strategy.type).analysis_track(observation)
+
+
+AUTOSCALED_NOTE = "; an HPA sizes it (spec.replicas is ignored while autoscaling is on)"
 
 
 class Machine:
@@ -132,7 +137,7 @@ class Machine:
         stable = previous if previous is not None and previous.standby else self.status.stable
         if stable is None or stable.template is None:
             return None
-        replicas = self.o.spec.replicas
+        replicas = wanted_replicas(self.o)
         if canary is not None and self.status.phase != Phase.PROMOTING:
             replicas = self.router.replicas(replicas, weight).stable
         return TrackPlan(stable.revision, stable.template, replicas)
@@ -146,14 +151,14 @@ class Machine:
             # seeing it appear changes nothing in the status (no write per new object).
             observed = self.o.stable
             self.status.stable.replicas = (
-                observed.replicas if observed.exists else self.o.spec.replicas
+                observed.replicas if observed.exists else wanted_replicas(self.o)
             )
             self.status.stable.ready_replicas = observed.ready_replicas
 
     def availability(self) -> None:
         stable = self.status.stable
         ready = self.o.stable.ready_replicas
-        wanted = self.o.spec.replicas
+        wanted = wanted_replicas(self.o)
         if stable is None:
             self.condition(AVAILABLE, False, Reason.STABLE_NOT_READY, "no stable pods yet")
             return
@@ -170,7 +175,7 @@ class Machine:
         status = self.status
         self.status.conditions = [c for c in status.conditions if c.type not in DROPPED_CONDITIONS]
         stable = status.stable
-        wanted = self.o.spec.replicas
+        wanted = wanted_replicas(self.o)
         serving = (
             stable is not None
             and stable.revision == status.revision
@@ -207,6 +212,7 @@ class Machine:
         live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY),
     ) -> Decision:
         self.refresh_stable_counts()
+        self.scale_status()
         self.availability()
         self.rollout_conditions()
         return Decision(
@@ -297,6 +303,21 @@ class Machine:
         )
         return Gate.HOLD
 
+    def scale_status(self) -> None:
+        """What the scale subresource reads: the stable's pods and the serving pods' labels."""
+        # As the Deployment about to be created will have it: seeing it appear writes nothing.
+        observed = self.o.stable
+        self.status.replicas = observed.replicas if observed.exists else wanted_replicas(self.o)
+        labels = selector_labels(self.o.name)
+        self.status.selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        autoscaled = self.o.spec.autoscaling is not None
+        if (
+            autoscaled
+            and self.status.phase == Phase.AVAILABLE
+            and AUTOSCALED_NOTE not in (self.status.message)
+        ):
+            self.status.message += AUTOSCALED_NOTE
+
     def note_pod_problem(self, candidate: CanaryStatus, replicas: int) -> None:
         """While the new pods are not ready, say why (from the shell's look at them)."""
         problem = self.o.canary_pod_problem
@@ -337,14 +358,14 @@ class Machine:
 
     def first_deploy_message(self) -> str:
         version = self.o.spec.model.version
-        ready, wanted = self.o.stable.ready_replicas, self.o.spec.replicas
+        ready, wanted = self.o.stable.ready_replicas, wanted_replicas(self.o)
         return f"deploying {version} as the first stable revision: {ready}/{wanted} pods ready"
 
     def steady(self) -> Decision:
         """No canary: keep the stable track at the spec's replicas."""
         stable = self.status.stable
         assert stable is not None
-        wanted = self.o.spec.replicas
+        wanted = wanted_replicas(self.o)
         serving = self.o.stable.serving(stable.revision, wanted)
         rejected = self.status.rejected_revision
         if self.status.phase == Phase.PENDING and serving:

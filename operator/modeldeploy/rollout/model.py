@@ -177,5 +177,15 @@ class Decision:
     validation_attempt: int | None = None
 
 
+def wanted_replicas(o: Observation) -> int:
+    """Stable pods wanted: spec.replicas, or with autoscaling what the HPA set (within its
+    range; its minimum before the stable Deployment exists)."""
+    autoscaling = o.spec.autoscaling
+    if autoscaling is None:
+        return o.spec.replicas
+    current = o.stable.replicas if o.stable.exists else autoscaling.min_replicas
+    return min(max(current, autoscaling.min_replicas), autoscaling.max_replicas)
+
+
 def interval_seconds(spec: ModelDeploymentSpec) -> float:
     return duration_seconds(spec.rollout.interval)
