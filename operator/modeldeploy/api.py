@@ -833,7 +833,8 @@ class BlueGreenStrategy(ApiModel):
         default="0s",
         description=(
             "How long the new version runs behind its preview Service (NAME-next) before "
-            "the switch; with previewAnalysis, every analysis in that time must pass."
+            "the switch; with previewAnalysis, it also needs one passing analysis per "
+            "rollout.interval of it (at least one)."
         ),
     )
     preview_analysis: bool = Field(

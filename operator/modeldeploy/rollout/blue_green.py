@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from modeldeploy.api import (
-    AnalysisStatus,
     CanaryStatus,
     Outcome,
     Phase,
@@ -111,13 +110,20 @@ class BlueGreen:
             return False
         settings = o.spec.strategy.blue_green_settings()
         if canary.switched_at is None:
-            wanted = settings.preview_analysis
+            wanted = settings.preview_analysis and canary.step < preview_analyses(o)
         else:
             wanted = canary.step < post_promotion_analyses(o)
         return wanted and o.now >= canary.last_step_at + timedelta(seconds=interval_seconds(o.spec))
 
     def analysis_track(self, o: Observation) -> Track:
         return Track.CANARY
+
+
+def preview_analyses(o: Observation) -> int:
+    """Passing analyses a judged preview needs: one per interval of previewDuration, at
+    least one (counted, so a reconcile's timing never adds or drops one)."""
+    window = duration_seconds(o.spec.strategy.blue_green_settings().preview_duration)
+    return max(1, math.ceil(window / interval_seconds(o.spec)))
 
 
 def post_promotion_analyses(o: Observation) -> int:
@@ -172,7 +178,7 @@ def previewing(m: Machine) -> Decision:
         m.condition("Progressing", True, Reason.VALIDATING, m.status.message)
         plan = m.desired_plan(preview_replicas(m))
         return m.decision(plan, 0, POLL_SECONDS, live_tracks=PREVIEW)
-    analysis = fresh_analysis(m)
+    analysis = m.fresh_analysis()
     if analysis is not None:
         m.status.last_analysis = analysis
         ended = m.judge(analysis, "preview")
@@ -182,9 +188,7 @@ def previewing(m: Machine) -> Decision:
             canary.step += 1  # analyses of the preview that passed
     assert canary.ready_at is not None
     until = canary.ready_at + timedelta(seconds=duration_seconds(settings.preview_duration))
-    judged = not settings.preview_analysis or (
-        canary.step > 0 and _last_passed(m.status.last_analysis)
-    )
+    judged = not settings.preview_analysis or canary.step >= preview_analyses(m.o)
     if m.o.now >= until and judged and not m.paused():
         if settings.auto_promote:
             return switch(m, f"its preview ran {settings.preview_duration} and passed")
@@ -202,10 +206,6 @@ def previewing(m: Machine) -> Decision:
     return m.decision(m.desired_plan(preview_replicas(m)), 0, wait, live_tracks=PREVIEW)
 
 
-def _last_passed(analysis: AnalysisStatus | None) -> bool:
-    return analysis is not None and analysis.verdict == Verdict.PASS
-
-
 def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M:%S")
 
@@ -217,16 +217,6 @@ def _next_look(m: Machine, until: datetime) -> float:
     due = canary.last_step_at + timedelta(seconds=interval_seconds(m.o.spec))
     moments = [t for t in (until, due) if t > m.o.now]
     return min((t - m.o.now).total_seconds() for t in moments) if moments else POLL_SECONDS
-
-
-def fresh_analysis(m: Machine) -> AnalysisStatus | None:
-    analysis = m.o.analysis
-    canary = m.status.canary
-    if analysis is None or canary is None or canary.last_step_at is None:
-        return None
-    if not m.strategy.analysis_due(m.o) or analysis.at <= canary.last_step_at:
-        return None
-    return analysis.model_copy(deep=True, update={"revision": canary.revision, "step": canary.step})
 
 
 def switch(m: Machine, why: str) -> Decision:
@@ -271,7 +261,7 @@ def after_switch(m: Machine) -> Decision:
     assert stable is not None
     assert stable.template is not None
     previous = m.status.previous
-    analysis = fresh_analysis(m) if canary.switched_at is not None else None
+    analysis = m.fresh_analysis() if canary.switched_at is not None else None
     if analysis is not None:
         m.status.last_analysis = analysis
         ended = m.judge(analysis, f"live analysis {canary.step + 1}")

@@ -183,17 +183,6 @@ def waiting(m: Machine) -> Decision:
     )
 
 
-def fresh_analysis(m: Machine) -> AnalysisStatus | None:
-    """The observation's analysis if it judges the current step, else None."""
-    analysis = m.o.analysis
-    canary = m.status.canary
-    if analysis is None or canary is None or canary.last_step_at is None:
-        return None
-    if not analysis_due(m.o) or analysis.at <= canary.last_step_at:
-        return None
-    return analysis.model_copy(deep=True, update={"revision": canary.revision, "step": canary.step})
-
-
 def walking(m: Machine) -> Decision:
     """A ready canary at some step: judge it, advance it, or hold it."""
     canary = m.status.canary
@@ -203,7 +192,7 @@ def walking(m: Machine) -> Decision:
     if canary.step >= len(steps):
         # rollout.steps was shortened under a running canary: hold at its last step.
         canary.step = len(steps) - 1
-    analysis = fresh_analysis(m)
+    analysis = m.fresh_analysis()
     if analysis is not None:
         m.status.last_analysis = analysis
         outcome = judge(m, analysis)

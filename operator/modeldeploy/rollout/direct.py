@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from modeldeploy.api import (
-    AnalysisStatus,
     CanaryStatus,
     Outcome,
     Phase,
@@ -173,7 +172,7 @@ def verifying(m: Machine) -> Decision:
     canary = m.status.canary
     assert canary is not None
     intervals = m.o.spec.strategy.direct_settings().analysis_intervals
-    analysis = fresh_analysis(m)
+    analysis = m.fresh_analysis()
     if analysis is not None:
         m.status.last_analysis = analysis
         ended = m.judge(analysis, f"analysis {canary.step + 1}/{intervals}")
@@ -189,16 +188,6 @@ def verifying(m: Machine) -> Decision:
     assert canary.last_step_at is not None
     due = canary.last_step_at + timedelta(seconds=interval_seconds(m.o.spec))
     return m.decision(None, 0, max((due - m.o.now).total_seconds(), 0.0))
-
-
-def fresh_analysis(m: Machine) -> AnalysisStatus | None:
-    analysis = m.o.analysis
-    canary = m.status.canary
-    if analysis is None or canary is None or canary.last_step_at is None:
-        return None
-    if not m.strategy.analysis_due(m.o) or analysis.at <= canary.last_step_at:
-        return None
-    return analysis.model_copy(deep=True, update={"revision": canary.revision, "step": canary.step})
 
 
 def complete(m: Machine, why: str) -> Decision:

@@ -414,6 +414,18 @@ class Machine:
         the replicas router scaled it to zero): no pods at all is worse than the canary."""
         return self.o.canary.replicas if self.o.stable.ready_replicas == 0 else 0
 
+    def fresh_analysis(self) -> AnalysisStatus | None:
+        """The observation's analysis if it judges the revision's current stage, else None:
+        only when the strategy said one is due, and taken after the previous one."""
+        analysis = self.o.analysis
+        canary = self.status.canary
+        if analysis is None or canary is None or canary.last_step_at is None:
+            return None
+        if not self.strategy.analysis_due(self.o) or analysis.at <= canary.last_step_at:
+            return None
+        update = {"revision": canary.revision, "step": canary.step}
+        return analysis.model_copy(deep=True, update=update)
+
     def judge(self, analysis: AnalysisStatus, label: str) -> Decision | None:
         """Count one analysis of the revision under way: failed ones toward the threshold,
         inconclusive ones toward the limit (not while paused); a rollback when either is
