@@ -36,6 +36,7 @@ pytestmark = pytest.mark.images
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("MODELDEPLOY_CACHE", Path.home() / ".cache" / "modeldeploy"))
 MANIFEST = CACHE / "images" / "manifest.tsv"
+PRODUCT_IMAGES = ("modeldeploy-operator", "modelserver")
 SERVER_USER = 65532  # what the operator's pods run as (runAsUser in resources.py)
 OPERATOR_USER = 10001  # what the chart's pod security context sets
 MODEL_MOUNT = "/mnt/models"  # where the operator mounts pvc:// models
@@ -71,16 +72,18 @@ def archives() -> dict[str, Archive]:
         _unavailable(f"{', '.join(missing)} not installed (make images installs them)")
     if not MANIFEST.is_file():
         _unavailable(f"no {MANIFEST}: build the images with `make images`")
-    found = {}
+    listed = {}
     for line in MANIFEST.read_text().splitlines():
         name, tag, path, *_ = line.split("\t")
-        found[name] = Archive(name, tag, Path(path))
+        listed[name] = Archive(name, tag, Path(path))
     version = _project_version()
-    for name in ("modeldeploy-operator", "modelserver"):
-        archive = found.get(name)
+    for name in PRODUCT_IMAGES:
+        archive = listed.get(name)
         if archive is None or archive.tag != version or not archive.path.is_file():
             _unavailable(f"no {name}:{version} archive in {MANIFEST}: run `make images`")
-    return found
+    # The manifest also lists the node tier's own images (Prometheus, loadgen, ...), which
+    # carry their upstream versions and are not what users install.
+    return {name: listed[name] for name in PRODUCT_IMAGES}
 
 
 @dataclass

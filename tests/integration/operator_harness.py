@@ -135,9 +135,11 @@ class Objects:
         done = self.cluster.kubectl("-n", self.namespace, *args, check=check, input=input)
         return str(done.stdout)
 
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, name: str, managed_fields: bool = False) -> dict[str, Any] | None:
+        """The object, or None; kubectl leaves managedFields out unless asked."""
+        extra = ["--show-managed-fields"] if managed_fields else []
         done = self.cluster.kubectl(
-            "-n", self.namespace, "get", kind, name, "-o", "json", check=False
+            "-n", self.namespace, "get", kind, name, "-o", "json", *extra, check=False
         )
         if done.returncode != 0:
             return None

@@ -132,7 +132,7 @@ def test_turning_autoscaling_on_hands_the_stable_size_to_an_hpa_without_resettin
     assert hpa["spec"]["scaleTargetRef"]["name"] == "auto-stable"
 
     def reapplied() -> dict[str, Any] | None:
-        found = objects.get("deployment", "auto-stable")
+        found = objects.get("deployment", "auto-stable", managed_fields=True)
         hash_key = "modeldeploy.dev/applied-hash"
         old, new = (d["metadata"]["annotations"][hash_key] for d in (before, found or before))
         return found if found is not None and new != old else None
