@@ -12,8 +12,8 @@ the real node's taint: the local real node carries both, kind's node the label
 
 Images (``docker.io/local/NAME:TAG``, what the real node imports and what kind stores
 ``local/NAME:TAG`` as) can be named otherwise with ``MODELDEPLOY_OPERATOR_IMAGE``,
-``MODELDEPLOY_SERVER_IMAGE``, ``MODELDEPLOY_PROMETHEUS_IMAGE`` and
-``MODELDEPLOY_LOADGEN_IMAGE``.
+``MODELDEPLOY_SERVER_IMAGE``, ``MODELDEPLOY_PROMETHEUS_IMAGE``,
+``MODELDEPLOY_METRICS_SERVER_IMAGE`` and ``MODELDEPLOY_LOADGEN_IMAGE``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ IMAGE_VARIABLES = {
     "operator": "MODELDEPLOY_OPERATOR_IMAGE",
     "server": "MODELDEPLOY_SERVER_IMAGE",
     "prometheus": "MODELDEPLOY_PROMETHEUS_IMAGE",
+    "metrics_server": "MODELDEPLOY_METRICS_SERVER_IMAGE",
     "loadgen": "MODELDEPLOY_LOADGEN_IMAGE",
 }
 # the names of make images and scripts/node-tier-images.sh, as kind and the real node store them
@@ -45,6 +46,7 @@ IMAGE_NAMES = {
     "operator": "modeldeploy-operator",
     "server": "modelserver",
     "prometheus": "modeldeploy-prometheus",
+    "metrics_server": "modeldeploy-metrics-server",
     "loadgen": "modeldeploy-loadgen",
 }
 
@@ -56,13 +58,15 @@ def project_version() -> str:
 
 
 def image_tags() -> dict[str, str]:
-    """The tag of each image: the project version, and Prometheus' pinned module version."""
+    """The tag of each image: the project version, and the pinned module versions of
+    Prometheus and metrics-server."""
     version = project_version()
     pins = _parse_env_lines((SCRIPTS / "versions.env").read_text())
     return {
         "operator": version,
         "server": version,
         "prometheus": pins["PROMETHEUS_VERSION"],
+        "metrics_server": pins["METRICS_SERVER_VERSION"],
         "loadgen": version,
     }
 
@@ -72,6 +76,7 @@ class Images:
     operator: str
     server: str
     prometheus: str
+    metrics_server: str
     loadgen: str
 
     @classmethod
