@@ -107,7 +107,7 @@ func TestArgoCDConfigMap(t *testing.T) {
 			t.Errorf("action %s differs", d.Name)
 		}
 	}
-	if got, want := strings.Join(names, ","), "abort,pause,promote,resume,retry"; got != want {
+	if got, want := strings.Join(names, ","), "abort,pause,promote,promote-step,resume,retry"; got != want {
 		t.Errorf("actions = %s, want %s", got, want)
 	}
 }

@@ -6,6 +6,7 @@ local paused_by_request = status.pausedByRequest == true
 local actions = {}
 -- Once promotion has started the canary has passed; an abort would be refused.
 actions["promote"] = {["disabled"] = not canary_walking}
+actions["promote-step"] = {["disabled"] = not canary_walking}
 actions["abort"] = {["disabled"] = not canary_walking}
 actions["retry"] = {["disabled"] = status.phase ~= "RolledBack"}
 -- A pause request also holds canaries started later, so it is offered in every phase.
