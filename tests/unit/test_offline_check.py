@@ -70,6 +70,15 @@ def test_a_ready_canary_gets_no_live_traffic_until_its_offline_check_passed():
     assert passed.live_tracks == (Track.STABLE, Track.CANARY)
 
 
+def test_a_first_deployment_serves_without_a_check_as_flagger_and_argo_rollouts_initialise():
+    """docs/validation.md: no champion to compare with and no traffic to protect yet."""
+    sim = checked()
+    assert sim.status.phase == "Available"
+    assert sim.status.validation is None
+    assert all(tick.decision.validation_attempt is None for tick in sim.ticks)
+    assert sim.status.stable is not None and sim.status.stable.version == V1
+
+
 def test_a_challenger_worse_than_its_bounds_is_rejected_before_any_live_request():
     sim = checked()
     new_version(sim)
