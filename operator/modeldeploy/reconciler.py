@@ -455,7 +455,9 @@ class Reconciler:
             desired.append(self._validation_job(md, uid, decision, decision.validation_attempt))
         desired += [
             resources.owned(route, name, uid)
-            for route in router.routes(name, namespace, md.spec, decision.weight)
+            for route in router.routes(
+                name, namespace, md.spec, decision.weight, decision.live_tracks
+            )
         ]
         return desired
 
@@ -463,22 +465,23 @@ class Reconciler:
         self, md: ModelDeployment, uid: str, decision: Decision, attempt: int
     ) -> dict[str, Any]:
         """The offline check's Job: the candidate through NAME-canary (its pods, no client
-        traffic), the stable through NAME-stable, on the hold-out set."""
+        traffic), the stable through NAME-stable, on the hold-out set; a first revision,
+        which no client reaches yet either, through NAME-stable with no stable to compare."""
         spec = md.spec.validation
         canary, stable = decision.status.canary, decision.status.stable
         assert spec is not None
-        assert canary is not None
+        assert stable is not None
         namespace, name = md.metadata.namespace, md.metadata.name
         template = resources.template_of(md.spec, self.config.default_image)
+        checked = canary if canary is not None else stable
         candidate = validation.model_url(
-            f"{name}-canary", namespace, template.model.name, canary.version
+            f"{name}-{Track.CANARY if canary is not None else Track.STABLE}",
+            namespace,
+            template.model.name,
+            checked.version,
         )
         baseline = None
-        if (
-            stable is not None
-            and stable.template is not None
-            and stable.revision != canary.revision
-        ):
+        if canary is not None and stable.template is not None:
             baseline = validation.model_url(
                 f"{name}-stable", namespace, stable.template.model.name, stable.version
             )
@@ -488,7 +491,7 @@ class Reconciler:
             name,
             namespace,
             uid,
-            canary.revision,
+            checked.revision,
             spec,
             server.image,
             candidate,
@@ -516,7 +519,8 @@ class Reconciler:
             log.warning("cannot read offline check %s: %s", checked.job, error)
             return None
         message = validation.termination_message(pods)
-        return validation.verdict(job, message, spec, has_stable=md.status.stable is not None)
+        # Against a stable only when a canary is checked; a first revision is on its own.
+        return validation.verdict(job, message, spec, has_stable=md.status.canary is not None)
 
     def _unchanged(self, manifest: dict[str, Any]) -> bool:
         """Applied by this process with the same hash, recently enough to trust."""
@@ -716,13 +720,15 @@ POD_CHECK_AFTER_SECONDS = 10.0
 
 
 def _checking(md: ModelDeployment) -> bool:
-    """An offline check is under way for the revision in flight."""
-    checked, canary = md.status.validation, md.status.canary
+    """An offline check is under way for the revision in flight (a canary, or a first
+    revision that has not served yet)."""
+    checked, canary, stable = md.status.validation, md.status.canary, md.status.stable
+    candidate = canary if canary is not None else stable
     return (
         md.spec.validation is not None
         and checked is not None
-        and canary is not None
-        and checked.revision == canary.revision
+        and candidate is not None
+        and checked.revision == candidate.revision
         and checked.verdict == ValidationVerdict.PENDING
     )
 

@@ -363,6 +363,8 @@ def horizontal_pod_autoscaler(
 
 
 PREVIEW_SUFFIX = "next"
+# A track no pod carries: the clients' Service selects nothing while no track may serve.
+NO_TRACK = "none"
 
 
 def service(
@@ -379,6 +381,8 @@ def service(
     selector = selector_labels(name) if track is None else track_selector(name, track)
     if track is None and len(live_tracks) == 1:
         selector = track_selector(name, live_tracks[0])
+    if track is None and not live_tracks:
+        selector = track_selector(name, NO_TRACK)
     labels = common_labels(name) if track is None else {**common_labels(name), TRACK_LABEL: track}
     return _service(service_name, namespace, name, uid, selector, labels)
 
@@ -415,8 +419,15 @@ def _service(
     )
 
 
-def http_route(name: str, namespace: str, spec: ModelDeploymentSpec, weight: int) -> dict[str, Any]:
-    """Weighted HTTPRoute over the per-track Services; owner reference added by the caller."""
+def http_route(
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    weight: int,
+    live_tracks: Sequence[str] = ("stable", "canary"),
+) -> dict[str, Any]:
+    """Weighted HTTPRoute over the per-track Services, weight 0 for a track that may not
+    serve (both 0: the gateway answers 500); owner reference added by the caller."""
     gateway = spec.traffic.gateway_api
     assert gateway is not None, "the gatewayAPI router needs traffic.gatewayAPI"
     parent_refs = [ref.model_dump(by_alias=True, exclude_none=True) for ref in gateway.parent_refs]
@@ -426,8 +437,16 @@ def http_route(name: str, namespace: str, spec: ModelDeploymentSpec, weight: int
             {
                 "matches": [{"path": {"type": "PathPrefix", "value": gateway.path_prefix}}],
                 "backendRefs": [
-                    {"name": f"{name}-stable", "port": 80, "weight": 100 - weight},
-                    {"name": f"{name}-canary", "port": 80, "weight": weight},
+                    {
+                        "name": f"{name}-stable",
+                        "port": 80,
+                        "weight": 100 - weight if "stable" in live_tracks else 0,
+                    },
+                    {
+                        "name": f"{name}-canary",
+                        "port": 80,
+                        "weight": weight if "canary" in live_tracks else 0,
+                    },
                 ],
             }
         ],

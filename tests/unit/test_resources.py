@@ -550,6 +550,8 @@ def test_the_clients_service_selects_one_track_while_the_other_must_get_no_live_
     assert service(NAME, NAMESPACE, UID) == service(
         NAME, NAMESPACE, UID, live_tracks=("stable", "canary")
     ), "objects that never switch keep the Service they had"
+    held = service(NAME, NAMESPACE, UID, live_tracks=())["spec"]["selector"]
+    assert held[resources.TRACK_LABEL] not in ("stable", "canary"), "no pod while nothing may serve"
 
 
 def test_the_blue_green_preview_service_selects_the_new_pods_within_63_characters():

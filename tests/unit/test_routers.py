@@ -142,6 +142,17 @@ def test_gateway_achieved_weight_is_the_route_weight_once_canary_pods_are_ready(
 
 
 @given(weight=weights)
+def test_gateway_routes_send_nothing_to_a_track_that_may_not_serve(weight):
+    def backends(live_tracks: tuple[str, ...]) -> dict[str, int]:
+        (route,) = gateway_router.routes("m", "ns", gateway_spec(), weight, live_tracks)
+        return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+
+    assert backends(()) == {"m-stable": 0, "m-canary": 0}
+    assert backends(("stable",))["m-canary"] == 0
+    assert backends(("canary",))["m-stable"] == 0
+
+
+@given(weight=weights)
 def test_gateway_routes_are_one_httproute_carrying_the_weight(weight):
     (route,) = gateway_router.routes("m", "ns", gateway_spec(), weight)
     (rule,) = route["spec"]["rules"]

@@ -210,14 +210,18 @@ class Machine:
         requeue: float | None,
         *,
         live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY),
+        stable_replicas: int | None = None,
     ) -> Decision:
         self.refresh_stable_counts()
         self.scale_status()
         self.availability()
         self.rollout_conditions()
+        stable = self.stable_plan(canary, weight)
+        if stable is not None and stable_replicas is not None:
+            stable = TrackPlan(stable.revision, stable.template, stable_replicas)
         return Decision(
             status=self.status,
-            stable=self.stable_plan(canary, weight),
+            stable=stable,
             canary=canary,
             weight=weight,
             events=self.events,
@@ -230,38 +234,51 @@ class Machine:
 
     # -- the offline check -------------------------------------------------------
 
+    def candidate(self) -> CanaryStatus | StableStatus | None:
+        """What the offline check is about: the revision in flight, or a first revision
+        that has not served yet (judged on the absolute bounds only)."""
+        if self.status.canary is not None:
+            return self.status.canary
+        if self.status.phase == Phase.PENDING:
+            return self.status.stable
+        return None
+
     def gated(self) -> bool:
         """Whether an offline check must still pass before live traffic reaches the new
         revision (none is configured, or it passed: False)."""
-        canary = self.status.canary
+        candidate = self.candidate()
         checked = self.status.validation
-        if self.o.spec.validation is None or canary is None:
+        if self.o.spec.validation is None or candidate is None:
             return False
-        passed = checked is not None and checked.revision == canary.revision
+        passed = checked is not None and checked.revision == candidate.revision
         return not (passed and checked is not None and checked.verdict == ValidationVerdict.PASS)
 
     def gate(self) -> Gate | Rejection:
         """Run the offline check of the revision under way: PASSED, HOLD while its Job runs
         (or is retried after an Error), or a Rejection to roll back with."""
         spec = self.o.spec.validation
-        canary = self.status.canary
-        assert canary is not None
+        candidate = self.candidate()
+        assert candidate is not None
         if spec is None or not self.gated():
             return Gate.PASSED
         checked = self.status.validation
-        if checked is None or checked.revision != canary.revision:
+        if checked is None or checked.revision != candidate.revision:
             return self._start_check(1, "")
+        if checked.verdict in (ValidationVerdict.FAIL, ValidationVerdict.ERROR):
+            # The verdict that rejected an earlier try of this revision: a retry checks again,
+            # in a Job of its own.
+            return self._start_check(checked.attempts + 1, " (retried)")
         result = self.o.validation
         if result is None or result.verdict == ValidationVerdict.PENDING:
             self.validation_attempt = checked.attempts
             return Gate.HOLD
         done = result.status(
-            revision=canary.revision, job=checked.job, attempts=checked.attempts, at=self.o.now
+            revision=candidate.revision, job=checked.job, attempts=checked.attempts, at=self.o.now
         )
         self.status.validation = done
         if result.verdict == ValidationVerdict.PASS:
             self.event(
-                Reason.VALIDATION_PASSED, f"offline check of {canary.version}: {result.message}"
+                Reason.VALIDATION_PASSED, f"offline check of {candidate.version}: {result.message}"
             )
             return Gate.PASSED
         if result.verdict == ValidationVerdict.FAIL:
@@ -269,7 +286,7 @@ class Machine:
         limit = self.o.spec.rollout.inconclusive_limit
         self.event(
             Reason.VALIDATION_ERROR,
-            f"offline check of {canary.version}, attempt {checked.attempts}/{limit}: "
+            f"offline check of {candidate.version}, attempt {checked.attempts}/{limit}: "
             f"{result.message}",
             warning=True,
         )
@@ -282,13 +299,13 @@ class Machine:
 
     def _start_check(self, attempt: int, note: str) -> Gate | Rejection:
         spec = self.o.spec.validation
-        canary = self.status.canary
+        candidate = self.candidate()
         assert spec is not None
-        assert canary is not None
-        job = validation_job_name(self.o.name, canary.revision, spec, attempt)
+        assert candidate is not None
+        job = validation_job_name(self.o.name, candidate.revision, spec, attempt)
         previous = self.status.validation
         self.status.validation = ValidationStatus(
-            revision=canary.revision,
+            revision=candidate.revision,
             verdict=ValidationVerdict.PENDING,
             metric=str(spec.metric),
             message=previous.message if previous and attempt > 1 else "the check is starting",
@@ -299,7 +316,7 @@ class Machine:
         self.validation_attempt = attempt
         self.event(
             Reason.VALIDATION_STARTED,
-            f"offline check of {canary.version} on the hold-out set started{note}: Job {job}",
+            f"offline check of {candidate.version} on the hold-out set started{note}: Job {job}",
         )
         return Gate.HOLD
 
@@ -354,12 +371,68 @@ class Machine:
             f"deploying model {spec.model.name} {spec.model.version} "
             f"(revision {self.o.revision}) as stable",
         )
-        return self.decision(None, 0, STABLE_RECHECK_SECONDS)
+        live = () if self.gated() else (Track.STABLE, Track.CANARY)
+        return self.decision(None, 0, STABLE_RECHECK_SECONDS, live_tracks=live)
 
     def first_deploy_message(self) -> str:
         version = self.o.spec.model.version
         ready, wanted = self.o.stable.ready_replicas, wanted_replicas(self.o)
         return f"deploying {version} as the first stable revision: {ready}/{wanted} pods ready"
+
+    def check_first(self, serving: bool) -> Decision | None:
+        """A first revision with an offline check: its pods start, but the clients' Service
+        (or route) reaches none of them until the check passed. None once it has."""
+        stable = self.status.stable
+        assert stable is not None
+        if not serving:
+            self.status.message = f"{self.first_deploy_message()}; its offline check follows"
+            return self.decision(None, 0, STABLE_RECHECK_SECONDS, live_tracks=())
+        gate = self.gate()
+        if gate is Gate.PASSED:
+            return None
+        if isinstance(gate, Rejection):
+            return self.reject_first(gate)
+        self.status.message = (
+            f"{stable.version} ready as the first stable revision; its offline check runs "
+            "before any live traffic"
+        )
+        self.condition("Progressing", True, Reason.VALIDATING, self.status.message)
+        return self.decision(None, 0, POLL_SECONDS, live_tracks=())
+
+    def reject_first(self, rejection: Rejection) -> Decision:
+        """The first revision failed its offline check: it never serves, and nothing else
+        can, so its pods are scaled to zero until the model changes or it is retried."""
+        stable = self.status.stable
+        assert stable is not None
+        self.outcome = Outcome.ROLLED_BACK
+        self.status.rejected_revision = stable.revision
+        why = f"{rejection.reason}: {rejection.message}"
+        self.record(stable.revision, stable.version, Outcome.ROLLED_BACK, why)
+        self.event(
+            Reason.ROLLED_BACK,
+            f"first revision {stable.version} rejected before serving: {why}",
+            warning=True,
+        )
+        return self.hold_rejected_first()
+
+    def hold_rejected_first(self) -> Decision:
+        stable = self.status.stable
+        assert stable is not None
+        why = next(
+            (
+                f" ({h.reason})"
+                for h in self.status.history
+                if h.revision == stable.revision and h.outcome == Outcome.ROLLED_BACK
+            ),
+            "",
+        )
+        self.status.phase = Phase.ROLLED_BACK
+        self.status.message = (
+            f"first revision {stable.version} was rejected{why}; nothing serves. Change the "
+            f"model or annotate {RETRY_ANNOTATION} to check it again"
+        )
+        self.condition("Progressing", False, Reason.ROLLED_BACK, self.status.message)
+        return self.decision(None, 0, None, live_tracks=(), stable_replicas=0)
 
     def steady(self) -> Decision:
         """No canary: keep the stable track at the spec's replicas."""
@@ -367,6 +440,10 @@ class Machine:
         assert stable is not None
         wanted = wanted_replicas(self.o)
         serving = self.o.stable.serving(stable.revision, wanted)
+        if self.status.phase == Phase.PENDING and self.gated():
+            held = self.check_first(serving)
+            if held is not None:
+                return held
         rejected = self.status.rejected_revision
         if self.status.phase == Phase.PENDING and serving:
             self.record(stable.revision, stable.version, Outcome.DEPLOYED, "first deployment")
@@ -587,6 +664,9 @@ class Machine:
                 Reason.RETRY_REQUESTED,
                 f"retrying revision {self.o.revision} as requested by {RETRY_ANNOTATION}",
             )
+            stable = self.status.stable
+            if stable is not None and stable.revision == self.o.revision:
+                return self.first_deploy()
             return self.strategy.start(self, ", retried by user")
         return None
 
@@ -597,6 +677,8 @@ def decide(observation: Observation) -> Decision:
     stable = b.status.stable
     if stable is None or stable.template is None:
         return b.first_deploy()
+    # A first revision its offline check rejected: nothing served since.
+    first_rejected = b.status.rejected_revision == stable.revision
     if b.status.rejected_revision not in (None, observation.revision):
         # The spec moved away from the rolled-back revision: asking for it again later is
         # a new request, not a retry loop.
@@ -622,11 +704,14 @@ def decide(observation: Observation) -> Decision:
     if canary is not None:
         return b.strategy.progress(b)
 
+    if first_rejected and observation.revision == stable.revision:
+        return b.hold_rejected_first()
     if observation.revision == stable.revision:
         return b.steady()
     if observation.revision == b.status.rejected_revision:
         return b.steady()
-    if b.status.phase == Phase.PENDING:
-        # The first stable never became ready: replace it rather than canary against nothing.
+    if b.status.phase == Phase.PENDING or first_rejected:
+        # The first stable never became ready, or never passed its check: replace it rather
+        # than canary against nothing.
         return b.first_deploy()
     return b.strategy.start(b, "")

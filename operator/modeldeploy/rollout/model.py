@@ -170,8 +170,9 @@ class Decision:
     notifications: list[Notification] = field(default_factory=list)
     requeue_after: float | None = None
     outcome: Outcome | None = None  # set when a canary ended in this decision
-    # Tracks the clients' Service selects: both by default (the replicas router splits by
-    # pods); one while a blue-green preview or switch keeps live traffic off the other.
+    # Tracks the clients' Service (or route) reaches: both by default (the replicas router
+    # splits by pods); one while a blue-green preview or switch keeps live traffic off the
+    # other; none while a first revision waits for its offline check.
     live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY)
     # The offline check's Job that must exist now (its attempt), if one runs.
     validation_attempt: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,11 @@ class Router(Protocol):
         """The canary's share of traffic that the current pods actually give."""
 
     def routes(
-        self, name: str, namespace: str, spec: ModelDeploymentSpec, weight: int
+        self,
+        name: str,
+        namespace: str,
+        spec: ModelDeploymentSpec,
+        weight: int,
+        live_tracks: Sequence[str] = ("stable", "canary"),
     ) -> list[dict[str, Any]]:
         """Extra objects that carry the split (empty when pods alone do)."""

@@ -6,6 +6,7 @@ proportion to its share so it can carry it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from modeldeploy.api import ModelDeploymentSpec
@@ -26,6 +27,11 @@ class GatewayAPIRouter:
         return weight if canary_ready else 0
 
     def routes(
-        self, name: str, namespace: str, spec: ModelDeploymentSpec, weight: int
+        self,
+        name: str,
+        namespace: str,
+        spec: ModelDeploymentSpec,
+        weight: int,
+        live_tracks: Sequence[str] = ("stable", "canary"),
     ) -> list[dict[str, Any]]:
-        return [http_route(name, namespace, spec, weight)]
+        return [http_route(name, namespace, spec, weight, live_tracks)]

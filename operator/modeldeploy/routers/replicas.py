@@ -10,6 +10,7 @@ take all of its traffic, whatever the step.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -41,6 +42,11 @@ class ReplicasRouter:
         return round(100 * canary_ready / serving) if serving else 0
 
     def routes(
-        self, name: str, namespace: str, spec: ModelDeploymentSpec, weight: int
+        self,
+        name: str,
+        namespace: str,
+        spec: ModelDeploymentSpec,
+        weight: int,
+        live_tracks: Sequence[str] = ("stable", "canary"),
     ) -> list[dict[str, Any]]:
         return []
