@@ -6,8 +6,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.operator_harness import Objects, objects, operator, wait_for
-from tests.integration.test_canary import deploy_stable, new_version, prometheus
+from tests.integration.operator_harness import (
+    Objects,
+    model_deployment,
+    objects,
+    operator,
+    wait_for,
+)
+from tests.integration.test_canary import canary_spec, deploy_stable, new_version, prometheus
 
 pytestmark = pytest.mark.integration
 __all__ = ["objects", "operator", "prometheus"]  # fixtures used by the tests below
@@ -170,3 +176,59 @@ def test_kubectl_scale_sizes_a_model_deployment_that_is_not_autoscaled(
         "the stable Deployment scaled to 3",
     )
     wait_for(lambda: objects.status("scaled").get("replicas") == 3, 60, "status.replicas 3")
+
+
+# A hold-out set behind HTTPS with its pin: no volume, so the Job's pod needs no claim.
+HOLDOUT_CHECK = {
+    "dataset": {
+        "uri": "https://data.example.com/holdout.csv",
+        "sha256": "cd" * 32,
+        "format": "csv",
+        "labelColumn": "y",
+    },
+    "metric": "auc",
+    "min": 0.9,
+    "maxDropVsStable": 0.01,
+}
+
+
+def validation_jobs(objects: Objects, name: str) -> list[dict[str, Any]]:
+    jobs = objects.items("jobs", f"app.kubernetes.io/instance={name}")
+    return sorted(jobs, key=lambda job: job["metadata"]["creationTimestamp"])
+
+
+def test_a_first_revision_with_an_offline_check_serves_no_client_until_it_passes(
+    objects, operator, prometheus
+):
+    """kwok completes the Job's pod without the validate command's report, so each Job is
+    an Error: retried in a new Job, then rejected at the inconclusive limit. Until then and
+    after, the clients' Service selects no pod."""
+    spec = canary_spec(prometheus, inconclusiveLimit=2)
+    objects.apply(model_deployment("first", validation=HOLDOUT_CHECK, **spec))
+
+    job = wait_for(lambda: next(iter(validation_jobs(objects, "first")), None), 60, "a Job")
+    assert selector(objects, "first")[TRACK] not in ("stable", "canary"), "no client yet"
+    assert objects.status("first")["phase"] == "Pending"
+    args = " ".join(job["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "--candidate-url=http://first-stable." in args, args
+    assert "--stable-url" not in args, "a first revision has no stable to compare with"
+
+    entry = wait_for(lambda: objects.outcome("first", "1.0.0"), 120, "the rejection")
+    assert entry["outcome"] == "RolledBack"
+    assert entry["reason"].startswith("ValidationInconclusive"), entry
+    assert "left no result" in entry["reason"], entry
+    assert len(validation_jobs(objects, "first")) == 2, "one new Job per attempt"
+    status = objects.status("first")
+    assert status["phase"] == "RolledBack"
+    assert "nothing serves" in status["message"]
+    assert status["validation"]["verdict"] == "Error"
+    assert selector(objects, "first")[TRACK] not in ("stable", "canary")
+    wait_for(
+        lambda: (objects.get("deployment", "first-stable") or {})["spec"]["replicas"] == 0,
+        30,
+        "its pods scaled to zero",
+    )
+    assert "ValidationError" in objects.event_reasons("first")
+
+    objects.annotate("first", "modeldeploy.dev/retry", "1")
+    wait_for(lambda: len(validation_jobs(objects, "first")) == 3, 60, "a Job for the retry")

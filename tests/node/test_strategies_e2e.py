@@ -10,6 +10,7 @@ away from answered (``tests/node/traffic_switch.py``).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,72 @@ def test_a_challenger_worse_on_the_holdout_set_never_serves_and_a_better_one_is_
     assert served.get("2.1.0", 0) > 0, served
     first_answer = min(o.at for o in outcomes if o.version == "2.1.0")
     assert first_answer > unix_time(checked_good["at"]), (first_answer, checked_good)
+    assert failed(outcomes) == []
+
+
+def roll_out_checked(
+    scenario: Scenario, version: str, model: dict[str, str], validation: dict[str, Any]
+) -> None:
+    """A new model and the check it must pass, one change; a bad dataset is rejected on its
+    first Error (inconclusiveLimit 1), as a real Job run on the node finds it."""
+    patch = {
+        "spec": {
+            "model": {"version": version, **model},
+            "validation": validation,
+            "rollout": {"inconclusiveLimit": 1},
+        }
+    }
+    scenario.tier.kubectl(
+        "patch",
+        "md",
+        scenario.name,
+        "-n",
+        scenario.namespace,
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(patch),
+    )
+
+
+def test_a_bad_hold_out_set_rejects_the_challenger_with_the_reason_and_no_client_sees_it(
+    request: pytest.FixtureRequest,
+    with_claim: Scenario,
+    prometheus: InClusterPrometheus,
+    model_store: ModelStore,
+    challenger_files: dict[str, str],
+) -> None:
+    scenario = with_claim
+    spec = manifest(scenario.name, model_store.http(GOOD), "1.0.0", 1, ROLLOUT, ANALYSIS)
+    serve_under_load(scenario, prometheus, spec, 1)
+    dataset = {"uri": f"pvc://{CLAIM}/{HOLDOUT}", "format": "csv", "labelColumn": LABEL}
+
+    wrong_pin = {**dataset, "sha256": "0" * 64}
+    roll_out_checked(
+        scenario, "2.0.0", model_store.http(GOOD), {"dataset": wrong_pin, **VALIDATION}
+    )
+    mismatch = scenario.wait_outcome("2.0.0")
+    no_label = {**dataset, "sha256": challenger_files[HOLDOUT], "labelColumn": "is_fraud"}
+    roll_out_checked(scenario, "2.1.0", model_store.http(GOOD), {"dataset": no_label, **VALIDATION})
+    missing = scenario.wait_outcome("2.1.0")
+    outcomes = stop_load_once_settled(scenario, 1)
+    _print(
+        request.config,
+        f"\nbad hold-out sets: {mismatch['reason']!r}; {missing['reason']!r}"
+        f"\nclient requests by answer: {by_answer(outcomes)}",
+    )
+
+    for rejected in (mismatch, missing):
+        assert rejected["outcome"] == "RolledBack", rejected
+        assert rejected["reason"].startswith("ValidationInconclusive"), rejected
+    assert "dataset sha256 mismatch" in mismatch["reason"], mismatch
+    assert challenger_files[HOLDOUT] in mismatch["reason"], "the actual digest, to fix the pin"
+    assert "label column 'is_fraud' not found" in missing["reason"], missing
+    assert LABEL in missing["reason"], "the columns the file has"
+    served = by_answer(outcomes)
+    assert "2.0.0" not in served
+    assert "2.1.0" not in served
+    assert scenario.status()["stable"]["version"] == "1.0.0"
     assert failed(outcomes) == []
 
 
