@@ -171,6 +171,38 @@ _UNSAFE_FORMAT_RULE = (
 )
 
 
+_PROFILE_SHA_MESSAGE = (
+    "model.profile.sha256 is required for http(s) URIs; pin the profile's digest "
+    "(sha256sum profile.json) or set model.allowUnpinned: true"
+)
+_PROFILE_SHA_RULE = (
+    "!has(self.profile) || !self.profile.uri.startsWith('http') || has(self.profile.sha256) "
+    "|| (has(self.allowUnpinned) && self.allowUnpinned)"
+)
+
+
+class ProfileSpec(ApiModel):
+    uri: Annotated[str, StringConstraints(pattern=URI_PATTERN, max_length=2048)] = Field(
+        description=(
+            "Where the profile JSON (`modelserver profile`) lives: file:///path, "
+            "http(s)://host/path, or pvc://claim-name/path/in/volume (mounted read-only)."
+        ),
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^(file|https?|pvc)://')",
+                "model.profile.uri must start with file://, http://, https:// or pvc://",
+            )
+        ),
+    )
+    sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)] | None = Field(
+        default=None,
+        description=(
+            "SHA-256 of the profile (64 hex characters); the server refuses a mismatch. "
+            "Required for http(s) unless model.allowUnpinned."
+        ),
+    )
+
+
 class ModelSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -180,6 +212,7 @@ class ModelSpec(ApiModel):
                 "or set model.allowUnpinned: true",
                 ".sha256",
             ),
+            cel(_PROFILE_SHA_RULE, _PROFILE_SHA_MESSAGE, ".profile"),
             cel(
                 _UNSAFE_FORMAT_RULE,
                 "model.format sklearn-joblib loads a pickle, which runs code; "
@@ -224,7 +257,15 @@ class ModelSpec(ApiModel):
     )
     allow_unpinned: bool = Field(
         default=False,
-        description="Accept an http(s) artifact without a sha256 pin.",
+        description="Accept an http(s) artifact (model or profile) without a sha256 pin.",
+    )
+    profile: Annotated[ProfileSpec | None, AddedLater()] = Field(
+        default=None,
+        description=(
+            "The model's reference profile: bins and training shares of its inputs and "
+            "outputs (docs/analysis.md). The server counts live rows per bin with it; "
+            "feature drift and monitoring need it."
+        ),
     )
 
     @model_validator(mode="after")
@@ -234,6 +275,14 @@ class ModelSpec(ApiModel):
                 "model.sha256 is required for http(s) URIs; pin the artifact's digest "
                 "or set model.allowUnpinned: true"
             )
+        profile = self.profile
+        if (
+            profile is not None
+            and profile.uri.startswith("http")
+            and profile.sha256 is None
+            and not self.allow_unpinned
+        ):
+            raise ValueError(_PROFILE_SHA_MESSAGE)
         if self.format == ModelFormat.SKLEARN_JOBLIB and not self.allow_unsafe_format:
             raise ValueError(
                 "model.format sklearn-joblib loads a pickle, which runs code; "
@@ -574,6 +623,243 @@ class BackendErrorPolicy(StrEnum):
     FAIL = "Fail"
 
 
+# --- model-aware gates (docs/analysis.md) ------------------------------------------------
+
+
+class DriftStatistic(StrEnum):
+    PSI = "psi"
+    KS = "ks"
+
+
+DEFAULT_MAX_PSI = 0.2
+DEFAULT_MAX_KS = 0.1
+_KS_FRACTION_RULE = (
+    "!has(self.statistic) || self.statistic != 'ks' || !has(self.max) || self.max <= 1.0"
+)
+_KS_FRACTION_MESSAGE = "a KS statistic lies within 0..1: write max as a fraction (0.1, not 10)"
+
+
+class PredictionDriftSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_KS_FRACTION_RULE, _KS_FRACTION_MESSAGE, ".max"))
+    )
+
+    statistic: DriftStatistic = Field(
+        default=DriftStatistic.PSI,
+        description=(
+            "psi (population stability index over the output bins) or ks (largest gap "
+            "between the binned cumulative distributions; ordered bins only)."
+        ),
+    )
+    max: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            f"Highest passing value of the statistic; default {DEFAULT_MAX_PSI} for psi, "
+            f"{DEFAULT_MAX_KS} for ks."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _ks_is_a_fraction(self) -> PredictionDriftSpec:
+        if self.statistic == DriftStatistic.KS and self.max is not None and self.max > 1:
+            raise ValueError(_KS_FRACTION_MESSAGE)
+        return self
+
+    def bound(self) -> float:
+        """The highest passing value: `max`, or the statistic's default."""
+        if self.max is not None:
+            return self.max
+        return DEFAULT_MAX_KS if self.statistic == DriftStatistic.KS else DEFAULT_MAX_PSI
+
+
+class FeatureDriftSpec(ApiModel):
+    max_psi: float = Field(
+        default=DEFAULT_MAX_PSI,
+        ge=0,
+        alias="maxPSI",
+        description="Highest passing PSI of any feature against the profile.",
+    )
+    worst_features: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="How many of the most drifted features status and events name.",
+    )
+
+
+_DRIFT_BLOCK_RULE = "has(self.prediction) || has(self.features)"
+_DRIFT_BLOCK_MESSAGE = "drift needs prediction, features or both"
+
+
+class DriftSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_DRIFT_BLOCK_RULE, _DRIFT_BLOCK_MESSAGE))
+    )
+
+    prediction: PredictionDriftSpec | None = Field(
+        default=None,
+        description=(
+            "Bound on how far the outputs' distribution moved: in a rollout the canary's "
+            "against the stable's in the same window; in monitoring the stable's against "
+            "the profile's."
+        ),
+    )
+    features: FeatureDriftSpec | None = Field(
+        default=None,
+        description=(
+            "Bound on how far each input feature's distribution is from the profile's "
+            "training shares; needs model.profile."
+        ),
+    )
+    min_rows: int = Field(
+        default=200,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Fewer rows than this on either side of a comparison make the drift check "
+            "NoData: on few rows PSI measures sampling noise."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _something_to_judge(self) -> DriftSpec:
+        if self.prediction is None and self.features is None:
+            raise ValueError(_DRIFT_BLOCK_MESSAGE)
+        return self
+
+
+class ModelTask(StrEnum):
+    """What the server reports in the `task` label of modelserver_model_info."""
+
+    REGRESSION = "regression"
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+
+
+_QUALITY_METRIC_RULE = "has(self.minAccuracy) || has(self.minAUC) || has(self.maxMAE)"
+_QUALITY_KIND_RULE = "!has(self.maxMAE) || !(has(self.minAccuracy) || has(self.minAUC))"
+_QUALITY_KIND_MESSAGE = (
+    "minAccuracy and minAUC judge classifiers, maxMAE judges regressors: set one kind"
+)
+
+
+def _quality_rules(block: str, drop: str) -> dict[str, Any]:
+    return validations(
+        cel(
+            _QUALITY_METRIC_RULE,
+            f"{block} needs minAccuracy, minAUC or maxMAE ({drop} compares the metrics they "
+            "name; write minAccuracy: 0 to judge accuracy by the drop alone)",
+        ),
+        cel(_QUALITY_KIND_RULE, f"{block}: {_QUALITY_KIND_MESSAGE}"),
+        cel(
+            f"has(self.maxMAE) || !has(self.{drop}) || self.{drop} <= 1.0",
+            f"{block}.{drop} of accuracy or AUC is a fraction: write 0.02, not 2",
+            f".{drop}",
+        ),
+    )
+
+
+class QualityBounds(ApiModel):
+    """Bounds on the live quality measured from ground-truth feedback."""
+
+    min_accuracy: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest passing share of correct predictions (classifiers).",
+    )
+    min_auc: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        alias="minAUC",
+        description=(
+            "Lowest passing ROC AUC from the score histograms by true label (binary "
+            "classifiers only; any other model makes the check Error)."
+        ),
+    )
+    max_mae: float | None = Field(
+        default=None,
+        ge=0,
+        alias="maxMAE",
+        description="Highest passing mean absolute error, in the output's units (regressors).",
+    )
+    min_feedback: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Fewest labelled rows in the window for quality to be judged.",
+    )
+
+    def _check_bounds(self, block: str, drop: str, drop_value: float | None) -> None:
+        if self.min_accuracy is None and self.min_auc is None and self.max_mae is None:
+            raise ValueError(
+                f"{block} needs minAccuracy, minAUC or maxMAE ({drop} compares the metrics "
+                "they name; write minAccuracy: 0 to judge accuracy by the drop alone)"
+            )
+        if self.max_mae is not None and (self.min_accuracy is not None or self.min_auc is not None):
+            raise ValueError(f"{block}: {_QUALITY_KIND_MESSAGE}")
+        if self.max_mae is None and drop_value is not None and drop_value > 1:
+            raise ValueError(f"{block}.{drop} of accuracy or AUC is a fraction: write 0.02, not 2")
+
+    def task_problem(self, task: str) -> str | None:
+        """Why these bounds cannot judge a model of `task` (modelserver_model_info), if so.
+
+        The API server cannot know the model's task, so this is checked at run time.
+        """
+        if self.min_auc is not None and task != ModelTask.BINARY:
+            return (
+                f"minAUC judges binary classifiers only, and the model is {_task_name(task)}: "
+                "use minAccuracy (classifiers) or maxMAE (regressors) instead"
+            )
+        if self.min_accuracy is not None and task == ModelTask.REGRESSION:
+            return "minAccuracy judges classifiers, and the model is a regressor: use maxMAE"
+        if self.max_mae is not None and task != ModelTask.REGRESSION:
+            return (
+                f"maxMAE judges regressors, and the model is {_task_name(task)}: "
+                "use minAccuracy or minAUC"
+            )
+        return None
+
+
+def _task_name(task: str) -> str:
+    names: dict[str, str] = {
+        ModelTask.REGRESSION: "a regressor",
+        ModelTask.BINARY: "a binary classifier",
+        ModelTask.MULTICLASS: "a multi-class classifier",
+    }
+    return names.get(task, f"of unknown task {task!r}")
+
+
+class QualitySpec(QualityBounds):
+    model_config = ConfigDict(
+        json_schema_extra=_quality_rules("analysis.quality", "maxDropVsStable")
+    )
+
+    max_drop_vs_stable: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How much worse than the stable's in the same window the canary's quality may "
+            "be: a fall of accuracy or AUC, a rise of MAE, in the metric's units."
+        ),
+    )
+    feedback_deadline: TimerDuration = Field(
+        default="1h",
+        description=(
+            "While fewer than minFeedback labelled rows arrived, the quality check holds the "
+            "step without counting toward rollout.inconclusiveLimit, for this long from the "
+            "step's start; after that it counts as inconclusive."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> QualitySpec:
+        self._check_bounds("analysis.quality", "maxDropVsStable", self.max_drop_vs_stable)
+        return self
+
+
 class AnalysisSpec(ApiModel):
     prometheus: PrometheusSpec | None = Field(
         default=None, description="Prometheus to query; defaults to the operator's configured one."
@@ -592,6 +878,20 @@ class AnalysisSpec(ApiModel):
         description=(
             "What an unreachable metrics backend or a failing query means: Hold (inconclusive, "
             "the step is held) or Fail (counts as a failed check)."
+        ),
+    )
+    drift: DriftSpec | None = Field(
+        default=None,
+        description=(
+            "Judge the canary by what it predicts (against the stable) and on what inputs "
+            "(against model.profile)."
+        ),
+    )
+    quality: QualitySpec | None = Field(
+        default=None,
+        description=(
+            "Judge the canary by how often it is right, from ground truth sent to the "
+            "server's feedback endpoint."
         ),
     )
 
@@ -951,7 +1251,103 @@ class AutoscalingSpec(ApiModel):
         return self
 
 
+# --- monitoring without a rollout (docs/analysis.md) ------------------------------------
+
+MonitoringInterval = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_within("1m", "24h")),
+    Field(json_schema_extra=_duration_rules("1m", "24h")),
+]
+SLOPeriod = Annotated[
+    str,
+    StringConstraints(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_within("1h", "2160h")),
+    Field(json_schema_extra=_duration_rules("1h", "2160h")),
+]
+
+
+class MonitoringQualitySpec(QualityBounds):
+    model_config = ConfigDict(
+        json_schema_extra=_quality_rules("monitoring.quality", "maxDropVsReference")
+    )
+
+    max_drop_vs_reference: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How much worse than the profile's reference quality (measured on its training "
+            "labels) the stable's live quality may be, in the metric's units."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MonitoringQualitySpec:
+        self._check_bounds("monitoring.quality", "maxDropVsReference", self.max_drop_vs_reference)
+        return self
+
+
+class SLOComplianceSpec(ApiModel):
+    objective: float = Field(
+        default=0.99,
+        ge=0.5,
+        le=0.9999,
+        description=(
+            "Share of monitoring windows that should keep analysis.slo (maxErrorRate and "
+            "maxLatencyP99), 0.5..0.9999; the error budget is the rest (1 would leave none)."
+        ),
+    )
+    period: SLOPeriod = Field(
+        default="168h",
+        description=(
+            "The period compliance and the error budget are counted over (1h..2160h); "
+            "Prometheus must keep that much history."
+        ),
+    )
+
+
+class MonitoringSpec(ApiModel):
+    interval: MonitoringInterval = Field(
+        default="5m",
+        description=(
+            "How often, and over what window, the stable is compared with the profile and "
+            "its SLO checked (1m..24h)."
+        ),
+    )
+    drift: DriftSpec | None = Field(
+        default=None,
+        description=(
+            "Bounds on the stable's live inputs and outputs against model.profile; "
+            "needs model.profile."
+        ),
+    )
+    quality: MonitoringQualitySpec | None = Field(
+        default=None,
+        description="Bounds on the stable's live quality from ground-truth feedback.",
+    )
+    slo: SLOComplianceSpec = Field(
+        default_factory=SLOComplianceSpec,
+        description="How the stable's compliance with analysis.slo is counted.",
+    )
+
+
+_PROFILE_NEEDED_MESSAGE = (
+    "analysis.drift and monitoring.drift need model.profile: the server counts inputs and "
+    "outputs per bin only with a profile, and feature drift compares them with its training "
+    "shares; set model.profile (modelserver profile writes one), or remove the drift block"
+)
+_PROFILE_NEEDED_RULE = (
+    "has(self.model.profile) || ("
+    "!(has(self.analysis) && has(self.analysis.drift)) "
+    "&& !(has(self.monitoring) && has(self.monitoring.drift)))"
+)
+
+
 class ModelDeploymentSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_PROFILE_NEEDED_RULE, _PROFILE_NEEDED_MESSAGE))
+    )
+
     model: ModelSpec = Field(description="The model to serve.")
     replicas: int = Field(default=1, ge=0, le=1000, description="Serving pods of the stable track.")
     server: ServerSpec = Field(default_factory=ServerSpec, description="The inference server pods.")
@@ -985,6 +1381,20 @@ class ModelDeploymentSpec(ApiModel):
             "set, run as a Job before any live request reaches it (docs/validation.md)."
         ),
     )
+    monitoring: MonitoringSpec | None = Field(
+        default=None,
+        description=(
+            "Watch the stable without a rollout: drift against model.profile, live quality "
+            "and SLO compliance, in status.drift and status.slo (docs/analysis.md)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _profile_for_drift(self) -> ModelDeploymentSpec:
+        monitored_drift = self.monitoring is not None and self.monitoring.drift is not None
+        if self.model.profile is None and (self.analysis.drift is not None or monitored_drift):
+            raise ValueError(_PROFILE_NEEDED_MESSAGE)
+        return self
 
 
 # --- status -----------------------------------------------------------------------------
@@ -1101,6 +1511,82 @@ class AnalysisStatus(StatusModel):
     checks: list[CheckResult] = Field(default_factory=list, description="Each check's result.")
 
 
+class FeatureDrift(StatusModel):
+    feature: str = Field(description="Name of the input feature.")
+    psi: float = Field(description="PSI of its live bins against the profile's shares.")
+    bin: str = Field(default="", description="The bin that adds most to the PSI.")
+    profile_share: float | None = Field(
+        default=None, description="Share of the training rows in that bin."
+    )
+    live_share: float | None = Field(default=None, description="Share of the live rows in it.")
+
+
+class PredictionDriftStatus(StatusModel):
+    statistic: DriftStatistic = Field(description="psi or ks.")
+    value: float = Field(description="The statistic of the most drifted output.")
+    output: str = Field(default="", description="That output's name.")
+    max: float | None = Field(default=None, description="The bound that was applied.")
+
+
+class QualityStatus(StatusModel):
+    metric: Literal["accuracy", "auc", "mae"] = Field(description="accuracy, auc or mae.")
+    value: float | None = Field(default=None, description="Live value from feedback.")
+    reference: float | None = Field(
+        default=None, description="The profile's reference value, measured on its labels."
+    )
+    feedback: float | None = Field(default=None, description="Labelled rows in the window.")
+
+
+class DriftStatus(StatusModel):
+    at: datetime = Field(description="When the stable was last compared.")
+    version: str = Field(description="Model version of the stable that was compared.")
+    window: str = Field(description="The window compared (monitoring.interval).")
+    verdict: Verdict = Field(
+        description="Pass, Fail (a bound is crossed), NoData (too few rows) or Error."
+    )
+    message: str = Field(default="", description="The verdict in words, naming what crossed.")
+    rows: float | None = Field(default=None, description="Live rows counted in the window.")
+    features: list[FeatureDrift] = Field(
+        default_factory=list,
+        max_length=50,
+        description="The most drifted features, most drifted first.",
+    )
+    prediction: PredictionDriftStatus | None = Field(
+        default=None, description="The outputs against the profile."
+    )
+    quality: QualityStatus | None = Field(default=None, description="Live quality.")
+    checks: list[CheckResult] = Field(
+        default_factory=list, max_length=20, description="Each bound's check."
+    )
+    breached_since: datetime | None = Field(
+        default=None,
+        description="When a bound was first found crossed; cleared when all pass again.",
+    )
+
+
+class SLOStatus(StatusModel):
+    at: datetime = Field(description="When compliance was last computed.")
+    version: str = Field(description="Model version of the stable.")
+    period: str = Field(description="The period counted over (monitoring.slo.period).")
+    objective: float = Field(description="Share of windows that should keep analysis.slo.")
+    windows: int | None = Field(default=None, description="Windows with traffic in the period.")
+    compliance: float | None = Field(
+        default=None,
+        description="Share of those windows within maxErrorRate and maxLatencyP99.",
+    )
+    error_budget_remaining: float | None = Field(
+        default=None,
+        description=(
+            "Share of the error budget (1 - objective of the windows) left; below 0 when overspent."
+        ),
+    )
+    message: str = Field(default="", description="Compliance in words.")
+    breached_since: datetime | None = Field(
+        default=None,
+        description="When the budget was first found spent; cleared when it recovers.",
+    )
+
+
 class HistoryEntry(StatusModel):
     revision: str = Field(description="Revision the entry is about.")
     version: str = Field(description="Model version of that revision.")
@@ -1141,6 +1627,13 @@ class ModelDeploymentStatus(StatusModel):
     )
     last_analysis: AnalysisStatus | None = Field(
         default=None, description="The most recent analysis with every check's value."
+    )
+    drift: DriftStatus | None = Field(
+        default=None,
+        description="spec.monitoring: the stable's live traffic against model.profile.",
+    )
+    slo: SLOStatus | None = Field(
+        default=None, description="spec.monitoring: the stable's SLO compliance."
     )
     rejected_revision: str | None = Field(
         default=None,

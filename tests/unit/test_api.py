@@ -50,7 +50,14 @@ def test_every_example_parses(path):
 
 
 # Blocks of one strategy exclude the others', so "every field" spans these examples.
-COMPLETE_EXAMPLES = ("full.yaml", "blue-green.yaml", "direct.yaml", "validation.yaml")
+COMPLETE_EXAMPLES = (
+    "full.yaml",
+    "blue-green.yaml",
+    "direct.yaml",
+    "validation.yaml",
+    "model-aware.yaml",
+    "model-aware-regressor.yaml",
+)
 
 
 def test_the_full_and_strategy_examples_set_every_spec_field():

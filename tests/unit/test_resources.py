@@ -76,6 +76,8 @@ def env_values(manifest: dict[str, Any]) -> dict[str, str]:
         {"traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}},
         {"analysis": {"minRequests": 1, "slo": {"maxErrorRate": 0.5}}},
         {"notifications": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}},
+        {"analysis": {"quality": {"minAccuracy": 0.9, "maxDropVsStable": 0.02}}},
+        {"monitoring": {"interval": "10m", "slo": {"objective": 0.999}}},
         {"model": {"format": "xgboost"}},  # the default, written out
         {"server": {"image": IMAGE}},  # the default image, written out
     ],
@@ -100,6 +102,7 @@ def test_settings_that_do_not_shape_the_pods_keep_the_revision(change):
         {"server": {"tolerations": [{"key": "ml", "operator": "Exists"}]}},
         {"server": {"workers": 4}},
         {"server": {"startupTimeout": "10m"}},
+        {"model": {"profile": {"uri": "pvc://models/fraud/profile.json"}}},
     ],
     ids=lambda c: str(c),
 )
@@ -357,6 +360,9 @@ def test_a_field_added_later_changes_the_revision_once_set_to_something_else():
     default = revision_of(template())
     assert revision_of(template(server={"drainDelay": "10s"})) != default
     assert revision_of(template(server={"drainDelay": "5s"})) == default
+    profile = {"uri": "pvc://models/fraud/profile.json"}
+    assert revision_of(template(model={"profile": profile})) != default
+    assert revision_of(template(model={"profile": None})) == default
 
 
 def test_pods_have_scrape_annotations_for_the_server_metrics():
