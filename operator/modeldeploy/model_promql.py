@@ -1,0 +1,252 @@
+"""PromQL of the model-aware gates: the server's per-bin counters, read per track.
+
+The metric and label names below are the server/operator contract of issue 15, kept here
+only (docs/analysis.md lists them). Every per-bin series carries the server's usual labels
+(`model`, `model_version`, `track`, `modeldeployment`; Prometheus adds `namespace` and
+`pod`). Feedback series carry the track and version that made the prediction (from its
+token), whichever pod counted them; so do the other series, as a pod only counts its own.
+
+Queries that compare the canary with the stable ask for both tracks in ONE query (the
+two halves joined by `or`), so both come from the same window at the same instant; an
+optional evaluation time (`@`) lines up several queries too. Each half also matches the
+track's model version: late feedback for an earlier canary never counts for this one.
+
+Pure: builders return PromQL text, parsers take the `result` list of a vector answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy import api
+from modeldeploy.promql import (
+    LATENCY_P99,
+    REQUEST_VOLUME,
+    SELECTOR,
+    QueryContext,
+    error_rate_query,
+    promql_duration,
+    render,
+)
+
+FEATURE_BINS = "modelserver_feature_bin_total"
+"""Counter: live rows per feature and bin; labels + `feature`, `bin`."""
+PREDICTION_BINS = "modelserver_prediction_bin_total"
+"""Counter: predicted rows per output and bin; labels + `output`, `bin`."""
+FEEDBACK_CORRECT = "modelserver_feedback_correct_total"
+FEEDBACK_INCORRECT = "modelserver_feedback_incorrect_total"
+"""Counters: labelled rows a classifier got right / wrong."""
+FEEDBACK_SCORE_BINS = "modelserver_feedback_score_bin_total"
+"""Counter: labelled rows of a binary classifier per true label (0, 1) and score bin;
+labels + `label`, `bin`."""
+FEEDBACK_ABS_ERROR_BINS = "modelserver_feedback_abs_error_bin_total"
+"""Counter: labelled rows of a regressor per absolute-error bin, labelled by the bin's
+upper edge (`+Inf` for the last); labels + `bin`."""
+MODEL_INFO = "modelserver_model_info"
+"""Gauge, always 1; its `task` label is regression, binary or multiclass."""
+PROFILE_FEATURE_SHARES = "modelserver_profile_feature_share"
+"""Gauge: the loaded profile's training share per feature and bin; labels + `feature`, `bin`."""
+PROFILE_PREDICTION_SHARES = "modelserver_profile_prediction_share"
+"""Gauge: the profile's output share per output and bin; labels + `output`, `bin`."""
+PROFILE_QUALITY = "modelserver_profile_quality"
+"""Gauge: the profile's reference quality on its labels; labels + `metric` (accuracy,
+auc, mae)."""
+
+TRACK = "track"
+VERSION = "model_version"
+FEATURE = "feature"
+OUTPUT = "output"
+BIN = "bin"
+TRUE_LABEL = "label"
+TASK = "task"
+METRIC = "metric"
+OUTCOME = "outcome"
+CORRECT = "correct"
+INCORRECT = "incorrect"
+
+_VERSION_MATCHER = f', {VERSION}="{{{{ version }}}}"'
+
+
+def _series(metric: str) -> str:
+    """The track's series of `metric` for its model version, as an instant selector."""
+    return metric + "{" + SELECTOR + _VERSION_MATCHER + "}"
+
+
+def _at(at: float | None) -> str:
+    return "" if at is None else f" @ {at:.3f}"
+
+
+def _increase(metric: str, by: Sequence[str], context: QueryContext, at: float | None) -> str:
+    grouping = ", ".join(by)
+    template = f"sum by ({grouping}) (increase({_series(metric)}[{{{{ interval }}}}]{_at(at)}))"
+    return render(template, context)
+
+
+def _both_tracks(
+    metric: str, by: Sequence[str], canary: QueryContext, stable: QueryContext, at: float | None
+) -> str:
+    if (canary.namespace, canary.name, canary.interval) != (
+        stable.namespace,
+        stable.name,
+        stable.interval,
+    ):
+        raise ValueError("the canary and the stable must be read from one window of one object")
+    if (canary.track, stable.track) != ("canary", "stable"):
+        raise ValueError("pass the canary's context first, then the stable's")
+    grouping = (TRACK, *by)
+    return f"{_increase(metric, grouping, canary, at)} or {_increase(metric, grouping, stable, at)}"
+
+
+def feature_bins(context: QueryContext, at: float | None = None) -> str:
+    """Live rows per feature and bin of one track in the window."""
+    return _increase(FEATURE_BINS, (FEATURE, BIN), context, at)
+
+
+def profile_feature_shares(context: QueryContext, at: float | None = None) -> str:
+    """The training shares per feature and bin of the profile the track's pods loaded."""
+    template = f"max by ({FEATURE}, {BIN}) ({_series(PROFILE_FEATURE_SHARES)}{_at(at)})"
+    return render(template, context)
+
+
+def profile_prediction_shares(context: QueryContext, at: float | None = None) -> str:
+    """The profile's output shares per output and bin (monitoring compares the stable's)."""
+    template = f"max by ({OUTPUT}, {BIN}) ({_series(PROFILE_PREDICTION_SHARES)}{_at(at)})"
+    return render(template, context)
+
+
+def profile_quality(context: QueryContext, at: float | None = None) -> str:
+    """The profile's reference quality per metric."""
+    template = f"max by ({METRIC}) ({_series(PROFILE_QUALITY)}{_at(at)})"
+    return render(template, context)
+
+
+def prediction_bins(context: QueryContext, at: float | None = None) -> str:
+    """Predicted rows per output and bin of one track in the window (monitoring)."""
+    return _increase(PREDICTION_BINS, (OUTPUT, BIN), context, at)
+
+
+def prediction_bins_both(
+    canary: QueryContext, stable: QueryContext, at: float | None = None
+) -> str:
+    """Predicted rows per track, output and bin, canary and stable from one window."""
+    return _both_tracks(PREDICTION_BINS, (OUTPUT, BIN), canary, stable, at)
+
+
+def feedback_outcomes(canary: QueryContext, stable: QueryContext, at: float | None = None) -> str:
+    """Correct and incorrect labelled rows per track (label `outcome`), one window."""
+    halves = [
+        f'label_replace({_both_tracks(metric, (), canary, stable, at)}, "{OUTCOME}", '
+        f'"{outcome}", "", "")'
+        for metric, outcome in ((FEEDBACK_CORRECT, CORRECT), (FEEDBACK_INCORRECT, INCORRECT))
+    ]
+    return " or ".join(halves)
+
+
+def feedback_score_bins(canary: QueryContext, stable: QueryContext, at: float | None = None) -> str:
+    """Labelled rows per track, true label and score bin (for AUC), one window."""
+    return _both_tracks(FEEDBACK_SCORE_BINS, (TRUE_LABEL, BIN), canary, stable, at)
+
+
+def feedback_abs_error_bins(
+    canary: QueryContext, stable: QueryContext, at: float | None = None
+) -> str:
+    """Labelled rows per track and absolute-error bin (for MAE), one window."""
+    return _both_tracks(FEEDBACK_ABS_ERROR_BINS, (BIN,), canary, stable, at)
+
+
+def model_task(context: QueryContext, at: float | None = None) -> str:
+    """The task of the track's model: one series whose `task` label says it."""
+    template = f"max by ({TASK}) ({_series(MODEL_INFO)}{_at(at)})"
+    return render(template, context)
+
+
+def slo_compliance(
+    slo: api.SLOSpec, context: QueryContext, period: str, at: float | None = None
+) -> tuple[str, str]:
+    """(share of windows within the SLO, windows with traffic) over `period`.
+
+    A window is one `{{ interval }}` of the track, evaluated every interval; it keeps the
+    SLO when its error rate is at most maxErrorRate and its p99 latency at most
+    maxLatencyP99 (the rollout's own queries). A window without handled requests counts
+    in neither number: its 0/0 error rate would compare as a breach.
+    """
+    within = (
+        f"((({error_rate_query(slo.count_rejected_requests)}) <= bool {slo.max_error_rate:g}) "
+        f"* (({LATENCY_P99}) <= bool {api.duration_seconds(slo.max_latency_p99):g})) "
+        f"and on () ({REQUEST_VOLUME} > 0)"
+    )
+    window = f"[{promql_duration(period)}:{{{{ interval }}}}]{_at(at)}"
+    share = render(f"avg_over_time(({within}){window})", context)
+    count = render(f"count_over_time(({within}){window})", context)
+    return share, count
+
+
+# --- answers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: Mapping[str, str]
+    value: float
+
+
+def parse_vector(result: Any) -> list[Sample]:
+    """The samples of a vector answer's `data.result`; NaN samples are left out.
+
+    Raises ValueError when the answer is not shaped like a vector.
+    """
+    if not isinstance(result, list):
+        raise ValueError(f"expected a vector (a list of series), got {type(result).__name__}")
+    samples = []
+    for series in result:
+        try:
+            labels = series["metric"]
+            value = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"a series of the answer has no usable metric and value: {exc!r}"
+            ) from exc
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise ValueError("a series of the answer has labels that are not strings")
+        if not math.isnan(value):
+            samples.append(Sample(labels, value))
+    return samples
+
+
+def grouped(
+    samples: Iterable[Sample], outer: str, inner: str = BIN, *, track: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Values by `outer` label, then `inner` label: {feature: {bin: rows}}, say.
+
+    With `track`, only that track's samples. A sample without either label is a broken
+    contract, not data: ValueError names the label.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for sample in samples:
+        if track is not None and sample.labels.get(TRACK) != track:
+            continue
+        for label in (outer, inner):
+            if label not in sample.labels:
+                raise ValueError(f"a series lacks the {label!r} label: {dict(sample.labels)}")
+        bins = out.setdefault(sample.labels[outer], {})
+        bins[sample.labels[inner]] = bins.get(sample.labels[inner], 0.0) + sample.value
+    return out
+
+
+def by_label(
+    samples: Iterable[Sample], label: str, *, track: str | None = None
+) -> dict[str, float]:
+    """Values by one label ({bin: rows}, {outcome: rows}), optionally of one track."""
+    out: dict[str, float] = {}
+    for sample in samples:
+        if track is not None and sample.labels.get(TRACK) != track:
+            continue
+        if label not in sample.labels:
+            raise ValueError(f"a series lacks the {label!r} label: {dict(sample.labels)}")
+        out[sample.labels[label]] = out.get(sample.labels[label], 0.0) + sample.value
+    return out
