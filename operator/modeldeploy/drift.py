@@ -215,6 +215,20 @@ def histogram_mae(counts: Sequence[float], upper_edges: Sequence[float]) -> MAER
     return MAEResult(total / rows, rows, open_rows)
 
 
+def error_budget_remaining(compliance: float, objective: float) -> float:
+    """Share of the error budget left: 1 - (1 - compliance) / (1 - objective).
+
+    The budget is the share of windows allowed to break the SLO (1 - objective); the
+    value is 1 with no bad window, 0 when exactly the budget is spent and below 0 when
+    overspent.
+    """
+    if not 0 <= compliance <= 1:
+        raise ValueError(f"compliance is a share within 0..1; got {compliance!r}")
+    if not 0 <= objective < 1:
+        raise ValueError(f"the objective must be within 0..1 and below 1; got {objective!r}")
+    return 1 - (1 - compliance) / (1 - objective)
+
+
 # --- labelled bins (as Prometheus returns them) ---------------------------------------
 
 Bins = Mapping[str, float]

@@ -205,6 +205,20 @@ def test_bad_absolute_error_bins_are_refused(edges, message):
         drift.histogram_mae([1, 1], edges)
 
 
+@pytest.mark.parametrize(
+    ("compliance", "objective", "left"),
+    [(1.0, 0.99, 1.0), (0.995, 0.99, 0.5), (0.99, 0.99, 0.0), (0.98, 0.99, -1.0)],
+)
+def test_error_budget_remaining(compliance, objective, left):
+    assert drift.error_budget_remaining(compliance, objective) == pytest.approx(left)
+
+
+@pytest.mark.parametrize(("compliance", "objective"), [(1.2, 0.99), (0.9, 1.0), (0.9, -0.1)])
+def test_error_budget_needs_shares(compliance, objective):
+    with pytest.raises(ValueError, match=r"within 0\.\.1"):
+        drift.error_budget_remaining(compliance, objective)
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 
