@@ -78,6 +78,19 @@ def psi(
     return PSIResult(math.fsum(terms), terms, math.fsum(reference), math.fsum(observed))
 
 
+def psi_noise_floor(bins: int, reference_rows: float, observed_rows: float) -> float:
+    """What PSI averages when both sides are samples of ONE distribution: (B - 1)(1/n1 + 1/n2).
+
+    For small differences PSI is close to a chi-square statistic scaled by (1/n1 + 1/n2),
+    with B - 1 degrees of freedom, so sampling noise alone gives this much. A bound near
+    it judges noise: docs/analysis.md says how many rows a bound needs. A profile's side
+    counts as infinitely many rows (pass math.inf).
+    """
+    if bins < 1 or reference_rows <= 0 or observed_rows <= 0:
+        raise ValueError("the noise floor needs at least one bin and rows on both sides")
+    return (bins - 1) * (1 / reference_rows + 1 / observed_rows)
+
+
 @dataclass(frozen=True)
 class KSResult:
     """Largest gap between the binned cumulative distributions of two sides."""

@@ -98,8 +98,12 @@ def test_psi_of_two_samples_of_one_distribution_is_near_its_noise_floor():
         ).value
         for _ in range(2000)
     ]
-    assert np.mean(values) == pytest.approx((bins - 1) * (1 / n1 + 1 / n2), rel=0.1)
+    assert np.mean(values) == pytest.approx(drift.psi_noise_floor(bins, n1, n2), rel=0.1)
     assert np.quantile(values, 0.999) < 0.2  # the default bound is far above the noise
+
+
+def test_against_a_profile_only_the_live_rows_make_noise():
+    assert drift.psi_noise_floor(11, math.inf, 200) == pytest.approx(10 / 200)
 
 
 # --- KS ---------------------------------------------------------------------------------
