@@ -1,7 +1,8 @@
 """The `modelserver` command: parse the configuration, load the model, serve.
 
 `modelserver validate ...` runs the offline champion-challenger check instead
-(modelserver.validate, docs/validation.md).
+(modelserver.validate, docs/validation.md); `modelserver profile ...` writes a model's
+reference profile (modelserver.profile_cli, docs/server.md).
 """
 
 import logging
@@ -26,6 +27,10 @@ def main() -> None:
         from modelserver.validate import main as validate
 
         validate(sys.argv[2:])
+    if sys.argv[1:2] == ["profile"]:
+        from modelserver.profile_cli import main as profile
+
+        profile(sys.argv[2:])
     try:
         settings = CliApp.run(Settings)
     except (ValidationError, SettingsError) as error:
