@@ -10,7 +10,16 @@ Writes each artifact with a `<artifact>.sha256` file beside it (the hex digest o
                                    stable's requests get 4xx from it (canary tests)
   xgb-classifier-slow.ubj          the same predictions as xgb-classifier from 600 times
                                    the trees: genuinely slow (canary latency tests)
+  xgb-classifier-shifted.ubj       like xgb-classifier but trained only on the larger
+                                   tumours: it predicts other classes on the same inputs
+                                   (prediction drift tests)
+  xgb-classifier-weak.ubj          like xgb-classifier but trained with a fifth of the
+                                   labels flipped: measurably less accurate (quality tests)
   sample-request.json              a V2 infer body with rows of the breast cancer data
+
+and, for every model but the bad-features and slow ones, its reference profile on its
+training data with its reference quality (`modelserver profile`, docs/server.md) as
+`<artifact>.profile.json`, with a .sha256 file too.
 """
 
 import argparse
@@ -31,10 +40,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from modelserver.model import Model
+from modelserver.profile import profile_json
+from modelserver.profile_build import build_profile
+from modelserver.sklearn_model import load_skops
+from modelserver.xgboost_model import load_xgboost
+
 SEED = 0
 BAD_FEATURE_COUNT = 20
 SLOW_MODEL_COPIES = 600
 SAMPLE_ROWS = 4
+FLIPPED_LABEL_SHARE = 0.2
 
 
 def write_with_digest(path: Path, content: bytes) -> None:
@@ -53,16 +69,50 @@ def train_classifier(features: npt.NDArray[np.float64], labels: npt.NDArray[Any]
     return booster_bytes(classifier.fit(features, labels))
 
 
-def train_regressor() -> bytes:
-    features, target = load_diabetes(return_X_y=True)
+def train_regressor(features: npt.NDArray[np.float64], target: npt.NDArray[np.float64]) -> bytes:
     regressor = xgboost.XGBRegressor(n_estimators=100, max_depth=4, n_jobs=1, random_state=SEED)
     return booster_bytes(regressor.fit(features, target))
 
 
-def train_pipeline() -> bytes:
-    features, labels = load_iris(return_X_y=True)
+def train_pipeline(features: npt.NDArray[np.float64], labels: npt.NDArray[Any]) -> bytes:
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     return reproducible_skops(skops.io.dumps(pipeline.fit(features, labels)))
+
+
+def larger_tumours(features: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Rows whose mean radius (column 0) is above the median: a shifted training subset."""
+    return np.asarray(features[:, 0] > np.median(features[:, 0]))
+
+
+def flipped(labels: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The binary labels with a fixed random share of them flipped."""
+    rng = np.random.default_rng(SEED)
+    flip = rng.random(len(labels)) < FLIPPED_LABEL_SHARE
+    return np.where(flip, 1 - labels, labels)
+
+
+def write_profile(
+    artifact: Path,
+    model: Model,
+    features: npt.NDArray[np.float64],
+    labels: npt.NDArray[Any],
+    names: list[str],
+) -> None:
+    """The reference profile of the artifact just written, on its training data."""
+    digest = artifact.with_name(artifact.name + ".sha256").read_text(encoding="ascii").strip()
+    profile = build_profile(model, features, labels=labels, names=names, model_sha256=digest)
+    write_with_digest(artifact.with_name(artifact.stem + ".profile.json"), profile_json(profile))
+
+
+def write_xgboost_with_profile(
+    path: Path,
+    content: bytes,
+    features: npt.NDArray[np.float64],
+    labels: npt.NDArray[Any],
+    names: list[str],
+) -> None:
+    write_with_digest(path, content)
+    write_profile(path, load_xgboost(path, threads=1), features, labels, names)
 
 
 def reproducible_skops(archive: bytes) -> bytes:
@@ -152,16 +202,44 @@ def main() -> None:
     output: Path = parser.parse_args().output
     output.mkdir(parents=True, exist_ok=True)
 
-    features, labels = load_breast_cancer(return_X_y=True)
+    cancer = load_breast_cancer()
+    features, labels, names = cancer.data, cancer.target, list(cancer.feature_names)
     classifier = train_classifier(features, labels)
-    write_with_digest(output / "xgb-classifier.ubj", classifier)
+    write_xgboost_with_profile(output / "xgb-classifier.ubj", classifier, features, labels, names)
     write_with_digest(
         output / "xgb-classifier-bad-features.ubj",
         train_classifier(features[:, :BAD_FEATURE_COUNT], labels),
     )
     write_with_digest(output / "xgb-classifier-slow.ubj", slow_copy(classifier, SLOW_MODEL_COPIES))
-    write_with_digest(output / "xgb-regressor.ubj", train_regressor())
-    write_with_digest(output / "sklearn-pipeline.skops", train_pipeline())
+    shifted = larger_tumours(features)
+    write_xgboost_with_profile(
+        output / "xgb-classifier-shifted.ubj",
+        train_classifier(features[shifted], labels[shifted]),
+        features[shifted],
+        labels[shifted],
+        names,
+    )
+    write_xgboost_with_profile(
+        output / "xgb-classifier-weak.ubj",
+        train_classifier(features, flipped(labels)),
+        features,
+        labels,
+        names,
+    )
+    diabetes = load_diabetes()
+    write_xgboost_with_profile(
+        output / "xgb-regressor.ubj",
+        train_regressor(diabetes.data, diabetes.target),
+        diabetes.data,
+        diabetes.target,
+        list(diabetes.feature_names),
+    )
+    iris = load_iris()
+    pipeline = output / "sklearn-pipeline.skops"
+    write_with_digest(pipeline, train_pipeline(iris.data, iris.target))
+    write_profile(
+        pipeline, load_skops(pipeline, []), iris.data, iris.target, list(iris.feature_names)
+    )
     (output / "sample-request.json").write_bytes(sample_request(features))
     print(f"sample models written to {output}")
 

@@ -1,6 +1,8 @@
 """The application: inference endpoints in front of FastAPI (health, metadata, /metrics)."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,6 +20,8 @@ from modelserver.decoding import BodyDecoder
 from modelserver.inference import InferenceEndpoints, InferenceService, error_response
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
+from modelserver.model import Prediction
+from modelserver.profile_metrics import ProfileCounters
 from modelserver.routes_v2 import v2_router
 from modelserver.schemas import (
     ErrorBody,
@@ -27,7 +31,11 @@ from modelserver.schemas import (
     V1PredictResponse,
 )
 from modelserver.settings import Settings
-from modelserver.tensors import ModelInput
+from modelserver.tensors import ModelInput, Rows
+
+# With several workers, each worker's pending profile counts reach the shared metric
+# files at least this often (a scrape of a worker flushes its own at once).
+PROFILE_FLUSH_SECONDS = 1.0
 
 
 def create_app(
@@ -46,7 +54,9 @@ def create_app(
         prediction_buckets=settings.prediction_buckets or default_prediction_buckets(model.task),
     )
     metrics.model_load_seconds.set(loaded.load_seconds)
-    batcher = MicroBatcher(model.predict, settings.max_batch_rows, metrics.batch_rows.observe)
+    counters = _profile_counters(settings, loaded, registry, metrics)
+    predict = model.predict if counters is None else _counting(model.predict, counters)
+    batcher = MicroBatcher(predict, settings.max_batch_rows, metrics.batch_rows.observe)
     decoder = BodyDecoder(
         ModelInput.of(model), settings.large_body_bytes, settings.decode_processes
     )
@@ -55,6 +65,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        flusher = None if counters is None else asyncio.create_task(_flush_often(counters))
         service.ready = True
         try:
             yield
@@ -62,6 +73,12 @@ def create_app(
             service.ready = False
             decoder.close()
             await batcher.stop()
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+            if counters is not None:
+                counters.flush()
 
     app = FastAPI(
         title="modelserver",
@@ -73,6 +90,8 @@ def create_app(
 
     @app.get("/metrics", tags=["Monitoring"], response_class=Response)
     async def prometheus_metrics() -> Response:
+        if counters is not None:
+            counters.flush()
         content, content_type = render(registry)
         return Response(content, media_type=content_type)
 
@@ -87,6 +106,41 @@ def create_app(
     _document_inference_endpoints(app)
     v2 = v2_codec(settings.model_name, settings.model_version)
     return InferenceEndpoints(app, service, v2, V1_CODEC)
+
+
+def _profile_counters(
+    settings: Settings, loaded: LoadedModel, registry: CollectorRegistry, metrics: ServerMetrics
+) -> ProfileCounters | None:
+    if loaded.profile is None or loaded.profile_sha256 is None:
+        return None
+    return ProfileCounters(
+        loaded.profile,
+        registry,
+        metrics.base,
+        settings.profile_max_features,
+        loaded.model.input_dtype,
+        loaded.profile_sha256,
+    )
+
+
+def _counting(
+    predict: Callable[[Rows], Prediction], counters: ProfileCounters
+) -> Callable[[Rows], Prediction]:
+    """The model's predict, counting every predicted block in the profile's bins (on the
+    predict thread, so off the event loop)."""
+
+    def predict_and_count(rows: Rows) -> Prediction:
+        prediction = predict(rows)
+        counters.observe(rows, prediction)
+        return prediction
+
+    return predict_and_count
+
+
+async def _flush_often(counters: ProfileCounters) -> None:
+    while True:
+        await asyncio.sleep(PROFILE_FLUSH_SECONDS)
+        counters.flush()
 
 
 def _operation(

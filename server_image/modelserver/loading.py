@@ -9,6 +9,7 @@ import numpy as np
 
 from modelserver.fatal import StartupError
 from modelserver.model import Model, Prediction
+from modelserver.profile import Profile, check_profile_fits, load_profile
 from modelserver.settings import Settings
 from modelserver.sources import fetch_model, verify_sha256
 
@@ -24,6 +25,11 @@ class LoadedModel:
     load_seconds: float
     warm_up_prediction: Prediction
     """Shows the output datatypes and shapes for the metadata endpoint."""
+    profile: Profile | None = None
+    """The reference profile, checked against the model, when one is configured."""
+    profile_path: Path | None = None
+    """Its verified local copy."""
+    profile_sha256: str | None = None
 
 
 def load_configured_model(settings: Settings) -> LoadedModel:
@@ -40,6 +46,17 @@ def load_configured_model(settings: Settings) -> LoadedModel:
     sha256 = verify_sha256(path, settings.model_sha256)
     model = _load(settings, path)
     warm_up_prediction = warm_up(model)
+    profile, profile_path, profile_sha256 = None, None, None
+    if settings.profile_uri:
+        profile, profile_path, profile_sha256 = load_profile(
+            settings.profile_uri,
+            sha256=settings.profile_sha256,
+            cache_dir=settings.cache_dir,
+            timeout_seconds=settings.download_timeout_seconds,
+            max_bytes=settings.download_max_bytes,
+            retries=settings.download_retries,
+        )
+        check_profile_fits(profile, model, sha256)
     seconds = time.perf_counter() - started
     log.info(
         "loaded %s model %s (%s, %d features) in %.2fs",
@@ -49,7 +66,9 @@ def load_configured_model(settings: Settings) -> LoadedModel:
         model.n_features,
         seconds,
     )
-    return LoadedModel(model, path, sha256, seconds, warm_up_prediction)
+    return LoadedModel(
+        model, path, sha256, seconds, warm_up_prediction, profile, profile_path, profile_sha256
+    )
 
 
 def _load(settings: Settings, path: Path) -> Model:

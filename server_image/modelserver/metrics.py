@@ -28,6 +28,18 @@ BATCH_ROWS = "modelserver_batch_rows"
 MODEL_LOAD_SECONDS = "modelserver_model_load_seconds"
 PREDICTION_VALUE = "modelserver_prediction_value"
 MODEL_INFO = "modelserver_model_info"
+# With a reference profile (profile_metrics.py):
+FEATURE_BIN_TOTAL = "modelserver_feature_bin_total"
+PREDICTION_CLASS_TOTAL = "modelserver_prediction_class_total"
+PREDICTION_BIN_TOTAL = "modelserver_prediction_bin_total"
+PROFILE_INFO = "modelserver_profile_info"
+# With a feedback key (feedback.py); model_version and track are those of the prediction.
+FEEDBACK_ROWS_TOTAL = "modelserver_feedback_rows_total"
+FEEDBACK_SCORE = "modelserver_feedback_score"
+FEEDBACK_ABSOLUTE_ERROR = "modelserver_feedback_absolute_error"
+FEEDBACK_REQUESTS_TOTAL = "modelserver_feedback_requests_total"
+FEEDBACK_REPLAYED_TOTAL = "modelserver_feedback_replayed_total"
+FEEDBACK_REMEMBERED_TOKENS = "modelserver_feedback_remembered_tokens"
 
 BASE_LABELS = ("model", "model_version", "track", "modeldeployment")
 
@@ -159,7 +171,8 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode="max",
         ).labels(*base, model_format, task, sha256).set(1)
-        self._base = base
+        self.base = base
+        """Values of BASE_LABELS for this server."""
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
 
@@ -169,7 +182,7 @@ class ServerMetrics:
         counter = self._request_children.get(key)
         if counter is None:
             counter = self._requests.labels(
-                *self._base, endpoint, str(status_code), outcome(status_code)
+                *self.base, endpoint, str(status_code), outcome(status_code)
             )
             self._request_children[key] = counter
         counter.inc()
@@ -179,7 +192,7 @@ class ServerMetrics:
             return
         duration = self._duration_children.get(endpoint)
         if duration is None:
-            duration = self._duration.labels(*self._base, endpoint)
+            duration = self._duration.labels(*self.base, endpoint)
             self._duration_children[endpoint] = duration
         duration.observe(seconds)
 

@@ -244,8 +244,9 @@ def load_profile(
     timeout_seconds: float,
     max_bytes: int,
     retries: int,
-) -> tuple[Profile, Path]:
-    """Fetch and verify a profile like a model artifact; return it and its local path."""
+) -> tuple[Profile, Path, str]:
+    """Fetch and verify a profile like a model artifact; return it, its local path and
+    its sha256."""
     path = fetch_model(
         uri,
         cache_dir=cache_dir,
@@ -255,9 +256,9 @@ def load_profile(
         retries=retries,
         artifact="profile",
     )
-    verify_sha256(path, sha256)
+    digest = verify_sha256(path, sha256)
     try:
         content = path.read_bytes()
     except OSError as error:
         raise StartupError(f"cannot read profile {path}: {error}") from error
-    return parse_profile(content, uri), path
+    return parse_profile(content, uri), path, digest

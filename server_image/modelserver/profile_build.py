@@ -50,7 +50,7 @@ def build_profile(
     model: Model,
     features: npt.NDArray[np.floating],
     *,
-    labels: Sequence[Any] | None = None,
+    labels: Sequence[Any] | npt.NDArray[Any] | None = None,
     names: Sequence[str] | None = None,
     categorical: Collection[str] = (),
     texts: dict[str, list[str]] | None = None,
@@ -93,7 +93,7 @@ def build_profile(
         rows=len(rows),
         features=feature_profiles,
         prediction=_output_profile(model, prediction, bins),
-        quality=None if labels is None else _quality(model, prediction, labels),
+        quality=None if labels is None else _quality(model, prediction, _as_list(labels)),
     )
 
 
@@ -267,6 +267,10 @@ def _quality(model: Model, prediction: Prediction, labels: Sequence[Any]) -> Qua
 
             auc = float(roc_auc_score(positive, prediction.probabilities[:, 1]))
     return Quality(rows=len(labels), accuracy=accuracy, auc=auc)
+
+
+def _as_list(labels: Sequence[Any] | npt.NDArray[Any]) -> list[Any]:
+    return list(labels.tolist()) if isinstance(labels, np.ndarray) else list(labels)
 
 
 def _as_numbers(labels: Sequence[Any]) -> npt.NDArray[np.float64]:

@@ -55,9 +55,10 @@ def serve(settings: Settings) -> None:
         server.run()
         return
     # The parent has fetched, verified and test-loaded the artifact; workers load that copy.
-    worker_settings = settings.model_copy(
-        update={"model_uri": str(loaded.path), "model_sha256": loaded.sha256}
-    )
+    update: dict[str, object] = {"model_uri": str(loaded.path), "model_sha256": loaded.sha256}
+    if loaded.profile_path is not None:
+        update["profile_uri"] = str(loaded.profile_path)
+    worker_settings = settings.model_copy(update=update)
     os.environ[WORKER_SETTINGS_VARIABLE] = worker_settings.model_dump_json()
     metrics_dir = settings.cache_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)

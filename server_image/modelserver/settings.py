@@ -160,6 +160,40 @@ class Settings(BaseSettings):
         description="Buckets of modelserver_prediction_value; default depends on the task.",
     )
 
+    profile_uri: str | None = Field(
+        default=None,
+        description="Reference profile of the model (modelserver profile): a path, file://,"
+        " http:// or https:// URI; with it every prediction is counted per bin.",
+    )
+    profile_sha256: str | None = Field(
+        default=None, description="Hex sha256 of the profile, verified before loading."
+    )
+    profile_max_features: int = Field(
+        default=50,
+        ge=1,
+        description="Features counted per bin: the first ones in the model's input order.",
+    )
+    feedback_key_file: Path | None = Field(
+        default=None,
+        description="File holding the key that signs prediction tokens (a mounted Secret);"
+        " with it responses carry a token and /v2/models/{name}/feedback takes labels.",
+    )
+    feedback_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="The signing key itself, instead of MODELSERVER_FEEDBACK_KEY_FILE.",
+    )
+    feedback_max_age_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Feedback for a prediction older than this is refused (410).",
+    )
+    feedback_replay_capacity: int = Field(
+        default=100_000,
+        ge=1,
+        description="Tokens each server process remembers so that a replayed one counts once.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -171,7 +205,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _UpperCaseEnvironment(settings_cls)
 
-    @field_validator("model_sha256")
+    @field_validator("model_sha256", "profile_sha256")
     @classmethod
     def _normalise_sha256(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -197,5 +231,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "an http(s) model URI needs MODELSERVER_MODEL_SHA256"
                 " (or MODELSERVER_ALLOW_UNPINNED=true)"
+            )
+        profile_is_remote = urlparse(self.profile_uri or "").scheme in ("http", "https")
+        if profile_is_remote and self.profile_sha256 is None and not self.allow_unpinned:
+            raise ValueError(
+                "an http(s) profile URI needs MODELSERVER_PROFILE_SHA256"
+                " (or MODELSERVER_ALLOW_UNPINNED=true)"
+            )
+        if self.profile_sha256 is not None and not self.profile_uri:
+            raise ValueError("MODELSERVER_PROFILE_SHA256 is set without MODELSERVER_PROFILE_URI")
+        if self.feedback_key_file is not None and self.feedback_key is not None:
+            raise ValueError(
+                "set the feedback key once: MODELSERVER_FEEDBACK_KEY_FILE or"
+                " MODELSERVER_FEEDBACK_KEY, not both"
             )
         return self
