@@ -17,14 +17,17 @@ from modelserver import __version__
 from modelserver.batching import MicroBatcher
 from modelserver.codecs import V1_CODEC, v2_codec
 from modelserver.decoding import BodyDecoder
+from modelserver.feedback import Feedback, FeedbackMetrics, read_feedback_key
 from modelserver.inference import InferenceEndpoints, InferenceService, error_response
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
 from modelserver.model import Prediction
+from modelserver.prediction_token import TokenSigner
 from modelserver.profile_metrics import ProfileCounters
 from modelserver.routes_v2 import v2_router
 from modelserver.schemas import (
     ErrorBody,
+    FeedbackItem,
     InferenceRequest,
     InferenceResponse,
     V1PredictRequest,
@@ -60,7 +63,12 @@ def create_app(
     decoder = BodyDecoder(
         ModelInput.of(model), settings.large_body_bytes, settings.decode_processes
     )
-    service = InferenceService(settings, loaded, metrics, batcher, decoder)
+    key = read_feedback_key(settings)
+    signer, feedback = None, None
+    if key is not None:
+        signer = TokenSigner(key, settings.model_version, settings.track, model.task, model.classes)
+        feedback = Feedback(key, settings, FeedbackMetrics(registry, metrics.base))
+    service = InferenceService(settings, loaded, metrics, batcher, decoder, signer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -86,7 +94,7 @@ def create_app(
         description=f"Serves model {settings.model_name!r} version {settings.model_version!r}.",
         lifespan=lifespan,
     )
-    app.include_router(v2_router(service))
+    app.include_router(v2_router(service, feedback))
 
     @app.get("/metrics", tags=["Monitoring"], response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -207,6 +215,7 @@ def _document_inference_endpoints(app: FastAPI) -> None:
             V1PredictRequest,
             V1PredictResponse,
             ErrorBody,
+            FeedbackItem,
         ):
             schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))

@@ -38,8 +38,19 @@ class Decoded(NamedTuple):
     request_id: str | None = None
 
 
+class Stamp(NamedTuple):
+    """What identifies a response besides its predictions."""
+
+    request_id: str | None
+    """The request's id, else one the server made when it has a feedback key."""
+    token: str | None
+    """The signed prediction token, when the server has a feedback key."""
+
+
+TOKEN_FIELD = "prediction_token"
+
 DecodeFunction = Callable[[bytes, ModelInput], Decoded]
-RespondFunction = Callable[[Decoded, Prediction], dict[str, Any]]
+RespondFunction = Callable[[Decoded, Prediction, Stamp], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -97,23 +108,29 @@ def decode_v1(body: bytes, model: ModelInput) -> Decoded:
 
 
 def v2_codec(model_name: str, model_version: str) -> Codec:
-    def respond(decoded: Decoded, prediction: Prediction) -> dict[str, Any]:
+    def respond(decoded: Decoded, prediction: Prediction, stamp: Stamp) -> dict[str, Any]:
         response: dict[str, Any] = {
             "model_name": model_name,
             "model_version": model_version,
             "outputs": v2_outputs(prediction, decoded.outputs),
         }
-        if decoded.request_id is not None:
-            response["id"] = decoded.request_id
+        if stamp.request_id is not None:
+            response["id"] = stamp.request_id
+        if stamp.token is not None:
+            response["parameters"] = {TOKEN_FIELD: stamp.token}
         return response
 
     return Codec(decode_v2, respond)
 
 
-def _respond_v1(_: Decoded, prediction: Prediction) -> dict[str, Any]:
+def _respond_v1(_: Decoded, prediction: Prediction, stamp: Stamp) -> dict[str, Any]:
     body: dict[str, Any] = {"predictions": json_array(prediction.values)}
     if prediction.probabilities is not None:
         body["probabilities"] = json_array(prediction.probabilities)
+    if stamp.request_id is not None:
+        body["id"] = stamp.request_id
+    if stamp.token is not None:
+        body[TOKEN_FIELD] = stamp.token
     return body
 
 

@@ -5,20 +5,24 @@ dependency solving and exception middleware, roughly halves the server's cost pe
 request; every other path (health, metadata, /metrics, docs) goes on to FastAPI.
 """
 
+import itertools
 import logging
 import re
+import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelserver.batching import MicroBatcher
-from modelserver.codecs import Codec
+from modelserver.codecs import Codec, Stamp
 from modelserver.decoding import BodyDecoder
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMetrics
+from modelserver.prediction_token import TokenSigner
 from modelserver.protocol import body_timed_out
 from modelserver.settings import Settings
 from modelserver.tensors import InvalidInput
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 V2_INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 V1_PREDICT_PATH = re.compile(r"/v1/models/(?P<name>[^/]+):predict")
 _BINARY_EXTENSION_HEADER = b"inference-header-content-length"
+ID_HEADER = b"inference-id"
+# Characters of an id that go into its header as they are; others are percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
 # What proxies log for a client that went away before the answer; it gets no response.
 _CLIENT_GONE = 499
 
@@ -38,6 +45,25 @@ class NotFound(Exception):
 
 class _ClientDisconnected(Exception):
     pass
+
+
+class RequestIds:
+    """Ids for responses to requests that named none: a random prefix per process and a
+    counter, unique across pods and cheaper than a UUID per request."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._numbers = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}-{next(self._numbers)}"
+
+
+def id_header(request_id: str) -> tuple[bytes, bytes]:
+    """The id as a header value: itself, or percent-encoded where it is not printable ASCII."""
+    if request_id.isascii() and request_id.isprintable() and "%" not in request_id:
+        return ID_HEADER, request_id.encode()
+    return ID_HEADER, quote(request_id, safe=_HEADER_SAFE).encode()
 
 
 def json_bytes(content: Any) -> bytes:
@@ -65,12 +91,16 @@ class InferenceService:
         metrics: ServerMetrics,
         batcher: MicroBatcher,
         decoder: BodyDecoder,
+        signer: TokenSigner | None = None,
     ) -> None:
         self.settings = settings
         self.loaded = loaded
         self.metrics = metrics
         self.batcher = batcher
         self.decoder = decoder
+        self._signer = signer
+        # Ids are made up only where feedback needs them: each token must be unique.
+        self._ids = None if signer is None else RequestIds()
         self.ready = False
         """True from the start of serving until shutdown begins."""
 
@@ -97,8 +127,9 @@ class InferenceService:
         self.metrics.inflight.inc()
         status_code = _CLIENT_GONE  # also when the handler is cancelled
         try:
-            status_code, body = await self._answer(scope, receive, path_match, codec)
-            await _send_json(send, status_code, body)
+            status_code, body, request_id = await self._answer(scope, receive, path_match, codec)
+            headers = () if request_id is None else (id_header(request_id),)
+            await _send_json(send, status_code, body, *headers)
         except _ClientDisconnected:
             status_code = _CLIENT_GONE
         finally:
@@ -112,7 +143,9 @@ class InferenceService:
 
     async def _answer(
         self, scope: Scope, receive: Receive, path_match: re.Match[str], codec: Codec
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, str | None]:
+        """The status, body and id of the answer."""
+        request_id: str | None = None
         try:
             self.check_model(path_match["name"], path_match.groupdict().get("version"))
             body = await self._read_body(scope, receive)
@@ -120,20 +153,34 @@ class InferenceService:
                 decoded = await self.decoder.decode_elsewhere(codec.decode, body)
             else:
                 decoded = self.decoder.decode_here(codec.decode, body)
+            request_id = self._id(decoded.request_id)
             self.metrics.request_rows.observe(len(decoded.rows))
             prediction = await self.batcher.predict(decoded.rows)
             self.metrics.prediction_value.observe_many(prediction.monitored_values())
-            return 200, json_bytes(codec.respond(decoded, prediction))
+            token = (
+                None
+                if self._signer is None or request_id is None
+                else self._signer.sign(request_id, prediction, time.time())
+            )
+            answer = codec.respond(decoded, prediction, Stamp(request_id, token))
+            return 200, json_bytes(answer), request_id
         except NotFound as error:
-            return 404, json_bytes({"error": str(error)})
+            return 404, json_bytes({"error": str(error)}), self._id(request_id)
         except InvalidInput as error:
-            return error.status_code, json_bytes({"error": str(error)})
+            refusal = json_bytes({"error": str(error)})
+            return error.status_code, refusal, self._id(request_id)
         except _ClientDisconnected:
             raise
         except Exception as error:
             log.exception("inference failed")
             message = f"inference failed: {type(error).__name__}: {error}"
-            return 500, json_bytes({"error": message})
+            return 500, json_bytes({"error": message}), self._id(request_id)
+
+    def _id(self, given: str | None) -> str | None:
+        """The request's id, else a new one where the server makes them."""
+        if given is not None or self._ids is None:
+            return given
+        return self._ids.new()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         headers = dict(scope["headers"])

@@ -7,10 +7,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelserver import __version__
+from modelserver.feedback import Feedback
 from modelserver.inference import InferenceService, JSONResponse, NotFound, error_response
 from modelserver.protocol import is_draining
 from modelserver.schemas import (
     ErrorBody,
+    FeedbackResponse,
     ModelMetadata,
     ServerMetadata,
     TensorMetadata,
@@ -25,9 +27,25 @@ INPUT_NAME = "input-0"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 422, 500)
 }
+_FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in (
+        (400, "Malformed body"),
+        (403, "Bad token: altered, from another ModelDeployment, or not a token"),
+        (404, "Unknown model, or feedback not enabled on this server"),
+        (410, "Token expired"),
+        (413, "Body too large"),
+        (422, "Labels of the wrong type or count"),
+    )
+}
+_NO_FEEDBACK = (
+    "feedback is not enabled on this server: it has no key to verify prediction tokens"
+    " (MODELSERVER_FEEDBACK_KEY_FILE or MODELSERVER_FEEDBACK_KEY), so its responses carry"
+    " none"
+)
 
 
-def v2_router(service: InferenceService) -> APIRouter:
+def v2_router(service: InferenceService, feedback: Feedback | None = None) -> APIRouter:
     router = APIRouter(tags=["V2 (Open Inference Protocol)"])
     settings = service.settings
     model = service.loaded.model
@@ -122,4 +140,58 @@ def v2_router(service: InferenceService) -> APIRouter:
     ) -> Response:
         return model_ready(request, model_name, model_version)
 
+    @router.post(
+        "/v2/models/{model_name}/feedback",
+        response_model=FeedbackResponse,
+        responses=_FEEDBACK_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "anyOf": [
+                                {"$ref": "#/components/schemas/FeedbackItem"},
+                                {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/FeedbackItem"},
+                                },
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def post_feedback(request: Request, model_name: str) -> Response:
+        """True labels for earlier responses, each identified by its prediction token."""
+        try:
+            service.check_model(model_name, None)
+        except NotFound as error:
+            return error_response(404, str(error))
+        if feedback is None:
+            return error_response(404, _NO_FEEDBACK)
+        body = await _read_limited(request, settings.max_body_bytes)
+        if body is None:
+            return error_response(
+                413, f"request body is larger than the limit of {settings.max_body_bytes} bytes"
+            )
+        status_code, answer = feedback.answer(body)
+        return JSONResponse(answer, status_code=status_code)
+
     return router
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None when it is larger than `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -24,8 +24,15 @@ class RequestOutput(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
+MAX_ID_LENGTH = 256
+
+
 class InferenceRequest(BaseModel):
-    id: StrictStr | None = None
+    id: StrictStr | None = Field(
+        default=None,
+        max_length=MAX_ID_LENGTH,
+        description="Echoed in the response and its inference-id header; default: made up",
+    )
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = Field(
@@ -43,7 +50,15 @@ class ResponseOutput(BaseModel):
 class InferenceResponse(BaseModel):
     model_name: str
     model_version: str | None = None
-    id: str | None = None
+    id: str | None = Field(
+        default=None,
+        description="The request's id, else (with a feedback key) one the server made",
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="prediction_token: the signed token that feedback for this response"
+        " sends back (when the server has a feedback key)",
+    )
     outputs: list[ResponseOutput]
 
 
@@ -81,3 +96,23 @@ class V1PredictResponse(BaseModel):
     probabilities: list[list[float]] | None = Field(
         default=None, description="Class probabilities (classifiers that have them)"
     )
+    id: str | None = Field(
+        default=None,
+        description="With a feedback key: an id the server made, also in the inference-id header",
+    )
+    prediction_token: str | None = Field(
+        default=None,
+        description="The signed token that feedback for this response sends back (when the"
+        " server has a feedback key)",
+    )
+
+
+class FeedbackItem(BaseModel):
+    token: str = Field(description="The prediction_token of a response")
+    labels: list[Any] = Field(description="The true label of each of its rows, in order")
+
+
+class FeedbackResponse(BaseModel):
+    tokens: int = Field(description="Tokens counted now")
+    rows: int = Field(description="Labelled rows counted now")
+    replayed: int = Field(description="Tokens this server process had counted before")
