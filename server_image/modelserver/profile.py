@@ -96,7 +96,7 @@ class FeatureProfile(_Strict):
 class ClassBins(_Strict):
     """Predicted-class frequencies: one bin per class in `classes`, then `other`."""
 
-    classes: list[int | float | str] = Field(min_length=1, max_length=MAX_BINS - 1)
+    classes: list[bool | int | float | str] = Field(min_length=1, max_length=MAX_BINS - 1)
     bins: list[str]
     proportions: list[float]
 
@@ -134,7 +134,7 @@ class ModelIdentity(_Strict):
     task: Literal["regression", "binary", "multiclass"]
     n_features: int = Field(ge=1)
     feature_names: list[str] | None = None
-    classes: list[int | float | str] | None = None
+    classes: list[bool | int | float | str] | None = None
 
 
 class Profile(_Strict):

@@ -26,7 +26,7 @@ def quantile_edges(values: npt.NDArray[np.float64], bins: int) -> list[float]:
     if finite.size == 0 or bins < 2:
         return []
     cuts = np.arange(1, bins) / bins
-    edges = np.unique(np.quantile(finite, cuts, method="inverted_cdf"))
+    edges = np.unique(np.quantile(finite, cuts, method="higher"))
     # An edge at the minimum would leave the first bin empty.
     return [float(edge) for edge in edges if edge > finite.min()]
 
