@@ -125,7 +125,8 @@ def test_a_failing_live_analysis_switches_back_at_once():
     back = until(sim, lambda s: s.status.phase == "RolledBack")
 
     assert back.outcome == "RolledBack"
-    assert back.live_tracks == BOTH
+    assert back.live_tracks == (Track.STABLE,), "all traffic back on the standby at once"
+    assert sim.step().decision.live_tracks == BOTH, "then the usual Service"
     assert back.weight == 0
     assert back.stable is not None
     assert back.stable.revision == old

@@ -584,7 +584,12 @@ class Machine:
         keep = self.rolled_back_canary_replicas()
         plan = TrackPlan(canary.revision, self.o.template, keep)
         current = canary.revision == self.o.revision
-        return self.decision(plan if current else None, 0, POLL_SECONDS if keep else None)
+        # Its pods take a moment to go: the clients' Service must not pick them up meanwhile
+        # (a rejected challenger would answer its first live requests on the way out).
+        live = (Track.STABLE,) if keep == 0 else (Track.STABLE, Track.CANARY)
+        return self.decision(
+            plan if current else None, 0, POLL_SECONDS if keep else None, live_tracks=live
+        )
 
     def supersede(self) -> Decision:
         canary = self.status.canary
