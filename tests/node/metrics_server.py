@@ -49,6 +49,7 @@ PART_OF = "modeldeploy-node-tier"
 CA_MOUNT = "/etc/kubelet-ca"
 # Scrape every 10 s, the least metrics-server allows: an HPA sees load sooner.
 RESOLUTION = "10s"
+KUBELET_TIMEOUT = "5s"
 
 
 def cluster_object_names(namespace: str) -> dict[str, str]:
@@ -71,6 +72,8 @@ def objects(namespace: str, image: str, kubelet_ca: str | None) -> list[dict[str
         f"--secure-port={PORT}",
         "--kubelet-use-node-status-port",
         f"--metric-resolution={RESOLUTION}",
+        # it must be shorter than the resolution (metrics-server refuses to start otherwise)
+        f"--kubelet-request-timeout={KUBELET_TIMEOUT}",
     ]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -278,10 +281,14 @@ def deploy(tier: TierCluster, namespace: str, kubelet_certificate: Path | None) 
         node = tier.check_node()
         wait_for(lambda: node in server.node_names(), 60, f"metrics of node {node}", interval=1)
     except Exception as error:
-        logs = tier.kubectl("logs", f"deployment/{NAME}", "-n", namespace, "--tail=40", check=False)
+        logs = tier.kubectl("logs", f"deployment/{NAME}", "-n", namespace, check=False)
+        # A bad flag prints the error and then pages of usage, all indented: skip those.
+        said = [line for line in logs.stdout.splitlines() if line and not line[0].isspace()]
         remove(tier, server)
         raise AssertionError(
-            f"metrics-server did not serve ({error}); its log:\n{logs.stdout}{logs.stderr}"
+            f"metrics-server did not serve ({error}); its log:\n"
+            + "\n".join(said[-40:])
+            + logs.stderr
         ) from error
     return server
 
