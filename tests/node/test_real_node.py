@@ -70,6 +70,14 @@ class Served:
         )
 
 
+def _answers(url: str) -> bool:
+    try:
+        http_get(url, timeout=2)
+    except OSError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def served(node_cluster: NodeCluster) -> Iterator[Served]:
     nc, node = node_cluster, node_cluster.node
@@ -104,12 +112,20 @@ def served(node_cluster: NodeCluster) -> Iterator[Served]:
             60,
             "the never-ready pod to run",
         )
+        service_ip = _get(nc, "service/web", "-n", ns)["spec"]["clusterIP"]
+        # kube-proxy programs the ready endpoint a moment after the pod turns Ready;
+        # until then the ClusterIP refuses connections
+        wait_for(
+            lambda: _answers(f"http://{service_ip}:{SERVICE_PORT}/"),
+            60,
+            "kube-proxy to send the Service's ClusterIP to the ready pod",
+        )
         yield Served(
             nc=nc,
             namespace=ns,
             web_ip=_get(nc, "pod/web", "-n", ns)["status"]["podIP"],
             never_ip=_get(nc, "pod/never", "-n", ns)["status"]["podIP"],
-            service_ip=_get(nc, "service/web", "-n", ns)["spec"]["clusterIP"],
+            service_ip=service_ip,
         )
     finally:
         kubectl("delete", "namespace", ns, "--wait=false", check=False)
