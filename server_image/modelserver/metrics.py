@@ -33,6 +33,10 @@ FEATURE_BIN_TOTAL = "modelserver_feature_bin_total"
 PREDICTION_CLASS_TOTAL = "modelserver_prediction_class_total"
 PREDICTION_BIN_TOTAL = "modelserver_prediction_bin_total"
 PROFILE_INFO = "modelserver_profile_info"
+# The profile's reference numbers, for the operator, which cannot read the profile file.
+PROFILE_FEATURE_SHARE = "modelserver_profile_feature_share"
+PROFILE_PREDICTION_SHARE = "modelserver_profile_prediction_share"
+PROFILE_QUALITY = "modelserver_profile_quality"
 # With a feedback key (feedback.py); model_version and track are those of the prediction.
 FEEDBACK_ROWS_TOTAL = "modelserver_feedback_rows_total"
 FEEDBACK_SCORE = "modelserver_feedback_score"
@@ -53,6 +57,11 @@ OUTCOME_REJECTED = "rejected"
 OUTCOME_CLIENT_ERROR = "client_error"
 """Not a valid request, or it never reached the model: 400, 404, 405, 408, 413, 499."""
 OUTCOME_SERVER_ERROR = "server_error"
+
+# Values of the `output` label of PROFILE_PREDICTION_SHARE: the profile's share of each
+# `class` of PREDICTION_CLASS_TOTAL, or of each `bin` of PREDICTION_BIN_TOTAL.
+OUTPUT_CLASS = "class"
+OUTPUT_SCORE = "score"
 
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,

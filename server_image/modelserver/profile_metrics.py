@@ -8,6 +8,10 @@ processes, each worker's counts reach the shared files).
 
 Cardinality is fixed at start-up: every (feature, bin) series exists from then on, for
 the first `max_features` features and the bins of the profile (at most MAX_BINS each).
+
+The profile's own numbers (training shares of the same bins, reference quality) are
+exported as gauges beside the counters: the operator judges drift and quality from
+Prometheus alone, as it cannot read a profile file that may sit on a volume of the pod.
 """
 
 import threading
@@ -21,12 +25,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from modelserver.metrics import (
     BASE_LABELS,
     FEATURE_BIN_TOTAL,
+    OUTPUT_CLASS,
+    OUTPUT_SCORE,
     PREDICTION_BIN_TOTAL,
     PREDICTION_CLASS_TOTAL,
+    PROFILE_FEATURE_SHARE,
     PROFILE_INFO,
+    PROFILE_PREDICTION_SHARE,
+    PROFILE_QUALITY,
 )
 from modelserver.model import Prediction
-from modelserver.profile import CategoryBins, Profile, QuantileBins
+from modelserver.profile import CategoryBins, FeatureProfile, Profile, QuantileBins
 from modelserver.profile_bins import category_bin_index, class_bin_index, quantile_bin_index
 
 
@@ -77,6 +86,57 @@ class _QuantileColumns:
         return flat
 
 
+def export_reference(
+    profile: Profile,
+    counted: Sequence[FeatureProfile],
+    registry: CollectorRegistry,
+    base: Sequence[str],
+) -> None:
+    """Gauges of the profile's training shares, in exactly the series the counters count,
+    and of its reference quality."""
+    feature_share = Gauge(
+        PROFILE_FEATURE_SHARE,
+        "Training share of each feature's bin in the reference profile (the bins of"
+        f" {FEATURE_BIN_TOTAL}).",
+        (*BASE_LABELS, "feature", "bin"),
+        registry=registry,
+        multiprocess_mode="max",
+    )
+    for feature in counted:
+        binning = feature.binning
+        for name, share in zip(binning.bins, binning.proportions, strict=True):
+            feature_share.labels(*base, feature.name, name).set(share)
+    prediction_share = Gauge(
+        PROFILE_PREDICTION_SHARE,
+        f"Share of each output bin in the reference profile: output {OUTPUT_CLASS}, the"
+        f" classes of {PREDICTION_CLASS_TOTAL}; output {OUTPUT_SCORE}, the bins of"
+        f" {PREDICTION_BIN_TOTAL}.",
+        (*BASE_LABELS, "output", "bin"),
+        registry=registry,
+        multiprocess_mode="max",
+    )
+    outputs = {OUTPUT_CLASS: profile.prediction.classes, OUTPUT_SCORE: profile.prediction.score}
+    for output, bins in outputs.items():
+        if bins is not None:
+            for name, share in zip(bins.bins, bins.proportions, strict=True):
+                prediction_share.labels(*base, output, name).set(share)
+    reference = profile.quality
+    if reference is None:
+        return  # a profile built without labels has no reference quality
+    quality = Gauge(
+        PROFILE_QUALITY,
+        "The model's quality on the reference profile's labelled data, by metric"
+        " (accuracy, auc, mae).",
+        (*BASE_LABELS, "metric"),
+        registry=registry,
+        multiprocess_mode="max",
+    )
+    values = {"accuracy": reference.accuracy, "auc": reference.auc, "mae": reference.mae}
+    for metric, value in values.items():
+        if value is not None:
+            quality.labels(*base, metric).set(value)
+
+
 @dataclass(frozen=True)
 class _CategoryColumn:
     column: int
@@ -104,6 +164,7 @@ class ProfileCounters:
             registry=registry,
             multiprocess_mode="max",
         ).labels(*base, sha256, str(counted)).set(1)
+        export_reference(profile, profile.features[:counted], registry, base)
         feature_bins = Counter(
             FEATURE_BIN_TOTAL,
             "Input values per feature and bin of the model's reference profile.",

@@ -1,5 +1,7 @@
 """A real `modelserver` process with a reference profile counts every predicted row in the
-profile's bins, for its track and version, and refuses a profile that is not its model's."""
+profile's bins, for its track and version, exports the profile's own shares and quality
+in the same series (the operator reads them there), and refuses a profile that is not its
+model's."""
 
 import json
 import time
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelserver.profile import parse_profile
+from modelserver.profile import Profile, parse_profile, write_profile
 from modelserver.profile_bins import category_bin_index, quantile_bin_index
 from tests.server.artifact_server import ArtifactServer
 from tests.server.data import breast_cancer_rows, diabetes_rows
@@ -52,6 +54,54 @@ def series(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 def scrape(server: ServerProcess) -> str:
     return httpx.get(f"{server.url}/metrics", timeout=5).text
+
+
+def read_profile(path: Path) -> Profile:
+    return parse_profile(path.read_bytes(), str(path))
+
+
+def by(key: tuple[tuple[str, str], ...], *labels: str) -> tuple[str, ...]:
+    named = dict(key)
+    return tuple(named[label] for label in labels)
+
+
+def feature_shares(profile: Profile, features: int) -> dict[tuple[str, ...], float]:
+    return {
+        (feature.name, name): share
+        for feature in profile.features[:features]
+        for name, share in zip(feature.binning.bins, feature.binning.proportions, strict=True)
+    }
+
+
+def prediction_shares(profile: Profile) -> dict[tuple[str, ...], float]:
+    shares: dict[tuple[str, ...], float] = {}
+    for output, bins in (
+        ("class", profile.prediction.classes),
+        ("score", profile.prediction.score),
+    ):
+        if bins is not None:
+            shares.update(
+                {(output, b): p for b, p in zip(bins.bins, bins.proportions, strict=True)}
+            )
+    return shares
+
+
+def exported(text: str) -> dict[str, dict[tuple[str, ...], float]]:
+    """The profile gauges of a scrape, by their own labels."""
+    return {
+        "features": {
+            by(key, "feature", "bin"): value
+            for key, value in series(text, "modelserver_profile_feature_share").items()
+        },
+        "predictions": {
+            by(key, "output", "bin"): value
+            for key, value in series(text, "modelserver_profile_prediction_share").items()
+        },
+        "quality": {
+            by(key, "metric"): value
+            for key, value in series(text, "modelserver_profile_quality").items()
+        },
+    }
 
 
 def expected_feature_counts(profile: Any, rows: np.ndarray) -> dict[tuple[str, str], int]:
@@ -146,6 +196,70 @@ def test_the_counters_carry_the_track_and_version_and_the_profile_is_named(
     assert len(families["modelserver_feature_bin"].samples) == 30 * 11, "all exist from the start"
 
 
+def test_the_profiles_shares_and_quality_are_exported_in_the_counters_series(
+    profiled_server: ServerProcess, models_dir: Path
+):
+    profile = read_profile(models_dir / "xgb-classifier.profile.json")
+    assert profile.quality is not None
+    text = scrape(profiled_server)
+    gauges = exported(text)
+    assert gauges["features"] == feature_shares(profile, 30)
+    assert gauges["predictions"] == prediction_shares(profile)
+    assert gauges["quality"] == {
+        ("accuracy",): profile.quality.accuracy,
+        ("auc",): profile.quality.auc,
+    }
+    # The operator divides counter by gauge series matched on these labels.
+    counted_features = series(text, "modelserver_feature_bin_total")
+    assert set(gauges["features"]) == {by(key, "feature", "bin") for key in counted_features}
+    counted_classes = series(text, "modelserver_prediction_class_total")
+    counted_scores = series(text, "modelserver_prediction_bin_total")
+    assert set(gauges["predictions"]) == {("class", *by(k, "class")) for k in counted_classes} | {
+        ("score", *by(k, "bin")) for k in counted_scores
+    }
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    for name in ("feature_share", "prediction_share", "quality"):
+        for sample in families[f"modelserver_profile_{name}"].samples:
+            assert {k: sample.labels[k] for k in LABELS} == LABELS
+
+
+def test_a_regressor_exports_the_counted_features_its_value_bins_and_its_mae(
+    models_dir: Path, tmp_path: Path
+):
+    args = ["--model-uri", str(models_dir / "xgb-regressor.ubj"), "--profile-max-features", "2"]
+    args += ["--cache-dir", str(tmp_path / "cache"), *profile_args(models_dir, "xgb-regressor")]
+    with running_server(args, tmp_path) as server:
+        gauges = exported(scrape(server))
+    profile = read_profile(models_dir / "xgb-regressor.profile.json")
+    assert profile.quality is not None
+    assert gauges["features"] == feature_shares(profile, 2), "the cap of the counters"
+    assert {output for output, _ in gauges["predictions"]} == {"score"}
+    assert gauges["predictions"] == prediction_shares(profile)
+    assert gauges["quality"] == {("mae",): profile.quality.mae}
+
+
+def test_a_profile_without_labels_exports_shares_but_no_quality(models_dir: Path, tmp_path: Path):
+    built = read_profile(models_dir / "sklearn-pipeline.profile.json")
+    unlabelled = tmp_path / "unlabelled.profile.json"
+    write_profile(built.model_copy(update={"quality": None}), unlabelled)
+    args = ["--model-uri", str(models_dir / "sklearn-pipeline.skops"), "--model-format", "sklearn"]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--profile-uri", str(unlabelled)]
+    with running_server(args, tmp_path) as server:
+        text = scrape(server)
+    gauges = exported(text)
+    assert gauges["quality"] == {}
+    assert "modelserver_profile_quality" not in text
+    shares = prediction_shares(built)
+    assert {bin_name for output, bin_name in shares if output == "class"} == {
+        "0",
+        "1",
+        "2",
+        "other",
+    }
+    assert gauges["predictions"] == shares
+    assert gauges["features"] == feature_shares(built, 4)
+
+
 def test_several_workers_count_into_the_same_series(models_dir: Path, tmp_path: Path):
     args = ["--model-uri", str(models_dir / "xgb-classifier.ubj"), "--workers", "2"]
     args += ["--cache-dir", str(tmp_path / "cache"), *profile_args(models_dir)]
@@ -161,6 +275,10 @@ def test_several_workers_count_into_the_same_series(models_dir: Path, tmp_path: 
                 break
             time.sleep(0.2)
         assert total == 100, "each worker's counts reach the shared files within a second or so"
+        gauges = exported(scrape(server))
+    profile = read_profile(models_dir / "xgb-classifier.profile.json")
+    assert gauges["features"] == feature_shares(profile, 30), "one series each, not one per worker"
+    assert gauges["predictions"] == prediction_shares(profile)
 
 
 def test_only_the_first_features_are_counted_up_to_the_cap(models_dir: Path, tmp_path: Path):
@@ -186,6 +304,9 @@ def test_without_a_profile_nothing_is_counted(models_dir: Path):
         text = client.get("/metrics").text
     assert "modelserver_feature_bin_total" not in text
     assert "modelserver_profile_info" not in text
+    assert "modelserver_profile_feature_share" not in text
+    assert "modelserver_profile_prediction_share" not in text
+    assert "modelserver_profile_quality" not in text
 
 
 @pytest.mark.parametrize(
