@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Benchmark: modelserver vs MLServer 1.7.1 serving the same XGBoost model on 127.0.0.1,
 # both driven by wrk (V2 infer, 1 and 100 rows, concurrency 1, 8, 32), plus the floors
-# (in-process predict, a constant FastAPI reply). Run through `make bench-server`.
+# (in-process predict, a constant FastAPI reply); then modelserver with the model's
+# reference profile vs without (1 and 100 rows, c=8, interleaved rounds) and the memory
+# its feedback path holds. Run through `make bench-server`.
 #
 # MLServer goes into its own virtual environment under the cache directory (outside the
 # repository); nothing of it is committed. Variables:
 #   BENCH_SECONDS                 wrk duration of each run (default 10)
+#   BENCH_SECTIONS                "mlserver profile" (default), or one of them
+#   BENCH_PROFILE_ROUNDS          rounds of the profile comparison (default 5)
 #   MODELDEPLOY_CACHE             cache directory (default ~/.cache/modeldeploy)
 #   MLSERVER_TUNED_WORKERS        workers of both servers in the tuned comparison (default 1)
 set -euo pipefail
@@ -15,6 +19,7 @@ CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 MLSERVER_VENV="$CACHE/mlserver-venv"
 MLSERVER_PACKAGES=(mlserver==1.7.1 mlserver-xgboost==1.7.1 "uvloop==0.21.0")
 MODEL=examples/models/xgb-classifier.ubj
+read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk from Debian's packages"
@@ -25,19 +30,21 @@ fi
 
 # uvloop 0.21.0: with a newer uvloop MLServer's inference worker fails to start
 # ("There is no current event loop").
-if [ ! -x "$MLSERVER_VENV/bin/mlserver" ]; then
+if [[ " ${SECTIONS[*]} " == *" mlserver "* ]] && [ ! -x "$MLSERVER_VENV/bin/mlserver" ]; then
     echo "creating the MLServer environment in $MLSERVER_VENV"
     mkdir -p "$CACHE"
     uv venv --quiet --python 3.11 "$MLSERVER_VENV"
     VIRTUAL_ENV="$MLSERVER_VENV" uv pip install --quiet "${MLSERVER_PACKAGES[@]}"
 fi
 
-if [ ! -f "$MODEL" ]; then
+if [ ! -f "$MODEL" ] || [ ! -f "${MODEL%.ubj}.profile.json" ]; then
     uv run --locked python examples/train_models.py --output examples/models
 fi
 
 exec uv run --locked python scripts/bench_server/run.py \
     --model "$MODEL" \
+    --sections "${SECTIONS[@]}" \
     --mlserver-venv "$MLSERVER_VENV" \
     --seconds "${BENCH_SECONDS:-10}" \
-    --mlserver-tuned-workers "${MLSERVER_TUNED_WORKERS:-1}"
+    --mlserver-tuned-workers "${MLSERVER_TUNED_WORKERS:-1}" \
+    --profile-rounds "${BENCH_PROFILE_ROUNDS:-5}"

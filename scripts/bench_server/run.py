@@ -1,10 +1,12 @@
-"""Benchmark driver behind scripts/bench_server.sh: modelserver vs MLServer, side by side.
+"""Benchmark driver behind scripts/bench_server.sh: modelserver vs MLServer, side by side,
+and what a reference profile and the feedback path cost modelserver.
 
 Every server listens on 127.0.0.1, every load run is bounded by wrk's duration, and
 every process started here is stopped here by its process group id.
 """
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -14,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,11 @@ import httpx
 import numpy as np
 import xgboost
 
+from modelserver.feedback import ReplayGuard
+from modelserver.model import Prediction, Task
+from modelserver.prediction_token import TokenContent, TokenSigner
+from modelserver.settings import Settings
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CONCURRENCIES = (1, 8, 32)
@@ -30,6 +38,17 @@ ROW_COUNTS = (1, 100)
 MODEL_NAME = "xgb-classifier"
 START_TIMEOUT_SECONDS = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+SECTIONS = ("mlserver", "profile")
+PROFILE_POINTS = ((1, 8), (100, 8))
+"""(rows, concurrency) at which a server with a profile is compared with one without."""
+REPLAY_CAPACITY: int = Settings.model_fields["feedback_replay_capacity"].default
+FEEDBACK_CHECKPOINTS = (0.25, 0.5, 1.0, 1.5)
+"""Tokens posted, as shares of the replay capacity, after which the memory is read;
+beyond 1.0 the oldest are forgotten, so the memory must stay flat."""
+FEEDBACK_BATCH = 1000
+"""Tokens per feedback request (a list of {token, labels})."""
+FEEDBACK_VERSION, FEEDBACK_TRACK = "1", "stable"
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,10 @@ class Server:
     port: int
 
 
+Ours = Callable[[str, dict[str, str], list[str]], Server]
+"""Makes a modelserver Server: label, extra environment, extra flags."""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -56,10 +79,12 @@ def free_port() -> int:
         return port
 
 
-def process_tree_cpu_seconds(root: int) -> float:
-    """User + system CPU of a process and all its descendants (MLServer forks workers)."""
+def process_tree_stats(root: int) -> tuple[float, int]:
+    """User + system CPU seconds and resident bytes of a process and all its descendants
+    (MLServer forks workers)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
+    resident: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -69,13 +94,22 @@ def process_tree_cpu_seconds(root: int) -> float:
             continue  # the process ended meanwhile
         parents[int(entry.name)] = int(fields[1])
         times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        resident[int(entry.name)] = int(fields[21]) * PAGE_BYTES
     tree = {root}
     grew = True
     while grew:
         children = {pid for pid, parent in parents.items() if parent in tree} - tree
         grew = bool(children)
         tree |= children
-    return sum(times.get(pid, 0.0) for pid in tree)
+    return sum(times.get(pid, 0.0) for pid in tree), sum(resident.get(pid, 0) for pid in tree)
+
+
+def process_tree_cpu_seconds(root: int) -> float:
+    return process_tree_stats(root)[0]
+
+
+def process_tree_rss_bytes(root: int) -> int:
+    return process_tree_stats(root)[1]
 
 
 @contextmanager
@@ -246,6 +280,118 @@ def measure(
     return results
 
 
+def measure_rounds(
+    sides: list[Server], bodies: dict[int, Path], rounds: int, seconds: int, work: Path
+) -> list[dict[tuple[int, int], list[Result]]]:
+    """PROFILE_POINTS on each side, `rounds` times, all sides up at once.
+
+    The sides take turns at each point, the first of a round going last in the next, so
+    that a change of the machine's load or a side's warm-up favours neither.
+    """
+    results: list[dict[tuple[int, int], list[Result]]] = [{} for _ in sides]
+    with ExitStack() as stack:
+        processes = [stack.enter_context(started(side, work)) for side in sides]
+        for round_number in range(rounds):
+            for rows, concurrency in PROFILE_POINTS:
+                order = list(zip(sides, processes, results, strict=True))
+                if round_number % 2:
+                    order.reverse()
+                for side, process, series in order:
+                    url = f"http://127.0.0.1:{side.port}/v2/models/{MODEL_NAME}/infer"
+                    result = run_wrk(url, bodies[rows], concurrency, seconds, process.pid)
+                    series.setdefault((concurrency, rows), []).append(result)
+                    print(
+                        f"  round {round_number + 1}/{rounds} {side.label:<22} c={concurrency:<3}"
+                        f" rows={rows:<4} {result.requests_per_second:>9,.0f} req/s"
+                        f" p99 {result.p99_ms:7.2f} ms",
+                        flush=True,
+                    )
+    return results
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    tokens_posted: int
+    remembered: int
+    rss_bytes: int
+
+
+def signed_tokens(key: bytes, count: int, start: int) -> list[str]:
+    """1-row tokens of the sample classifier, signed with the server's own code and key.
+
+    Asking the server for them would take `count` inference requests and measure nothing
+    more: the feedback path sees the same bytes."""
+    signer = TokenSigner(key, FEEDBACK_VERSION, FEEDBACK_TRACK, Task.BINARY, [0, 1])
+    prediction = Prediction(np.asarray([1]), np.asarray([[0.2, 0.8]]))
+    now = time.time()
+    return [signer.sign(f"bench-{start + i}", prediction, now) for i in range(count)]
+
+
+def post_feedback(client: httpx.Client, key: bytes, count: int, start: int) -> None:
+    tokens = signed_tokens(key, count, start)
+    for first in range(0, count, FEEDBACK_BATCH):
+        items = [
+            {"token": token, "labels": [1]} for token in tokens[first : first + FEEDBACK_BATCH]
+        ]
+        answer = client.post(f"/v2/models/{MODEL_NAME}/feedback", json=items)
+        answer.raise_for_status()
+        if answer.json()["replayed"]:
+            sys.exit(f"feedback counted as replayed: {answer.text}")
+
+
+def remembered_tokens(client: httpx.Client) -> int:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("modelserver_feedback_remembered_tokens{"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    sys.exit("the server exports no modelserver_feedback_remembered_tokens")
+
+
+def feedback_memory(server: Server, key: bytes, capacity: int, work: Path) -> list[MemoryReading]:
+    """The server's resident memory as feedback tokens arrive, up to and past the capacity
+    of its replay store. The first reading follows one batch, so that what any first
+    request sets up (imports, metric series, the allocator's first arenas) is not taken
+    for the store's growth."""
+    readings = []
+    with (
+        started(server, work) as process,
+        httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=60) as client,
+    ):
+        posted = 0
+        checkpoints = {FEEDBACK_BATCH, *(int(capacity * share) for share in FEEDBACK_CHECKPOINTS)}
+        for target in sorted(checkpoints):
+            post_feedback(client, key, target - posted, start=posted)
+            posted = target
+            rss = process_tree_rss_bytes(process.pid)
+            readings.append(MemoryReading(posted, remembered_tokens(client), rss))
+    return readings
+
+
+def replay_store_bytes(capacity: int) -> int:
+    """What the replay store holds at capacity, measured in this process with tracemalloc
+    (the server's own class, filled with tokens as the server fills it)."""
+    guard = ReplayGuard(capacity, max_age_seconds=86400)
+    now = time.time()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(capacity):
+        token = TokenContent(
+            request_id="",
+            model_version=FEEDBACK_VERSION,
+            track=FEEDBACK_TRACK,
+            issued_at=int(now),
+            classes=None,
+            predicted=np.empty(0),
+            scores=None,
+            signature=os.urandom(32),
+        )
+        guard.first_time(token, now)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    if len(guard) != capacity:
+        sys.exit(f"the replay store holds {len(guard)} tokens, not {capacity}")
+    return held
+
+
 def print_comparison(
     title: str, ours: dict[tuple[int, int], Result], theirs: dict[tuple[int, int], Result]
 ) -> None:
@@ -271,10 +417,72 @@ def print_comparison(
         )
 
 
+def print_profile_rows(
+    rounds: int,
+    without: dict[tuple[int, int], list[Result]],
+    with_profile: dict[tuple[int, int], list[Result]],
+) -> None:
+    print(
+        f"\n## With a reference profile vs without (median of {rounds} rounds, sides"
+        " interleaved; req/s x: with / without)"
+    )
+    header = (
+        f"{'rows':>4} {'c':>3} | {'without req/s':>13} {'p99 ms':>7} |"
+        f" {'profile req/s':>13} {'p99 ms':>7} | {'req/s x':>7} {'per round':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for rows, concurrency in PROFILE_POINTS:
+        plain, profiled = without[(concurrency, rows)], with_profile[(concurrency, rows)]
+        # Each round's two runs were taken back to back: their ratio cancels most of the
+        # machine's drift, the median of the ratios the outliers.
+        ratios = [
+            mine.requests_per_second / other.requests_per_second
+            for mine, other in zip(profiled, plain, strict=True)
+        ]
+        errors = sum(result.errors for result in (*plain, *profiled))
+        print(
+            f"{rows:>4} {concurrency:>3} |"
+            f" {statistics.median(r.requests_per_second for r in plain):>13,.0f}"
+            f" {statistics.median(r.p99_ms for r in plain):>7.2f} |"
+            f" {statistics.median(r.requests_per_second for r in profiled):>13,.0f}"
+            f" {statistics.median(r.p99_ms for r in profiled):>7.2f} |"
+            f" {statistics.median(ratios):>7.3f} {min(ratios):>6.3f}-{max(ratios):.3f}"
+            + (f" errors {errors}" if errors else "")
+        )
+
+
+def print_feedback_memory(capacity: int, store_bytes: int, readings: list[MemoryReading]) -> None:
+    print(f"\n## Feedback path memory (replay capacity {capacity:,} tokens of 1 row)")
+    print(
+        f"replay store at capacity, in process (tracemalloc): {store_bytes / 2**20:.1f} MiB,"
+        f" {store_bytes / capacity:.0f} bytes a token"
+    )
+    header = (
+        f"{'tokens posted':>13} | {'remembered':>10} | {'server RSS MiB':>14} | {'growth MiB':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    baseline = readings[0].rss_bytes
+    for reading in readings:
+        print(
+            f"{reading.tokens_posted:>13,} | {reading.remembered:>10,} |"
+            f" {reading.rss_bytes / 2**20:>14.1f} | {(reading.rss_bytes - baseline) / 2**20:>10.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "examples/models/xgb-classifier.ubj")
-    parser.add_argument("--mlserver-venv", type=Path, required=True)
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="mlserver: ours vs MLServer and the floors; profile: ours with a reference"
+        " profile vs without, and the feedback path's memory",
+    )
+    parser.add_argument("--mlserver-venv", type=Path, help="needed by the mlserver section")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run")
     parser.add_argument(
         "--mlserver-tuned-workers",
@@ -282,21 +490,24 @@ def main() -> None:
         default=1,
         help="MLServer parallel_workers in the tuned comparison (ours runs as many workers)",
     )
+    parser.add_argument(
+        "--profile-rounds", type=int, default=5, help="rounds of the profile comparison"
+    )
     args = parser.parse_args()
+    if "mlserver" in args.sections and args.mlserver_venv is None:
+        parser.error("the mlserver section needs --mlserver-venv")
     model: Path = args.model.resolve()
     sample_request = model.parent / "sample-request.json"
+    profile = model.with_name(model.stem + ".profile.json")
     ours_bin = str(Path(sys.executable).parent / "modelserver")
-    uvicorn_bin = str(Path(sys.executable).parent / "uvicorn")
     # Defaults mean defaults: no thread variable inherited from the calling shell.
     untuned_env = {name: value for name, value in os.environ.items() if "NUM_THREADS" not in name}
     os.environ.clear()
     os.environ.update(untuned_env)
-    tuned_workers = max(args.mlserver_tuned_workers, 1)
 
     with tempfile.TemporaryDirectory(prefix="bench-server-") as work_name:
         work = Path(work_name)
         bodies = write_bodies(sample_request, work)
-        floors = in_process_predict_ms(model, sample_request)
 
         def ours(label: str, env: dict[str, str], extra: list[str]) -> Server:
             port = free_port()
@@ -304,59 +515,123 @@ def main() -> None:
             command += ["--port", str(port), "--cache-dir", str(work / "cache"), *extra]
             return Server(label, command, env, port)
 
-        def mlserver(label: str, env: dict[str, str], workers: int | None) -> Server:
-            port = free_port()
-            command = mlserver_command(args.mlserver_venv, model, port, workers, work)
-            return Server(label, command, env, port)
+        reports: list[Callable[[], None]] = []
+        if "mlserver" in args.sections:
+            reports.append(mlserver_section(args, model, sample_request, bodies, work, ours))
+        if "profile" in args.sections:
+            reports.append(
+                profile_section(args.profile_rounds, args.seconds, profile, bodies, work, ours)
+            )
+    for report in reports:
+        report()
 
-        print("# default settings", flush=True)
-        ours_default, mlserver_default = measure(
-            [ours("modelserver defaults", {}, []), mlserver("MLServer defaults", {}, None)],
-            bodies,
-            args.seconds,
-            work,
-        )
-        print(f"# tuned alike: {tuned_workers} worker(s), OMP_NUM_THREADS=1", flush=True)
-        one_thread = {"OMP_NUM_THREADS": "1"}
-        tuned_flags = ["--workers", str(tuned_workers), "--predict-threads", "1"]
-        ours_tuned, mlserver_tuned = measure(
-            [
-                ours("modelserver tuned", one_thread, tuned_flags),
-                mlserver("MLServer tuned", one_thread, args.mlserver_tuned_workers),
-            ],
-            bodies,
-            args.seconds,
-            work,
-        )
-        print("# HTTP ceiling: FastAPI + uvicorn returning a constant", flush=True)
+
+def mlserver_section(
+    args: argparse.Namespace,
+    model: Path,
+    sample_request: Path,
+    bodies: dict[int, Path],
+    work: Path,
+    ours: Ours,
+) -> Callable[[], None]:
+    """Ours vs MLServer with defaults and tuned alike, and the floors; returns the report."""
+    uvicorn_bin = str(Path(sys.executable).parent / "uvicorn")
+    tuned_workers = max(args.mlserver_tuned_workers, 1)
+    floors = in_process_predict_ms(model, sample_request)
+
+    def mlserver(label: str, env: dict[str, str], workers: int | None) -> Server:
         port = free_port()
-        constant_command = [uvicorn_bin, "constant_app:app", "--app-dir", str(HERE)]
-        constant_command += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
-        constant_command += ["--http", "httptools", "--no-access-log"]
-        (constant,) = measure(
-            [Server("constant FastAPI", constant_command, {}, port)],
-            {1: bodies[1]},
-            args.seconds,
-            work,
-        )
+        command = mlserver_command(args.mlserver_venv, model, port, workers, work)
+        return Server(label, command, env, port)
 
-    print_comparison("Default vs default (ours / MLServer)", ours_default, mlserver_default)
-    print_comparison(
-        f"Tuned alike: {tuned_workers} worker(s), OMP_NUM_THREADS=1 (ours / MLServer)",
-        ours_tuned,
-        mlserver_tuned,
+    print("# default settings", flush=True)
+    ours_default, mlserver_default = measure(
+        [ours("modelserver defaults", {}, []), mlserver("MLServer defaults", {}, None)],
+        bodies,
+        args.seconds,
+        work,
     )
-    print("\n## Floors")
-    for rows, milliseconds in floors.items():
-        print(
-            f"in-process Booster.inplace_predict, {rows:>3} row(s), 1 thread:"
-            f" {milliseconds * 1000:7.0f} us"
+    print(f"# tuned alike: {tuned_workers} worker(s), OMP_NUM_THREADS=1", flush=True)
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    tuned_flags = ["--workers", str(tuned_workers), "--predict-threads", "1"]
+    ours_tuned, mlserver_tuned = measure(
+        [
+            ours("modelserver tuned", one_thread, tuned_flags),
+            mlserver("MLServer tuned", one_thread, args.mlserver_tuned_workers),
+        ],
+        bodies,
+        args.seconds,
+        work,
+    )
+    print("# HTTP ceiling: FastAPI + uvicorn returning a constant", flush=True)
+    port = free_port()
+    constant_command = [uvicorn_bin, "constant_app:app", "--app-dir", str(HERE)]
+    constant_command += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
+    constant_command += ["--http", "httptools", "--no-access-log"]
+    (constant,) = measure(
+        [Server("constant FastAPI", constant_command, {}, port)],
+        {1: bodies[1]},
+        args.seconds,
+        work,
+    )
+
+    def report() -> None:
+        print_comparison("Default vs default (ours / MLServer)", ours_default, mlserver_default)
+        print_comparison(
+            f"Tuned alike: {tuned_workers} worker(s), OMP_NUM_THREADS=1 (ours / MLServer)",
+            ours_tuned,
+            mlserver_tuned,
         )
-    for (concurrency, _), result in sorted(constant.items()):
-        print(
-            f"constant FastAPI reply, c={concurrency:<3}: {result.requests_per_second:>9,.0f} req/s"
-            f"  p99 {result.p99_ms:.2f} ms  CPU {result.cpu_percent:.0f}%"
-        )
+        print("\n## Floors")
+        for rows, milliseconds in floors.items():
+            print(
+                f"in-process Booster.inplace_predict, {rows:>3} row(s), 1 thread:"
+                f" {milliseconds * 1000:7.0f} us"
+            )
+        for (concurrency, _), result in sorted(constant.items()):
+            print(
+                f"constant FastAPI reply, c={concurrency:<3}:"
+                f" {result.requests_per_second:>9,.0f} req/s"
+                f"  p99 {result.p99_ms:.2f} ms  CPU {result.cpu_percent:.0f}%"
+            )
+
+    return report
+
+
+def profile_section(
+    rounds: int, seconds: int, profile: Path, bodies: dict[int, Path], work: Path, ours: Ours
+) -> Callable[[], None]:
+    """Ours with the model's reference profile vs the same without, then the memory of the
+    feedback path (with a profile and a key, as a model-aware deployment runs); returns
+    the report."""
+    pin = profile.with_name(profile.name + ".sha256").read_text().strip()
+    profile_flags = ["--profile-uri", str(profile), "--profile-sha256", pin]
+    print(f"# with a reference profile vs without, {rounds} round(s)", flush=True)
+    without, with_profile = measure_rounds(
+        [ours("without profile", {}, []), ours("with profile", {}, profile_flags)],
+        bodies,
+        rounds,
+        seconds,
+        work,
+    )
+    print(f"# feedback: {REPLAY_CAPACITY * FEEDBACK_CHECKPOINTS[-1]:,.0f} tokens", flush=True)
+    # The server signs with the bytes of the setting as given, not base64-decoded.
+    key = base64.b64encode(os.urandom(32))
+    feedback_env = {"MODELSERVER_FEEDBACK_KEY": key.decode()}
+    identity = ["--model-version", FEEDBACK_VERSION, "--track", FEEDBACK_TRACK]
+    readings = feedback_memory(
+        ours("feedback", feedback_env, [*profile_flags, *identity]),
+        key,
+        REPLAY_CAPACITY,
+        work,
+    )
+    store_bytes = replay_store_bytes(REPLAY_CAPACITY)
+
+    def report() -> None:
+        print_profile_rows(rounds, without, with_profile)
+        print_feedback_memory(REPLAY_CAPACITY, store_bytes, readings)
+
+    return report
 
 
 if __name__ == "__main__":
