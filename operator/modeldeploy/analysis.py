@@ -15,17 +15,18 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import orjson
 
 from modeldeploy import api
+from modeldeploy.model_promql import Sample, parse_vector
 from modeldeploy.outbound import (
     PROMETHEUS_ANSWER_LIMIT,
     AnswerTooLarge,
@@ -44,6 +45,9 @@ from modeldeploy.promql import (
     default_checks,
     render,
 )
+
+if TYPE_CHECKING:
+    from modeldeploy.model_checks import ModelChecks
 
 __all__ = [
     "NoData",
@@ -64,6 +68,7 @@ __all__ = [
 ]
 
 Verdict = api.Verdict
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -163,15 +168,28 @@ class PrometheusClient:
         )
 
     async def query(self, promql: str) -> QueryOutcome:
-        """Run one instant query. Never raises, whatever Prometheus or the network do."""
+        """Run one instant query for one number. Never raises, whatever Prometheus or the
+        network do."""
+        return await self._ask(promql, _outcome_of_data)
+
+    async def vector(self, promql: str) -> list[Sample] | QueryFailed:
+        """Run one instant query for a vector of labelled samples (an empty vector is no
+        series). Never raises."""
+        return await self._ask(promql, _samples_of_data)
+
+    async def _ask(
+        self, promql: str, parse: Callable[[dict[str, Any]], T | QueryFailed]
+    ) -> T | QueryFailed:
         if self._setup_error is not None:
             return QueryFailed(self._setup_error)
-        outcome = await self._query(promql)
+        outcome = await self._query(promql, parse)
         if isinstance(outcome, QueryFailed):
             return QueryFailed(self._redact(outcome.message))
         return outcome
 
-    async def _query(self, promql: str) -> QueryOutcome:
+    async def _query(
+        self, promql: str, parse: Callable[[dict[str, Any]], T | QueryFailed]
+    ) -> T | QueryFailed:
         where = self.url
         try:
             # httpx times each phase; the outer bound caps the whole exchange.
@@ -182,7 +200,7 @@ class PrometheusClient:
                 ) as response,
             ):
                 body = await read_bounded(response, self._answer_limit)
-                return interpret(response.status_code, body, where)
+                return interpret(response.status_code, body, where, parse)
         except (TimeoutError, httpx.TimeoutException):
             return QueryFailed(
                 f"Prometheus at {where} unreachable: no answer within {self.timeout:g}s"
@@ -273,9 +291,14 @@ def _error_field(answer: dict[str, Any], key: str, default: str) -> str:
     return text if len(text) <= _ERROR_FIELD_LIMIT else text[:_ERROR_FIELD_LIMIT] + "..."
 
 
-def interpret(status_code: int, body: bytes | str, url: str) -> QueryOutcome:
-    """Map one answer of `/api/v1/query` to an outcome. Bodies are never quoted: only
-    the error fields of Prometheus' own JSON are."""
+def interpret(
+    status_code: int,
+    body: bytes | str,
+    url: str,
+    parse: Callable[[dict[str, Any]], T | QueryFailed],
+) -> T | QueryFailed:
+    """Map one answer of `/api/v1/query` to what `parse` makes of its data, or to why it
+    failed. Bodies are never quoted: only the error fields of Prometheus' own JSON are."""
     hint = " (is the bearer token right?)" if status_code in (401, 403) else ""
     try:
         answer = orjson.loads(body)
@@ -299,7 +322,7 @@ def interpret(status_code: int, body: bytes | str, url: str) -> QueryOutcome:
             f"Prometheus refused the query (HTTP {status_code}, {kind}){hint}: {reason}"
         )
     try:
-        return _outcome_of_data(answer["data"])
+        return parse(answer["data"])
     except (KeyError, IndexError, TypeError, ValueError):
         return QueryFailed(f"Prometheus at {url} gave an answer of unknown shape")
 
@@ -318,6 +341,12 @@ def _outcome_of_data(data: dict[str, Any]) -> QueryOutcome:
             f"query returned {len(result)} series; aggregate it to one with sum() or avg()"
         )
     return _outcome_of_sample(result[0]["value"][1])
+
+
+def _samples_of_data(data: dict[str, Any]) -> list[Sample] | QueryFailed:
+    if data["resultType"] != "vector":
+        return QueryFailed(f"query returned a {data['resultType']}, not a vector")
+    return parse_vector(data["result"])
 
 
 def _outcome_of_sample(sample: str) -> QueryOutcome:
@@ -454,20 +483,48 @@ async def analyse(
     spec: api.AnalysisSpec,
     context: QueryContext,
     now: datetime,
+    model: Awaitable[ModelChecks] | None = None,
 ) -> api.AnalysisStatus:
-    """Run the volume query and every check concurrently and judge the step.
+    """Run the volume query and every check concurrently and judge the step; `model` adds
+    the model-aware checks (drift, quality) asked for at the same time.
 
     The caller sets `revision` and `step` of the result.
     """
     volume_query = render(REQUEST_VOLUME, context)
     all_checks = [*default_checks(spec.slo), *spec.metrics]
-    volume, checks = await asyncio.gather(
+    volume, checks, model_results = await asyncio.gather(
         client.query(volume_query),
         asyncio.gather(*(_run_check(client, check, context) for check in all_checks)),
+        model if model is not None else _no_model_checks(),
     )
+    checks = [*checks, *(model_results.checks if model_results else ())]
     gate = volume_result(volume_query, volume, spec.min_requests, context.interval)
     verdict = overall_verdict(gate.verdict, [c.verdict for c in checks], spec.backend_errors)
-    return api.AnalysisStatus(at=now, verdict=verdict, requests=gate.value, checks=[gate, *checks])
+    awaiting = model_results.awaiting_feedback if model_results else frozenset()
+    return api.AnalysisStatus(
+        at=now,
+        verdict=verdict,
+        requests=gate.value,
+        checks=[gate, *checks],
+        awaiting_feedback=waiting_only_for_feedback(verdict, gate, checks, awaiting),
+    )
+
+
+async def _no_model_checks() -> None:
+    return None
+
+
+def waiting_only_for_feedback(
+    verdict: Verdict,
+    gate: api.CheckResult,
+    checks: Sequence[api.CheckResult],
+    awaiting: frozenset[str],
+) -> bool:
+    """True when the analysis is NoData only because quality labels have not arrived yet:
+    the traffic was enough and every other check passed."""
+    if verdict != Verdict.NO_DATA or gate.verdict != Verdict.PASS or not awaiting:
+        return False
+    return all(c.verdict == Verdict.PASS or c.name in awaiting for c in checks)
 
 
 async def _run_check(

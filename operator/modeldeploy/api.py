@@ -342,6 +342,10 @@ OPERATOR_ENV = (
     "MODELSERVER_NAMESPACE",
     "MODELSERVER_PORT",
     "MODELSERVER_CACHE_DIR",
+    "MODELSERVER_PROFILE_URI",
+    "MODELSERVER_PROFILE_SHA256",
+    "MODELSERVER_FEEDBACK_KEY_FILE",
+    "MODELSERVER_FEEDBACK_KEY",
 )
 _RESERVED_ENV_MESSAGE = (
     "server.env may not set variables the operator sets (" + ", ".join(OPERATOR_ENV) + "), "
@@ -1487,6 +1491,13 @@ class CanaryStatus(StatusModel):
     )
     replicas: int = Field(default=0, description="Pods the canary Deployment has.")
     ready_replicas: int = Field(default=0, description="Ready pods of the canary track.")
+    awaiting_feedback_since: datetime | None = Field(
+        default=None,
+        description=(
+            "When analyses of this step began to wait for quality labels; "
+            "analysis.quality.feedbackDeadline counts from then."
+        ),
+    )
     switched_at: datetime | None = Field(
         default=None, description="blueGreen: when all traffic switched to the new version."
     )
@@ -1509,6 +1520,13 @@ class AnalysisStatus(StatusModel):
     verdict: Verdict = Field(description="Overall verdict: the worst of the checks.")
     requests: float | None = Field(default=None, description="Canary requests in the window.")
     checks: list[CheckResult] = Field(default_factory=list, description="Each check's result.")
+    awaiting_feedback: bool = Field(
+        default=False,
+        description=(
+            "NoData only because quality labels have not arrived yet: the step holds "
+            "without counting toward inconclusiveLimit until analysis.quality.feedbackDeadline."
+        ),
+    )
 
 
 class FeatureDrift(StatusModel):

@@ -186,48 +186,6 @@ def accuracy(correct: float, incorrect: float) -> AccuracyResult:
     return AccuracyResult(correct / (correct + incorrect), correct, incorrect)
 
 
-@dataclass(frozen=True)
-class MAEResult:
-    value: float
-    rows: float
-    open_bin_rows: float
-    """Rows in a last bin without an upper edge, counted at its lower edge: when this is
-    above 0 the value is a lower bound of the true MAE."""
-
-    @property
-    def is_lower_bound(self) -> bool:
-        return self.open_bin_rows > 0
-
-
-def histogram_mae(counts: Sequence[float], upper_edges: Sequence[float]) -> MAEResult:
-    """Mean absolute error from a histogram of absolute errors.
-
-    Bin i holds the errors in (upper_edges[i-1], upper_edges[i]], the first bin starts
-    at 0. Each bin counts at its midpoint; a last bin whose upper edge is +inf counts at
-    its lower edge (MAEResult.open_bin_rows says how many rows that concerns). Raises
-    NotEnoughData without rows.
-    """
-    _same_length(counts, upper_edges)
-    _check_counts(counts, "absolute-error counts")
-    if any(math.isinf(edge) for edge in upper_edges[:-1]):
-        raise ValueError("only the last absolute-error bin may be open-ended (+inf)")
-    lower_edges = [0.0, *upper_edges[:-1]]
-    if not all(high > low for low, high in zip(lower_edges, upper_edges, strict=True)):
-        raise ValueError(
-            f"absolute-error bins need increasing upper edges above 0; got {list(upper_edges)}"
-        )
-    rows = math.fsum(counts)
-    if rows <= 0:
-        raise NotEnoughData("MAE needs labelled rows; no feedback was counted")
-    open_rows = counts[-1] if math.isinf(upper_edges[-1]) else 0.0
-    points = [
-        low if math.isinf(high) else (low + high) / 2
-        for low, high in zip(lower_edges, upper_edges, strict=True)
-    ]
-    total = math.fsum(count * point for count, point in zip(counts, points, strict=True))
-    return MAEResult(total / rows, rows, open_rows)
-
-
 def error_budget_remaining(compliance: float, objective: float) -> float:
     """Share of the error budget left: 1 - (1 - compliance) / (1 - objective).
 

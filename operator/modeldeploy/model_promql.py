@@ -33,24 +33,30 @@ from modeldeploy.promql import (
 )
 
 FEATURE_BINS = "modelserver_feature_bin_total"
-"""Counter: live rows per feature and bin; labels + `feature`, `bin`."""
+"""Counter (with a profile): live rows per feature and profile bin; labels + `feature`, `bin`."""
+PREDICTION_VALUE_BUCKETS = "modelserver_prediction_value_bucket"
+"""Histogram buckets (always): the predicted value (regressors) or the positive-class
+(binary) or top-class (multiclass) probability, in fixed buckets shared by every version,
+so a canary's outputs compare with the stable's bucket by bucket; labels + `le`."""
+PREDICTION_CLASSES = "modelserver_prediction_class_total"
+"""Counter (classifiers with a profile): predicted rows per class; labels + `class`."""
 PREDICTION_BINS = "modelserver_prediction_bin_total"
-"""Counter: predicted rows per output and bin; labels + `output`, `bin`."""
-FEEDBACK_CORRECT = "modelserver_feedback_correct_total"
-FEEDBACK_INCORRECT = "modelserver_feedback_incorrect_total"
-"""Counters: labelled rows a classifier got right / wrong."""
-FEEDBACK_SCORE_BINS = "modelserver_feedback_score_bin_total"
-"""Counter: labelled rows of a binary classifier per true label (0, 1) and score bin;
-labels + `label`, `bin`."""
-FEEDBACK_ABS_ERROR_BINS = "modelserver_feedback_abs_error_bin_total"
-"""Counter: labelled rows of a regressor per absolute-error bin, labelled by the bin's
-upper edge (`+Inf` for the last); labels + `bin`."""
+"""Counter (with a profile): predicted rows per bin of the profile's output; labels + `bin`."""
+FEEDBACK_ROWS = "modelserver_feedback_rows_total"
+"""Counter: labelled rows by `result`: correct or incorrect (classifiers), scored (regressors)."""
+FEEDBACK_SCORE_BUCKETS = "modelserver_feedback_score_bucket"
+"""Histogram buckets (binary classifiers): labelled rows' positive-class probability by
+`true_class` (positive, negative); labels + `true_class`, `le`."""
+FEEDBACK_ERROR_SUM = "modelserver_feedback_absolute_error_sum"
+FEEDBACK_ERROR_COUNT = "modelserver_feedback_absolute_error_count"
+"""Histogram sum and count (regressors): absolute error of labelled rows."""
 MODEL_INFO = "modelserver_model_info"
 """Gauge, always 1; its `task` label is regression, binary or multiclass."""
 PROFILE_FEATURE_SHARES = "modelserver_profile_feature_share"
 """Gauge: the loaded profile's training share per feature and bin; labels + `feature`, `bin`."""
 PROFILE_PREDICTION_SHARES = "modelserver_profile_prediction_share"
-"""Gauge: the profile's output share per output and bin; labels + `output`, `bin`."""
+"""Gauge: the profile's output share; labels + `output` (class or score), `bin` (the class,
+or the bin of modelserver_prediction_bin_total)."""
 PROFILE_QUALITY = "modelserver_profile_quality"
 """Gauge: the profile's reference quality on its labels; labels + `metric` (accuracy,
 auc, mae)."""
@@ -60,12 +66,20 @@ VERSION = "model_version"
 FEATURE = "feature"
 OUTPUT = "output"
 BIN = "bin"
-TRUE_LABEL = "label"
+LE = "le"
+CLASS = "class"
+TRUE_CLASS = "true_class"
+POSITIVE = "positive"
+NEGATIVE = "negative"
 TASK = "task"
 METRIC = "metric"
-OUTCOME = "outcome"
+RESULT = "result"
 CORRECT = "correct"
 INCORRECT = "incorrect"
+PART = "part"
+OUTPUT_VALUE = "value"
+OUTPUT_CLASS = "class"
+OUTPUT_SCORE = "score"
 
 _VERSION_MATCHER = f', {VERSION}="{{{{ version }}}}"'
 
@@ -86,18 +100,26 @@ def _increase(metric: str, by: Sequence[str], context: QueryContext, at: float |
 
 
 def _both_tracks(
-    metric: str, by: Sequence[str], canary: QueryContext, stable: QueryContext, at: float | None
+    metric: str,
+    by: Sequence[str],
+    judged: QueryContext,
+    stable: QueryContext | None,
+    at: float | None,
 ) -> str:
-    if (canary.namespace, canary.name, canary.interval) != (
+    """Per track: the judged track's (a canary, or the stable when nothing else serves)
+    and, given its context, the stable's from the same window in the same query."""
+    grouping = (TRACK, *by)
+    if stable is None:
+        return _increase(metric, grouping, judged, at)
+    if (judged.namespace, judged.name, judged.interval) != (
         stable.namespace,
         stable.name,
         stable.interval,
     ):
         raise ValueError("the canary and the stable must be read from one window of one object")
-    if (canary.track, stable.track) != ("canary", "stable"):
+    if (judged.track, stable.track) != ("canary", "stable"):
         raise ValueError("pass the canary's context first, then the stable's")
-    grouping = (TRACK, *by)
-    return f"{_increase(metric, grouping, canary, at)} or {_increase(metric, grouping, stable, at)}"
+    return f"{_increase(metric, grouping, judged, at)} or {_increase(metric, grouping, stable, at)}"
 
 
 def feature_bins(context: QueryContext, at: float | None = None) -> str:
@@ -123,38 +145,56 @@ def profile_quality(context: QueryContext, at: float | None = None) -> str:
     return render(template, context)
 
 
-def prediction_bins(context: QueryContext, at: float | None = None) -> str:
-    """Predicted rows per output and bin of one track in the window (monitoring)."""
-    return _increase(PREDICTION_BINS, (OUTPUT, BIN), context, at)
+def monitored_predictions(context: QueryContext, at: float | None = None) -> str:
+    """Predicted rows of one track per output (score, class) and profile bin, as the
+    profile's prediction shares are labelled (monitoring compares the two)."""
+    score = _increase(PREDICTION_BINS, (BIN,), context, at)
+    classes = _increase(PREDICTION_CLASSES, (CLASS,), context, at)
+    return (
+        f"sum by ({OUTPUT}, {BIN}) ("
+        f'label_replace({score}, "{OUTPUT}", "{OUTPUT_SCORE}", "", "") or '
+        f'label_replace(label_replace({classes}, "{BIN}", "$1", "{CLASS}", "(.*)"), '
+        f'"{OUTPUT}", "{OUTPUT_CLASS}", "", ""))'
+    )
 
 
-def prediction_bins_both(
-    canary: QueryContext, stable: QueryContext, at: float | None = None
+def prediction_buckets_both(
+    canary: QueryContext, stable: QueryContext | None, at: float | None = None
 ) -> str:
-    """Predicted rows per track, output and bin, canary and stable from one window."""
-    return _both_tracks(PREDICTION_BINS, (OUTPUT, BIN), canary, stable, at)
+    """Predicted rows per track and cumulative value bucket (`le`), one window."""
+    return _both_tracks(PREDICTION_VALUE_BUCKETS, (LE,), canary, stable, at)
 
 
-def feedback_outcomes(canary: QueryContext, stable: QueryContext, at: float | None = None) -> str:
-    """Correct and incorrect labelled rows per track (label `outcome`), one window."""
+def prediction_classes_both(
+    canary: QueryContext, stable: QueryContext | None, at: float | None = None
+) -> str:
+    """Predicted rows per track and class, one window (empty without a profile)."""
+    return _both_tracks(PREDICTION_CLASSES, (CLASS,), canary, stable, at)
+
+
+def feedback_rows_both(
+    canary: QueryContext, stable: QueryContext | None, at: float | None = None
+) -> str:
+    """Labelled rows per track and result (correct, incorrect, scored), one window."""
+    return _both_tracks(FEEDBACK_ROWS, (RESULT,), canary, stable, at)
+
+
+def feedback_score_buckets_both(
+    canary: QueryContext, stable: QueryContext | None, at: float | None = None
+) -> str:
+    """Labelled rows per track, true class and cumulative score bucket (for AUC)."""
+    return _both_tracks(FEEDBACK_SCORE_BUCKETS, (TRUE_CLASS, LE), canary, stable, at)
+
+
+def feedback_error_both(
+    canary: QueryContext, stable: QueryContext | None, at: float | None = None
+) -> str:
+    """Absolute error summed over labelled rows, and their count, per track (`part`)."""
     halves = [
-        f'label_replace({_both_tracks(metric, (), canary, stable, at)}, "{OUTCOME}", '
-        f'"{outcome}", "", "")'
-        for metric, outcome in ((FEEDBACK_CORRECT, CORRECT), (FEEDBACK_INCORRECT, INCORRECT))
+        f'label_replace({_both_tracks(metric, (), canary, stable, at)}, "{PART}", "{part}", "", "")'
+        for metric, part in ((FEEDBACK_ERROR_SUM, "sum"), (FEEDBACK_ERROR_COUNT, "count"))
     ]
     return " or ".join(halves)
-
-
-def feedback_score_bins(canary: QueryContext, stable: QueryContext, at: float | None = None) -> str:
-    """Labelled rows per track, true label and score bin (for AUC), one window."""
-    return _both_tracks(FEEDBACK_SCORE_BINS, (TRUE_LABEL, BIN), canary, stable, at)
-
-
-def feedback_abs_error_bins(
-    canary: QueryContext, stable: QueryContext, at: float | None = None
-) -> str:
-    """Labelled rows per track and absolute-error bin (for MAE), one window."""
-    return _both_tracks(FEEDBACK_ABS_ERROR_BINS, (BIN,), canary, stable, at)
 
 
 def model_task(context: QueryContext, at: float | None = None) -> str:
@@ -249,4 +289,20 @@ def by_label(
         if label not in sample.labels:
             raise ValueError(f"a series lacks the {label!r} label: {dict(sample.labels)}")
         out[sample.labels[label]] = out.get(sample.labels[label], 0.0) + sample.value
+    return out
+
+
+def per_bin(cumulative: Mapping[str, float]) -> dict[str, float]:
+    """Rows per bucket from a histogram's cumulative `le` counts, each bucket labelled by
+    its upper edge. Raises ValueError for a label that is not a number."""
+    try:
+        ordered = sorted(cumulative.items(), key=lambda item: float(item[0]))
+    except ValueError as exc:
+        raise ValueError(f"a histogram bucket's le label is not a number: {exc}") from exc
+    out, below = {}, 0.0
+    for edge, count in ordered:
+        # counters of pods that restarted in the window can make a bucket dip below the
+        # one before it by a fraction: never count negative rows
+        out[edge] = max(count - below, 0.0)
+        below = max(count, below)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from modeldeploy.api import (
 )
 from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, KubeError, ObjectRef, resource_version
+from modeldeploy.model_checks import model_checks
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout import (
     DROPPED_CONDITIONS,
@@ -160,6 +162,7 @@ class Reconciler:
         self.config = config
         self.memory = ChildMemory()
         self._warned: set[tuple[str, int | None, str]] = set()
+        self._feedback_keys: set[tuple[str, str, str]] = set()
 
     async def reconcile(self, body: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
         """Reconcile one object; returns (seconds until the next look, the updated object)."""
@@ -345,9 +348,21 @@ class Reconciler:
             model=md.spec.model.name,
             version=md.spec.model.version,
         )
+        stable = md.status.stable
+        alongside = (
+            dataclasses.replace(context, track="stable", version=stable.version)
+            if track == Track.CANARY and stable is not None
+            else None
+        )
+        spec = md.spec.analysis
         try:
             async with client:
-                return await analysis.analyse(client, md.spec.analysis, context, now)
+                model = (
+                    model_checks(client, spec, context, alongside)
+                    if spec.drift is not None or spec.quality is not None
+                    else None
+                )
+                return await analysis.analyse(client, spec, context, now, model)
         except Exception as error:
             log.exception("analysis of %s/%s failed", md.metadata.namespace, md.metadata.name)
             return _backend_error(f"the analysis failed: {type(error).__name__}", now)
@@ -559,6 +574,9 @@ class Reconciler:
         children: list[dict[str, Any]],
         existing: dict[ChildKey, dict[str, Any] | None],
     ) -> None:
+        if self._signs_feedback(md):
+            # before the pods that mount it
+            await self._ensure_feedback_key(md, uid)
         # Children are independent of each other: apply them at once, report the first error.
         outcomes = await asyncio.gather(
             *(self._apply(m, existing[child_key(m)]) for m in children if child_key(m) in existing),
@@ -589,7 +607,25 @@ class Reconciler:
             plan.revision,
             plan.template,
             None if autoscaled else plan.replicas,
+            feedback=self._signs_feedback(md),
         )
+
+    def _signs_feedback(self, md: ModelDeployment) -> bool:
+        """Pods sign prediction tokens when quality is judged and the key can be kept."""
+        return self.config.read_secrets and resources.collects_feedback(md.spec)
+
+    async def _ensure_feedback_key(self, md: ModelDeployment, uid: str) -> None:
+        namespace, name = md.metadata.namespace, md.metadata.name
+        known = (namespace, resources.feedback_key_secret_name(name), uid)
+        if known in self._feedback_keys:
+            return
+        secret = resources.feedback_key_secret(name, namespace, uid, secrets.token_urlsafe(32))
+        try:
+            await self.kube.create(secret)
+        except KubeError as error:
+            if error.status != 409:  # 409: it exists, and its key stays
+                raise
+        self._feedback_keys.add(known)
 
     async def _apply(self, manifest: dict[str, Any], existing: dict[str, Any] | None) -> None:
         key = child_key(manifest)

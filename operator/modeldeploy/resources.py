@@ -33,6 +33,9 @@ from modeldeploy.api import (
 SERVER_PORT = 8080
 CACHE_DIR = "/var/cache/modelserver"
 PVC_MOUNT = "/mnt/models"
+PROFILE_PVC_MOUNT = "/mnt/profile"
+FEEDBACK_KEY_MOUNT = "/var/run/modeldeploy/feedback"
+FEEDBACK_KEY_ITEM = "key"
 SERVER_USER = 65532
 FIELD_MANAGER = "modeldeploy"
 HASH_ANNOTATION = "modeldeploy.dev/applied-hash"
@@ -145,21 +148,59 @@ def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def model_location(uri: str) -> tuple[str, dict[str, Any] | None]:
+def model_location(
+    uri: str, volume: str = "model", mount: str = PVC_MOUNT
+) -> tuple[str, dict[str, Any] | None]:
     """The URI the server is given and, for pvc://claim/path, the volume to mount."""
     if not uri.startswith("pvc://"):
         return uri, None
     # Split by hand: a path is a path, `#` and `?` in a file name are not URL syntax here.
     claim, _, path = uri.removeprefix("pvc://").partition("/")
-    volume = {
-        "name": "model",
+    claimed = {
+        "name": volume,
         "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
     }
-    return f"{PVC_MOUNT}/{path}", volume
+    return f"{mount}/{path}", claimed
+
+
+def collects_feedback(spec: ModelDeploymentSpec) -> bool:
+    """Whether ground truth is judged (analysis or monitoring quality), so pods must sign
+    prediction tokens that feedback can be matched with."""
+    monitoring = spec.monitoring
+    return spec.analysis.quality is not None or (
+        monitoring is not None and monitoring.quality is not None
+    )
+
+
+def feedback_key_secret_name(name: str) -> str:
+    """`NAME-feedback`: the key that signs the prediction tokens of NAME's pods."""
+    return f"{name}-feedback"
+
+
+def feedback_key_secret(name: str, namespace: str, uid: str, key: str) -> dict[str, Any]:
+    """The signing key's Secret; created once and never rewritten, because a new key
+    would turn every token clients still hold into a 403."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(
+            feedback_key_secret_name(name),
+            namespace,
+            common_labels(name),
+            owner_reference(name, uid),
+        ),
+        "stringData": {FEEDBACK_KEY_ITEM: key},
+    }
 
 
 def server_env(
-    name: str, track: str, template: TrackTemplate, model_uri: str
+    name: str,
+    track: str,
+    template: TrackTemplate,
+    model_uri: str,
+    profile_uri: str | None = None,
+    feedback: bool = False,
 ) -> list[dict[str, Any]]:
     model = template.model
     env: list[dict[str, Any]] = [
@@ -184,6 +225,15 @@ def server_env(
         env.append({"name": "MODELSERVER_ALLOW_UNSAFE_FORMATS", "value": "true"})
     if template.server.workers is not None:
         env.append({"name": "MODELSERVER_WORKERS", "value": str(template.server.workers)})
+    if model.profile is not None and profile_uri is not None:
+        env.append({"name": "MODELSERVER_PROFILE_URI", "value": profile_uri})
+        if model.profile.sha256:
+            env.append(
+                {"name": "MODELSERVER_PROFILE_SHA256", "value": model.profile.sha256.lower()}
+            )
+    if feedback:
+        key_file = f"{FEEDBACK_KEY_MOUNT}/{FEEDBACK_KEY_ITEM}"
+        env.append({"name": "MODELSERVER_FEEDBACK_KEY_FILE", "value": key_file})
     # api.ServerSpec refuses user entries that repeat a name or reuse one of these.
     return env + [
         extra.model_dump(by_alias=True, exclude_none=True) for extra in template.server.env
@@ -220,9 +270,18 @@ def _resources(server: ServerSpec) -> dict[str, Any]:
     return resources
 
 
-def pod_template(name: str, track: str, revision: str, template: TrackTemplate) -> dict[str, Any]:
+def pod_template(
+    name: str, track: str, revision: str, template: TrackTemplate, feedback: bool = False
+) -> dict[str, Any]:
+    """A track's pods; with `feedback` they sign prediction tokens with NAME-feedback's key."""
     server = template.server
     model_uri, model_volume = model_location(template.model.uri)
+    profile = template.model.profile
+    profile_uri, profile_volume = (
+        model_location(profile.uri, "profile", PROFILE_PVC_MOUNT)
+        if profile is not None
+        else (None, None)
+    )
     startup_failures = max(
         1, math.ceil(duration_seconds(server.startup_timeout) / STARTUP_PERIOD_SECONDS)
     )
@@ -237,11 +296,22 @@ def pod_template(name: str, track: str, revision: str, template: TrackTemplate) 
     if model_volume is not None:
         mounts.append({"name": "model", "mountPath": PVC_MOUNT, "readOnly": True})
         volumes.append(model_volume)
+    if profile_volume is not None:
+        mounts.append({"name": "profile", "mountPath": PROFILE_PVC_MOUNT, "readOnly": True})
+        volumes.append(profile_volume)
+    if feedback:
+        mounts.append({"name": "feedback-key", "mountPath": FEEDBACK_KEY_MOUNT, "readOnly": True})
+        volumes.append(
+            {
+                "name": "feedback-key",
+                "secret": {"secretName": feedback_key_secret_name(name), "defaultMode": 0o440},
+            }
+        )
     container: dict[str, Any] = {
         "name": "modelserver",
         "image": server.image,
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-        "env": server_env(name, track, template, model_uri),
+        "env": server_env(name, track, template, model_uri, profile_uri, feedback),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS, startup_failures),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
@@ -304,6 +374,7 @@ def deployment(
     revision: str,
     template: TrackTemplate,
     replicas: int | None,
+    feedback: bool = False,
 ) -> dict[str, Any]:
     """A track's Deployment; `replicas` None leaves its size to a HorizontalPodAutoscaler."""
     labels = track_labels(name, track, revision, template.model.version)
@@ -322,7 +393,7 @@ def deployment(
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
                 },
-                "template": pod_template(name, track, revision, template),
+                "template": pod_template(name, track, revision, template, feedback),
             },
         }
     )

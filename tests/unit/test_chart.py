@@ -136,8 +136,9 @@ def _namespaced_rules_hold(grants: dict[tuple[str, str], set[str]]) -> None:
     }
     assert grants[("", "events")] == EVENT_VERBS
     assert grants[("events.k8s.io", "events")] == EVENT_VERBS
-    # Secrets are read by name (Prometheus token and CA, webhook URL), never listed.
-    assert grants[("", "secrets")] == {"get"}
+    # Secrets are read by name (Prometheus token and CA, webhook URL), never listed; the
+    # feedback key is created, never updated.
+    assert grants[("", "secrets")] == {"get", "create"}
     assert not any(
         verb in {"*", "escalate", "bind", "impersonate"} for v in grants.values() for verb in v
     )

@@ -178,37 +178,6 @@ def test_accuracy_is_the_share_of_correct_rows(correct, incorrect):
     assert result.rows == correct + incorrect
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(0, 300), min_size=1, max_size=10).filter(any))
-def test_histogram_mae_counts_each_bin_at_its_midpoint(bin_counts):
-    edges = np.cumsum(np.arange(1, len(bin_counts) + 1, dtype=float))  # 1, 3, 6, 10, ...
-    midpoints = (np.concatenate([[0.0], edges[:-1]]) + edges) / 2
-    result = drift.histogram_mae(bin_counts, list(edges))
-    assert result.value == pytest.approx(np.repeat(midpoints, bin_counts).mean())
-    assert not result.is_lower_bound
-
-
-def test_an_open_last_bin_counts_at_its_lower_edge_and_makes_a_lower_bound():
-    result = drift.histogram_mae([10, 10], [1.0, math.inf])
-    assert result.value == pytest.approx((10 * 0.5 + 10 * 1.0) / 20)
-    assert result.open_bin_rows == 10
-    assert result.is_lower_bound
-
-
-@pytest.mark.parametrize(
-    ("edges", "message"),
-    [
-        ([2.0, 1.0], "increasing upper edges above 0"),
-        ([0.0, 1.0], "increasing upper edges above 0"),
-        ([math.inf, 5.0], "only the last absolute-error bin may be open-ended"),
-        ([1.0, math.nan], "increasing upper edges above 0"),
-    ],
-)
-def test_bad_absolute_error_bins_are_refused(edges, message):
-    with pytest.raises(ValueError, match=message):
-        drift.histogram_mae([1, 1], edges)
-
-
 @pytest.mark.parametrize(
     ("compliance", "objective", "left"),
     [(1.0, 0.99, 1.0), (0.995, 0.99, 0.5), (0.99, 0.99, 0.0), (0.98, 0.99, -1.0)],

@@ -81,29 +81,45 @@ def evaluate(
 # --- the queries, evaluated -------------------------------------------------------------
 
 
-def test_prediction_bins_of_both_tracks_come_from_one_window_and_their_own_versions(
+def test_prediction_buckets_of_both_tracks_come_from_one_window_and_their_own_versions(
     promtool: str, tmp_path: Path
 ):
+    bucket = mq.PREDICTION_VALUE_BUCKETS
     inputs = [
-        series(mq.PREDICTION_BINS, "canary", "2.1.0", "0+10x20", output="score", bin="0"),
-        series(mq.PREDICTION_BINS, "canary", "2.1.0", "0+2x20", output="score", bin="1"),
+        series(bucket, "canary", "2.1.0", "0+10x20", le="0.5"),
+        series(bucket, "canary", "2.1.0", "0+12x20", le="+Inf"),
         # a canary of an earlier version, still counted somewhere: not this canary's rows
-        series(mq.PREDICTION_BINS, "canary", "1.9.0", "0+99x20", output="score", bin="0"),
-        series(mq.PREDICTION_BINS, "stable", "2.0.0", "0+3x20", output="score", bin="0"),
-        series(mq.PREDICTION_BINS, "stable", "2.0.0", "0+3x20", output="score", bin="1"),
+        series(bucket, "canary", "1.9.0", "0+99x20", le="0.5"),
+        series(bucket, "stable", "2.0.0", "0+3x20", le="0.5"),
+        series(bucket, "stable", "2.0.0", "0+6x20", le="+Inf"),
     ]
     evaluate(
         promtool,
         tmp_path,
         inputs,
-        mq.prediction_bins_both(CANARY, STABLE, at=AT),
+        mq.prediction_buckets_both(CANARY, STABLE, at=AT),
         [
-            ({"track": "canary", "output": "score", "bin": "0"}, 50),
-            ({"track": "canary", "output": "score", "bin": "1"}, 10),
-            ({"track": "stable", "output": "score", "bin": "0"}, 15),
-            ({"track": "stable", "output": "score", "bin": "1"}, 15),
+            ({"track": "canary", "le": "0.5"}, 50),
+            ({"track": "canary", "le": "+Inf"}, 60),
+            ({"track": "stable", "le": "0.5"}, 15),
+            ({"track": "stable", "le": "+Inf"}, 30),
         ],
         eval_time="15m",  # later than AT: the @ modifier pins the window
+    )
+
+
+def test_a_track_judged_alone_is_read_alone(promtool: str, tmp_path: Path):
+    alone = QueryContext("ml", "fraud", "stable", "5m", "fraud", "2.0.0")
+    inputs = [
+        series(mq.FEEDBACK_ROWS, "stable", "2.0.0", "0+4x20", result="correct"),
+        series(mq.FEEDBACK_ROWS, "canary", "2.1.0", "0+4x20", result="correct"),
+    ]
+    evaluate(
+        promtool,
+        tmp_path,
+        inputs,
+        mq.feedback_rows_both(alone, None, at=AT),
+        [({"track": "stable", "result": "correct"}, 20)],
     )
 
 
@@ -121,48 +137,70 @@ def test_feature_bins_sum_the_pods_of_the_track(promtool: str, tmp_path: Path):
     )
 
 
-def test_feedback_outcomes_per_track(promtool: str, tmp_path: Path):
+def test_monitored_predictions_label_scores_and_classes_like_the_profile_gauge(
+    promtool: str, tmp_path: Path
+):
     inputs = [
-        series(mq.FEEDBACK_CORRECT, "canary", "2.1.0", "0+9x20"),
-        series(mq.FEEDBACK_INCORRECT, "canary", "2.1.0", "0+1x20"),
-        series(mq.FEEDBACK_CORRECT, "stable", "2.0.0", "0+19x20"),
-        # the stable answered no row wrong in this window: no series at all
+        series(mq.PREDICTION_BINS, "stable", "2.0.0", "0+4x20", bin="3"),
+        series(mq.PREDICTION_CLASSES, "stable", "2.0.0", "0+2x20", **{"class": "fraud"}),
     ]
     evaluate(
         promtool,
         tmp_path,
         inputs,
-        mq.feedback_outcomes(CANARY, STABLE, at=AT),
+        mq.monitored_predictions(STABLE, at=AT),
         [
-            ({"track": "canary", "outcome": "correct"}, 45),
-            ({"track": "canary", "outcome": "incorrect"}, 5),
-            ({"track": "stable", "outcome": "correct"}, 95),
+            ({"output": "score", "bin": "3"}, 20),
+            ({"output": "class", "bin": "fraud"}, 10),
         ],
     )
 
 
-def test_score_and_error_bins_per_track(promtool: str, tmp_path: Path):
+def test_feedback_rows_per_track_and_result(promtool: str, tmp_path: Path):
+    inputs = [
+        series(mq.FEEDBACK_ROWS, "canary", "2.1.0", "0+9x20", result="correct"),
+        series(mq.FEEDBACK_ROWS, "canary", "2.1.0", "0+1x20", result="incorrect"),
+        series(mq.FEEDBACK_ROWS, "stable", "2.0.0", "0+19x20", result="correct"),
+    ]
+    evaluate(
+        promtool,
+        tmp_path,
+        inputs,
+        mq.feedback_rows_both(CANARY, STABLE, at=AT),
+        [
+            ({"track": "canary", "result": "correct"}, 45),
+            ({"track": "canary", "result": "incorrect"}, 5),
+            ({"track": "stable", "result": "correct"}, 95),
+        ],
+    )
+
+
+def test_score_buckets_and_error_sums_per_track(promtool: str, tmp_path: Path):
+    score = mq.FEEDBACK_SCORE_BUCKETS
     scores = [
-        series(mq.FEEDBACK_SCORE_BINS, "canary", "2.1.0", "0+1x20", label="1", bin="3"),
-        series(mq.FEEDBACK_SCORE_BINS, "stable", "2.0.0", "0+2x20", label="0", bin="0"),
+        series(score, "canary", "2.1.0", "0+1x20", true_class="positive", le="0.9"),
+        series(score, "stable", "2.0.0", "0+2x20", true_class="negative", le="0.1"),
     ]
     evaluate(
         promtool,
         tmp_path,
         scores,
-        mq.feedback_score_bins(CANARY, STABLE, at=AT),
+        mq.feedback_score_buckets_both(CANARY, STABLE, at=AT),
         [
-            ({"track": "canary", "label": "1", "bin": "3"}, 5),
-            ({"track": "stable", "label": "0", "bin": "0"}, 10),
+            ({"track": "canary", "true_class": "positive", "le": "0.9"}, 5),
+            ({"track": "stable", "true_class": "negative", "le": "0.1"}, 10),
         ],
     )
-    errors = [series(mq.FEEDBACK_ABS_ERROR_BINS, "canary", "2.1.0", "0+1x20", bin="+Inf")]
+    errors = [
+        series(mq.FEEDBACK_ERROR_SUM, "canary", "2.1.0", "0+3x20"),
+        series(mq.FEEDBACK_ERROR_COUNT, "canary", "2.1.0", "0+2x20"),
+    ]
     evaluate(
         promtool,
         tmp_path,
         errors,
-        mq.feedback_abs_error_bins(CANARY, STABLE, at=AT),
-        [({"track": "canary", "bin": "+Inf"}, 5)],
+        mq.feedback_error_both(CANARY, STABLE, at=AT),
+        [({"track": "canary", "part": "sum"}, 15), ({"track": "canary", "part": "count"}, 10)],
     )
 
 
@@ -211,9 +249,9 @@ def test_values_are_escaped_and_decimal_windows_rewritten():
 def test_tracks_from_different_windows_are_refused():
     other_window = QueryContext("ml", "fraud", "stable", "10m", "fraud", "2.0.0")
     with pytest.raises(ValueError, match="one window of one object"):
-        mq.prediction_bins_both(CANARY, other_window)
+        mq.prediction_buckets_both(CANARY, other_window)
     with pytest.raises(ValueError, match="canary's context first"):
-        mq.prediction_bins_both(STABLE, CANARY)
+        mq.prediction_buckets_both(STABLE, CANARY)
 
 
 # --- answers ----------------------------------------------------------------------------
@@ -240,16 +278,24 @@ def test_an_answer_feeds_the_statistics():
     assert verdict.value == pytest.approx(drift.psi([1, 1], [80, 20]).value)
 
 
-def test_outcomes_by_label():
+def test_results_by_label():
     samples = mq.parse_vector(
         answer(
-            ({"track": "canary", "outcome": "correct"}, "45"),
-            ({"track": "canary", "outcome": "incorrect"}, "5"),
-            ({"track": "stable", "outcome": "correct"}, "95"),
+            ({"track": "canary", "result": "correct"}, "45"),
+            ({"track": "canary", "result": "incorrect"}, "5"),
+            ({"track": "stable", "result": "correct"}, "95"),
         )
     )
-    assert mq.by_label(samples, mq.OUTCOME, track="canary") == {"correct": 45, "incorrect": 5}
-    assert mq.by_label(samples, mq.OUTCOME, track="stable") == {"correct": 95}
+    assert mq.by_label(samples, mq.RESULT, track="canary") == {"correct": 45, "incorrect": 5}
+    assert mq.by_label(samples, mq.RESULT, track="stable") == {"correct": 95}
+
+
+def test_cumulative_buckets_become_rows_per_bucket():
+    assert mq.per_bin({"+Inf": 10, "0.5": 4, "0.1": 1}) == {"0.1": 1, "0.5": 3, "+Inf": 6}
+    # a pod restarting in the window can make a bucket dip: never negative rows
+    assert mq.per_bin({"0.1": 5, "0.5": 4}) == {"0.1": 5, "0.5": 0}
+    with pytest.raises(ValueError, match="not a number"):
+        mq.per_bin({"high": 1})
 
 
 @pytest.mark.parametrize(

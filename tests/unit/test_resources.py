@@ -591,3 +591,46 @@ def test_the_hpa_sizes_the_stable_deployment_by_cpu():
     target = hpa["spec"]["metrics"][0]["resource"]
     assert target == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}
     assert hpa["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+def test_a_profile_reaches_the_server_pinned_and_from_its_own_claim():
+    profile = {"uri": "pvc://profiles/fraud/2.1.0/profile.json", "sha256": SHA}
+    manifest = build(model={"uri": "pvc://model-store/fraud/2.1.0/model.ubj", "profile": profile})
+    values = env_values(manifest)
+    assert values["MODELSERVER_PROFILE_URI"] == "/mnt/profile/fraud/2.1.0/profile.json"
+    assert values["MODELSERVER_PROFILE_SHA256"] == SHA.lower()
+    volumes = {v["name"]: v for v in manifest["spec"]["template"]["spec"]["volumes"]}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in volumes.values()
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"model-store", "profiles"}
+    https = build(model={"profile": {"uri": "https://models.example.com/p.json", "sha256": SHA}})
+    assert env_values(https)["MODELSERVER_PROFILE_URI"] == "https://models.example.com/p.json"
+    assert "MODELSERVER_PROFILE_URI" not in env_values(build())
+
+
+def test_pods_sign_feedback_tokens_with_the_key_secret_only_when_asked():
+    t = template()
+    signing = deployment(NAME, NAMESPACE, UID, "canary", revision_of(t), t, 2, feedback=True)
+    key_file = env_values(signing)["MODELSERVER_FEEDBACK_KEY_FILE"]
+    mount = next(
+        m for m in container(signing)["volumeMounts"] if key_file.startswith(m["mountPath"])
+    )
+    assert mount["readOnly"] is True
+    volumes = {v["name"]: v for v in signing["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mount["name"]]["secret"]["secretName"] == "fraud-feedback"
+    assert "MODELSERVER_FEEDBACK_KEY_FILE" not in env_values(build())
+
+    secret = resources.feedback_key_secret(NAME, NAMESPACE, UID, "k3y")
+    assert secret["metadata"]["name"] == "fraud-feedback"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert secret["stringData"] == {key_file.rsplit("/", 1)[1]: "k3y"}
+
+
+def test_quality_gates_ask_for_feedback_and_other_specs_do_not():
+    assert not resources.collects_feedback(spec())
+    assert resources.collects_feedback(spec(analysis={"quality": {"minAccuracy": 0.9}}))
+    monitored = spec(monitoring={"quality": {"minAccuracy": 0.9}})
+    assert resources.collects_feedback(monitored)

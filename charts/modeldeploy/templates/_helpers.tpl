@@ -103,10 +103,12 @@ their children, the Secrets they name and the Events it records. Used by the Clu
   resources: ["pods"]
   verbs: ["get", "list"]
 {{- if .Values.secretAccess.enabled }}
-# Prometheus bearer token and CA, webhook URL: read by name only, never listed.
+# Prometheus bearer token and CA, webhook URL: read by name only, never listed. With
+# analysis.quality or monitoring.quality the operator creates NAME-feedback, the key that
+# signs prediction tokens (never read back, never rewritten).
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 {{- end }}
 - apiGroups: [""]
   resources: ["events"]

@@ -10,6 +10,8 @@ not in the spec.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from modeldeploy.analysis import failure_summary
 from modeldeploy.api import (
     HISTORY_LIMIT,
@@ -23,6 +25,7 @@ from modeldeploy.api import (
     ValidationStatus,
     ValidationVerdict,
     Verdict,
+    duration_seconds,
 )
 from modeldeploy.resources import selector_labels
 from modeldeploy.rollout.blue_green import BlueGreen
@@ -530,10 +533,20 @@ class Machine:
                     f"{rollout.failure_threshold}; last: {summary}",
                 )
             return None
+        if not analysis.awaiting_feedback:
+            canary.awaiting_feedback_since = None
         if analysis.verdict in (Verdict.NO_DATA, Verdict.ERROR):
             if self.paused():
                 return None
             reasons = failure_summary(analysis)
+            deadline = self.feedback_deadline(analysis)
+            if deadline is not None and analysis.at < deadline:
+                self.event(
+                    Reason.ANALYSIS_INCONCLUSIVE,
+                    f"{label} held, not counted toward inconclusiveLimit until "
+                    f"{deadline.isoformat(timespec='seconds')} (feedbackDeadline): {reasons}",
+                )
+                return None
             canary.inconclusive_checks += 1
             self.event(
                 Reason.ANALYSIS_INCONCLUSIVE,
@@ -550,6 +563,18 @@ class Machine:
             return None
         canary.inconclusive_checks = 0
         return None
+
+    def feedback_deadline(self, analysis: AnalysisStatus) -> datetime | None:
+        """Until when an analysis waiting only for quality labels holds the step without
+        counting; None when it is not waiting. The wait starts with its first such analysis."""
+        canary = self.status.canary
+        quality = self.o.spec.analysis.quality
+        if canary is None or quality is None or not analysis.awaiting_feedback:
+            return None
+        if canary.awaiting_feedback_since is None:
+            canary.awaiting_feedback_since = analysis.at
+        wait = timedelta(seconds=duration_seconds(quality.feedback_deadline))
+        return canary.awaiting_feedback_since + wait
 
     def roll_back(self, reason: Reason, message: str) -> Decision:
         canary = self.status.canary
