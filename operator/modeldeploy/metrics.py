@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from modeldeploy.api import DriftStatus, SLOStatus
+
 RECONCILES = Counter(
     "modeldeploy_reconciles_total",
     "Reconciles of ModelDeployments by result (ok, retry, conflict, invalid, error).",
@@ -85,6 +87,32 @@ CANARY_DURATION = Histogram(
     ["outcome"],
     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
+FEATURE_PSI = Gauge(
+    "modeldeploy_feature_psi",
+    "spec.monitoring: PSI of the stable's live inputs against its profile, for the most "
+    "drifted features of the last pass.",
+    ["namespace", "name", "feature"],
+)
+PREDICTION_PSI = Gauge(
+    "modeldeploy_prediction_psi",
+    "spec.monitoring: the drift statistic (psi or ks) of the stable's outputs against its profile.",
+    ["namespace", "name"],
+)
+MODEL_QUALITY = Gauge(
+    "modeldeploy_model_quality",
+    "spec.monitoring: the stable's live quality from feedback (accuracy, auc or mae).",
+    ["namespace", "name", "metric"],
+)
+SLO_COMPLIANCE = Gauge(
+    "modeldeploy_slo_compliance",
+    "spec.monitoring: share of the windows of slo.period in which the stable kept its SLO.",
+    ["namespace", "name"],
+)
+SLO_ERROR_BUDGET = Gauge(
+    "modeldeploy_slo_error_budget_remaining",
+    "spec.monitoring: share of the stable's error budget left (below 0: overspent).",
+    ["namespace", "name"],
+)
 
 _PER_OBJECT = (
     CANARY_STARTED,
@@ -93,6 +121,11 @@ _PER_OBJECT = (
     CANARY_WEIGHT,
     CANARY_ACTUAL_WEIGHT,
     CHECK_VALUE,
+    FEATURE_PSI,
+    PREDICTION_PSI,
+    MODEL_QUALITY,
+    SLO_COMPLIANCE,
+    SLO_ERROR_BUDGET,
     ANALYSES,
     CHECK_RESULTS,
     PROMOTIONS,
@@ -110,3 +143,23 @@ def forget_object(namespace: str, name: str) -> None:
     """Drop a deleted ModelDeployment's series, so they stop being scraped as if live."""
     for metric in _PER_OBJECT:
         metric.remove_by_labels({"namespace": namespace, "name": name})
+
+
+def export_monitoring(
+    namespace: str, name: str, drift: DriftStatus | None, slo: SLOStatus | None
+) -> None:
+    """The last monitoring pass as gauges; series of features no longer among the worst go."""
+    where = {"namespace": namespace, "name": name}
+    for metric in (FEATURE_PSI, PREDICTION_PSI, MODEL_QUALITY):
+        metric.remove_by_labels(where)
+    if drift is not None:
+        for feature in drift.features:
+            FEATURE_PSI.labels(namespace, name, feature.feature).set(feature.psi)
+        if drift.prediction is not None:
+            PREDICTION_PSI.labels(namespace, name).set(drift.prediction.value)
+        if drift.quality is not None and drift.quality.value is not None:
+            MODEL_QUALITY.labels(namespace, name, drift.quality.metric).set(drift.quality.value)
+    if slo is not None and slo.compliance is not None:
+        SLO_COMPLIANCE.labels(namespace, name).set(slo.compliance)
+    if slo is not None and slo.error_budget_remaining is not None:
+        SLO_ERROR_BUDGET.labels(namespace, name).set(slo.error_budget_remaining)

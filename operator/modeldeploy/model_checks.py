@@ -245,7 +245,7 @@ def model_task(samples: list[mq.Sample]) -> str | None:
     return tasks.pop() if len(tasks) == 1 else None
 
 
-def _metrics(bounds: api.QualityBounds) -> list[tuple[str, float | None, float | None]]:
+def bounded_metrics(bounds: api.QualityBounds) -> list[tuple[str, float | None, float | None]]:
     """(metric, min, max) of each quality metric the bounds name."""
     named: list[tuple[str, float | None, float | None]] = []
     if bounds.min_accuracy is not None:
@@ -328,7 +328,7 @@ def judge_quality(
         return ModelChecks((_result(QUALITY_CHECK, query, Verdict.ERROR, problem),))
     checks: list[api.CheckResult] = []
     awaiting: set[str] = set()
-    for metric, low, high in _metrics(spec):
+    for metric, low, high in bounded_metrics(spec):
         try:
             judged = measure(metric, rows, scores, errors, track)
             stable = (

@@ -21,6 +21,11 @@ class NotificationKind(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     ANALYSIS_FAILED = "AnalysisFailed"
+    MODEL_DRIFT = "ModelDrift"
+    MODEL_QUALITY_DEGRADED = "ModelQualityDegraded"
+    MODEL_DRIFT_RECOVERED = "ModelDriftRecovered"
+    SLO_BUDGET_SPENT = "SLOBudgetSpent"
+    SLO_RECOVERED = "SLOBudgetRecovered"
 
 
 @dataclass(frozen=True)
@@ -39,12 +44,30 @@ _HEADLINES = {
     NotificationKind.ANALYSIS_FAILED: (
         "analysis failed for model version {version} (revision {revision})"
     ),
+    NotificationKind.MODEL_DRIFT: "live traffic moved away from the profile of version {version}",
+    NotificationKind.MODEL_QUALITY_DEGRADED: "model version {version} got less accurate",
+    NotificationKind.MODEL_DRIFT_RECOVERED: "model version {version} is back within its bounds",
+    NotificationKind.SLO_BUDGET_SPENT: "model version {version} spent its SLO error budget",
+    NotificationKind.SLO_RECOVERED: "model version {version} is within its SLO error budget",
+}
+# Monitoring's crossings: how urgent they are (docs/analysis.md).
+_SEVERITY = {
+    NotificationKind.MODEL_DRIFT: "warning",
+    NotificationKind.MODEL_QUALITY_DEGRADED: "critical",
+    NotificationKind.SLO_BUDGET_SPENT: "critical",
+    NotificationKind.MODEL_DRIFT_RECOVERED: "resolved",
+    NotificationKind.SLO_RECOVERED: "resolved",
 }
 # Slack attachment colours: green, red, amber.
 _COLOURS = {
     NotificationKind.PROMOTED: "good",
     NotificationKind.ROLLED_BACK: "danger",
     NotificationKind.ANALYSIS_FAILED: "warning",
+    NotificationKind.MODEL_DRIFT: "warning",
+    NotificationKind.MODEL_QUALITY_DEGRADED: "danger",
+    NotificationKind.MODEL_DRIFT_RECOVERED: "good",
+    NotificationKind.SLO_BUDGET_SPENT: "danger",
+    NotificationKind.SLO_RECOVERED: "good",
 }
 
 
@@ -65,6 +88,11 @@ def payload(event: Notification) -> dict[str, Any]:
                     {"title": "Outcome", "value": str(event.kind)},
                     {"title": "Version", "value": event.version, "short": True},
                     {"title": "Revision", "value": event.revision, "short": True},
+                    *(
+                        [{"title": "Severity", "value": _SEVERITY[event.kind], "short": True}]
+                        if event.kind in _SEVERITY
+                        else []
+                    ),
                 ],
             }
         ],

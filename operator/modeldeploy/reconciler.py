@@ -19,7 +19,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modeldeploy import analysis, legacy, metrics, notify, podstatus, resources, validation
+from modeldeploy import (
+    analysis,
+    legacy,
+    metrics,
+    monitoring,
+    notify,
+    podstatus,
+    resources,
+    validation,
+)
 from modeldeploy.api import (
     API_VERSION,
     KIND,
@@ -270,6 +279,11 @@ class Reconciler:
             verdict = await self._analyse(md, analysis_track(observation))
             observation = dataclasses.replace(observation, analysis=verdict)
         decision = decide(observation)
+        if monitoring.monitoring_due(md.spec, decision.status, now):
+            await self._monitor(md, decision, now)
+        wait = monitoring.seconds_until_due(md.spec, decision.status, now)
+        if wait is not None and (decision.requeue_after is None or wait < decision.requeue_after):
+            decision.requeue_after = wait
 
         children = self._children(md, uid, decision)
         try:
@@ -366,6 +380,39 @@ class Reconciler:
         except Exception as error:
             log.exception("analysis of %s/%s failed", md.metadata.namespace, md.metadata.name)
             return _backend_error(f"the analysis failed: {type(error).__name__}", now)
+
+    async def _monitor(self, md: ModelDeployment, decision: Decision, now: datetime) -> None:
+        """One monitoring pass of the stable; its results join the decision's status,
+        events and notifications."""
+        stable = decision.status.stable
+        assert stable is not None
+        assert md.spec.monitoring is not None
+        context = QueryContext(
+            namespace=md.metadata.namespace,
+            name=md.metadata.name,
+            track="stable",
+            interval=md.spec.monitoring.interval,
+            model=md.spec.model.name,
+            version=stable.version,
+        )
+        try:
+            client = await self._prometheus(md)
+        except (SecretsOff, KubeError) as error:
+            answers = monitoring.unanswered(str(error))
+        else:
+            if client is None:
+                answers = monitoring.unanswered(
+                    "no Prometheus configured: set spec.analysis.prometheus.url or start the "
+                    "operator with --default-prometheus-url"
+                )
+            else:
+                async with client:
+                    answers = await monitoring.ask(client, md.spec, context)
+        outcome = monitoring.assess(md.spec, decision.status, answers, now)
+        decision.status.drift = outcome.drift
+        decision.status.slo = outcome.slo
+        decision.events += outcome.events
+        decision.notifications += outcome.notifications
 
     async def _prometheus(self, md: ModelDeployment) -> analysis.PrometheusClient | None:
         spec = md.spec.analysis.prometheus
@@ -732,6 +779,8 @@ class Reconciler:
         metrics.CANARY_ACTUAL_WEIGHT.labels(namespace, name).set(
             (canary.actual_weight or 0) if canary else 0
         )
+        if md.spec.monitoring is not None:
+            metrics.export_monitoring(namespace, name, decision.status.drift, decision.status.slo)
         fresh = decision.status.last_analysis
         if fresh is not None and fresh != md.status.last_analysis:
             metrics.ANALYSES.labels(namespace, name, fresh.verdict).inc()

@@ -2,13 +2,17 @@
 // tests/node): the client that sends load through a model's Service, and the file server
 // the model servers download from.
 //
-//	loadgen run -url URL -body JSON [-rate 20] [-duration 2m] [-timeout 5s]
-//	            [-listen :8080] [-linger 15m]
+//	loadgen run -url URL (-body JSON | -rows FILE) [-feedback-url URL] [-rate 20]
+//	            [-duration 2m] [-timeout 5s] [-listen :8080] [-linger 15m]
 //	    POST the body to URL at a fixed rate for at most -duration, each request on a new
-//	    connection (kube-proxy balances connections, not requests). GET /results on -listen
-//	    serves every request's outcome as JSON; POST /stop ends the sending early. When the
-//	    sending ends, one summary line is printed; the results stay served for -linger, then
-//	    the program exits.
+//	    connection (kube-proxy balances connections, not requests). With -rows, a file of
+//	    JSON lines {"body": {...}, "label": ...}, the bodies are sent in turn; with
+//	    -feedback-url too, the label of every answered row goes back with the answer's
+//	    prediction token ({"token": ..., "labels": [label]}), as a client that learns the
+//	    truth later would. GET /results on -listen serves every request's outcome as JSON
+//	    (and feedback answers by status); POST /stop ends the sending early. When the
+//	    sending ends, one summary line is printed; the results stay served for -linger,
+//	    then the program exits.
 //	loadgen serve-files -dir DIR [-listen :8000]
 //	    serve the files of DIR over HTTP, and /healthz
 //	loadgen receive PATH
@@ -95,7 +99,47 @@ type results struct {
 	Stopped  float64        `json:"stopped,omitempty"`
 	Sending  bool           `json:"sending"`
 	Counts   map[string]int `json:"counts"`
+	Feedback map[string]int `json:"feedback"` // feedback answers by HTTP status or error
 	Requests []record       `json:"requests,omitempty"`
+}
+
+// row is one request body and, when the client knows it, the true label of its one row.
+type row struct {
+	Body  json.RawMessage `json:"body"`
+	Label json.RawMessage `json:"label,omitempty"`
+}
+
+// workload says what to send: the bodies in turn, and where labels go back.
+type workload struct {
+	rows        []row
+	next        atomic.Uint64
+	feedbackURL string
+}
+
+func (w *workload) pick() row {
+	return w.rows[(w.next.Add(1)-1)%uint64(len(w.rows))]
+}
+
+func readRows(path string) ([]row, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rows []row
+	for i, line := range strings.Split(string(data), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var r row
+		if err := json.Unmarshal([]byte(line), &r); err != nil || len(r.Body) == 0 {
+			return nil, fmt.Errorf("%s line %d: want {\"body\": {...}, \"label\": ...}: %v", path, i+1, err)
+		}
+		rows = append(rows, r)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s holds no rows", path)
+	}
+	return rows, nil
 }
 
 type recorder struct {
@@ -123,6 +167,10 @@ func (r *recorder) snapshot(withRequests bool) results {
 	for k, v := range r.res.Counts {
 		out.Counts[k] = v
 	}
+	out.Feedback = make(map[string]int, len(r.res.Feedback))
+	for k, v := range r.res.Feedback {
+		out.Feedback[k] = v
+	}
 	if withRequests {
 		out.Requests = append([]record(nil), r.res.Requests...)
 	} else {
@@ -135,6 +183,8 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	target := fs.String("url", "", "URL to POST to")
 	body := fs.String("body", "", "request body (JSON)")
+	rowsFile := fs.String("rows", "", "file of JSON lines {body, label}: bodies sent in turn")
+	feedbackURL := fs.String("feedback-url", "", "POST each answered row's label here with its token")
 	rate := fs.Float64("rate", 20, "requests per second")
 	duration := fs.Duration("duration", 2*time.Minute, "stop sending after this long")
 	timeout := fs.Duration("timeout", 5*time.Second, "limit of one request, connect included")
@@ -143,6 +193,14 @@ func run(ctx context.Context, args []string) error {
 	_ = fs.Parse(args)
 	if *target == "" || *rate <= 0 {
 		return errors.New("run needs -url and a positive -rate")
+	}
+	work := &workload{rows: []row{{Body: json.RawMessage(*body)}}, feedbackURL: *feedbackURL}
+	if *rowsFile != "" {
+		rows, err := readRows(*rowsFile)
+		if err != nil {
+			return err
+		}
+		work.rows = rows
 	}
 	parsed, err := url.Parse(*target)
 	if err != nil || parsed.Host == "" {
@@ -153,7 +211,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	rec := &recorder{res: results{
-		URL: *target, Address: address, Rate: *rate, Counts: map[string]int{}, Sending: true,
+		URL: *target, Address: address, Rate: *rate, Counts: map[string]int{},
+		Feedback: map[string]int{}, Sending: true,
 	}}
 	stopSending := make(chan struct{})
 	var stopOnce sync.Once
@@ -182,7 +241,7 @@ func run(ctx context.Context, args []string) error {
 	rec.mu.Lock()
 	rec.res.Started = unixSeconds(time.Now())
 	rec.mu.Unlock()
-	send(ctx, client, rec, *target, []byte(*body), *rate, *duration, stopSending)
+	send(ctx, client, rec, *target, work, *rate, *duration, stopSending)
 
 	rec.mu.Lock()
 	rec.res.Sending = false
@@ -238,7 +297,7 @@ func newClient(address string, timeout time.Duration) *http.Client {
 	}
 }
 
-func send(ctx context.Context, client *http.Client, rec *recorder, target string, body []byte,
+func send(ctx context.Context, client *http.Client, rec *recorder, target string, work *workload,
 	rate float64, duration time.Duration, stop <-chan struct{}) {
 	ticker := time.NewTicker(time.Duration(float64(time.Second) / rate))
 	defer ticker.Stop()
@@ -268,7 +327,12 @@ func send(ctx context.Context, client *http.Client, rec *recorder, target string
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rec.add(one(client, target, body))
+			r := work.pick()
+			outcome, token := one(client, target, r.Body)
+			rec.add(outcome)
+			if token != "" && len(r.Label) > 0 && work.feedbackURL != "" {
+				rec.addFeedback(feedback(client, work.feedbackURL, token, r.Label))
+			}
 			rec.mu.Lock()
 			rec.inFlight--
 			rec.mu.Unlock()
@@ -276,7 +340,8 @@ func send(ctx context.Context, client *http.Client, rec *recorder, target string
 	}
 }
 
-func one(client *http.Client, target string, body []byte) record {
+// one sends one request; its outcome, and the prediction token of a 200 answer if any.
+func one(client *http.Client, target string, body []byte) (record, string) {
 	started := time.Now()
 	rec := record{At: unixSeconds(started)}
 	var connected atomic.Bool
@@ -286,9 +351,10 @@ func one(client *http.Client, target string, body []byte) record {
 		strings.NewReader(string(body)))
 	if err != nil {
 		rec.Error, rec.Detail = errRequest, err.Error()
-		return rec
+		return rec, ""
 	}
 	req.Header.Set("Content-Type", "application/json")
+	token := ""
 	resp, err := client.Do(req)
 	if err == nil {
 		var answer []byte
@@ -298,9 +364,13 @@ func one(client *http.Client, target string, body []byte) record {
 		if err == nil && resp.StatusCode == http.StatusOK {
 			var v2 struct {
 				ModelVersion string `json:"model_version"`
+				Parameters   struct {
+					Token string `json:"prediction_token"`
+				} `json:"parameters"`
 			}
 			if json.Unmarshal(answer, &v2) == nil {
 				rec.Version = v2.ModelVersion
+				token = v2.Parameters.Token
 			}
 		}
 	}
@@ -311,7 +381,29 @@ func one(client *http.Client, target string, body []byte) record {
 			rec.Error = errConnect
 		}
 	}
-	return rec
+	return rec, token
+}
+
+// feedback posts one row's true label with the token of the answer that predicted it;
+// the HTTP status, or the kind of error.
+func feedback(client *http.Client, target, token string, label json.RawMessage) string {
+	body, err := json.Marshal(map[string]any{"token": token, "labels": []json.RawMessage{label}})
+	if err != nil {
+		return errRequest
+	}
+	resp, err := client.Post(target, "application/json", strings.NewReader(string(body)))
+	if err != nil {
+		return errRequest
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	resp.Body.Close()
+	return fmt.Sprint(resp.StatusCode)
+}
+
+func (r *recorder) addFeedback(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.res.Feedback[key]++
 }
 
 func unixSeconds(t time.Time) float64 { return float64(t.UnixMicro()) / 1e6 }

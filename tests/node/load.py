@@ -9,6 +9,7 @@ server's proxy. It stops sending by itself after ``duration`` and exits ``linger
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +76,23 @@ class LoadPod:
         )
 
 
+ROWS_MOUNT = "/rows"
+
+
+def rows_config_map(name: str, rows: Sequence[tuple[Any, Any]]) -> dict[str, Any]:
+    """The bodies (and labels, None for none) a load pod sends in turn, one JSON line each."""
+    lines = [
+        json.dumps({"body": body, **({} if label is None else {"label": label})})
+        for body, label in rows
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {"rows.jsonl": "\n".join(lines) + "\n"},
+    }
+
+
 def start(
     tier: TierCluster,
     namespace: str,
@@ -82,10 +100,25 @@ def start(
     rate: float = 20,
     duration: float = 600,
     name: str = "load",
+    rows: Sequence[tuple[Any, Any]] | None = None,
+    feedback: bool = False,
 ) -> LoadPod:
-    """Load on the Service `service` (a ModelDeployment's name) of `namespace`."""
-    url = f"http://{service}.{namespace}.svc.cluster.local/v2/models/{MODEL_NAME}/infer"
+    """Load on the Service `service` (a ModelDeployment's name) of `namespace`: the sample
+    row, or `rows` (bodies and labels) in turn; with `feedback` each answered row's label
+    goes back with its prediction token."""
+    base = f"http://{service}.{namespace}.svc.cluster.local/v2/models/{MODEL_NAME}"
+    url = f"{base}/infer"
     linger = 900
+    what = ["-body", single_row_request().decode()]
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if rows is not None:
+        tier.apply(rows_config_map(f"{name}-rows", rows), namespace=namespace)
+        what = ["-rows", f"{ROWS_MOUNT}/rows.jsonl"]
+        volumes = [{"name": "rows", "configMap": {"name": f"{name}-rows"}}]
+        mounts = [{"name": "rows", "mountPath": ROWS_MOUNT, "readOnly": True}]
+    if feedback:
+        what += ["-feedback-url", f"{base}/feedback"]
     container = {
         "name": "loadgen",
         "image": tier.images.loadgen,
@@ -94,8 +127,7 @@ def start(
             "run",
             "-url",
             url,
-            "-body",
-            single_row_request().decode(),
+            *what,
             "-rate",
             f"{rate:g}",
             "-duration",
@@ -104,6 +136,7 @@ def start(
             f"{linger}s",
         ],
         "ports": [{"name": "http", "containerPort": PORT}],
+        "volumeMounts": mounts,
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
         "securityContext": {**RESTRICTED, "runAsNonRoot": True},
     }
@@ -114,6 +147,7 @@ def start(
         "spec": placed(
             {
                 "containers": [container],
+                "volumes": volumes,
                 "restartPolicy": "Never",
                 # a bound on its life whatever happens to the test
                 "activeDeadlineSeconds": int(duration + linger + 60),

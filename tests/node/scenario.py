@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from tests.node.tier import NODE_SELECTOR, TOLERATIONS, TierCluster, pod_ready
 
 def manifest(
     name: str,
-    model: dict[str, str],
+    model: dict[str, Any],
     version: str,
     replicas: int,
     rollout: dict[str, Any],
@@ -73,15 +74,23 @@ class Scenario:
 
         wait_for(stable_ready, timeout, f"{self.name}'s stable pods to be ready", interval=1)
 
-    def start_load(self, rate: float = 20, duration: float = 600) -> LoadPod:
-        self.load = load_module.start(self.tier, self.namespace, self.name, rate, duration)
+    def start_load(
+        self,
+        rate: float = 20,
+        duration: float = 600,
+        rows: Sequence[tuple[Any, Any]] | None = None,
+        feedback: bool = False,
+    ) -> LoadPod:
+        self.load = load_module.start(
+            self.tier, self.namespace, self.name, rate, duration, rows=rows, feedback=feedback
+        )
         return self.load
 
     def status(self) -> dict[str, Any]:
         obj = self.tier.get("modeldeployment", self.name, self.namespace)
         return dict((obj or {}).get("status") or {})
 
-    def roll_out(self, version: str, model: dict[str, str]) -> float:
+    def roll_out(self, version: str, model: dict[str, Any]) -> float:
         """Change the model: the operator starts a canary. Returns when it was asked."""
         patch = {"spec": {"model": {"version": version, **model}}}
         at = time.time()
