@@ -26,6 +26,7 @@ its fragments and the rule set last wins (setting the same fragments again repla
     prom.set("my_metric", value=NO_SERIES)                    # empty vector
     prom.set("my_metric", value=math.nan)                     # NaN (also math.inf)
     prom.set("vector(1)", value=1.0, scalar=True)             # resultType scalar
+    prom.set_series("my_bins", series=[({"bin": "0"}, 5.0)])  # labelled series
     prom.set_error("1:5: parse error: unexpected ...")        # every query: 400 bad_data
     prom.set_error("oops", "my_metric", status=500, error_type="internal")
     prom.set_delay(5.0)                                       # answer queries 5s late
@@ -60,6 +61,8 @@ HEALTHY_P99 = 0.05
 @dataclass(frozen=True)
 class _Answer:
     values: tuple[float, ...] = NO_SERIES
+    labels: tuple[dict[str, str], ...] | None = None
+    """Each series' labels; None: `{"series": index}`."""
     scalar: bool = False
     error: str | None = None
     status: int = 200
@@ -84,6 +87,11 @@ class ScriptedPrometheus:
         """Answer queries containing every fragment with `value` (one series per number)."""
         values = (value,) if isinstance(value, int | float) else tuple(value)
         self._add_rule(fragments, _Answer(values=values, scalar=scalar))
+
+    def set_series(self, *fragments: str, series: Sequence[tuple[dict[str, str], float]]) -> None:
+        """Answer queries containing every fragment with labelled series (per-bin counts)."""
+        labels = tuple(dict(labelled) for labelled, _ in series)
+        self._add_rule(fragments, _Answer(values=tuple(v for _, v in series), labels=labels))
 
     def set_error(
         self, message: str, *fragments: str, status: int = 400, error_type: str = "bad_data"
@@ -192,7 +200,10 @@ def _data(answer: _Answer) -> dict[str, object]:
     if answer.scalar:
         return {"resultType": "scalar", "result": [now, _sample(answer.values[0])]}
     series = [
-        {"metric": {"series": str(i)}, "value": [now, _sample(value)]}
+        {
+            "metric": answer.labels[i] if answer.labels is not None else {"series": str(i)},
+            "value": [now, _sample(value)],
+        }
         for i, value in enumerate(answer.values)
     ]
     return {"resultType": "vector", "result": series}
