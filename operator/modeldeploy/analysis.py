@@ -463,12 +463,20 @@ def failure_summary(status: api.AnalysisStatus) -> str:
         verdicts = {c.verdict for c in status.checks}
         wanted = status.verdict if status.verdict in verdicts else Verdict.ERROR
         culprits = [c for c in status.checks if c.verdict == wanted]
-    return "; ".join(
-        f"{c.name} {describe(c.value, c.min, c.max)}"
-        if c.verdict == Verdict.FAIL and c.value is not None
-        else f"{c.name}: {c.message}"
-        for c in culprits
-    )
+    return "; ".join(_culprit(c) for c in culprits)
+
+
+def _culprit(check: api.CheckResult) -> str:
+    """A failed check by its value against the bound, plus what its message adds (the
+    drift checks name the output, bin or features behind the value)."""
+    if check.verdict != Verdict.FAIL or check.value is None:
+        return f"{check.name}: {check.message}"
+    against = describe(check.value, check.min, check.max)
+    if check.message and against not in check.message:
+        return f"{check.name} {against}: {check.message}"
+    if check.message and check.message != against:
+        return f"{check.name} {check.message}"
+    return f"{check.name} {against}"
 
 
 def _num(value: float) -> str:

@@ -91,7 +91,7 @@ def test_prediction_drift_rolls_the_canary_back_with_its_value_in_status_and_eve
     assert checks["prediction-drift"]["max"] == 0.2
     assert checks["error-rate"]["verdict"] == "Pass"
     failures = [e["message"] for e in objects.events("drifty") if e["reason"] == "AnalysisFailed"]
-    assert any("prediction-drift" in m and "output value" in m for m in failures), failures
+    assert any("prediction-drift psi" in m and "output value, bin" in m for m in failures), failures
     both = [q for q in prometheus.queries if mq.PREDICTION_VALUE_BUCKETS in q]
     assert any('model_version="2.0.0"' in q and 'model_version="1.0.0"' in q for q in both)
 

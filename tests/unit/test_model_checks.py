@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from modeldeploy import api, drift
 from modeldeploy import model_promql as mq
-from modeldeploy.analysis import PrometheusClient, QueryFailed, analyse
+from modeldeploy.analysis import PrometheusClient, QueryFailed, analyse, failure_summary
 from modeldeploy.model_checks import (
     FEATURE_DRIFT_CHECK,
     PREDICTION_DRIFT_CHECK,
@@ -337,3 +337,12 @@ def test_waiting_for_labels_holds_without_counting_until_the_deadline():
     assert late[0].status.canary.inconclusive_checks == 1
     assert late[1].outcome == "RolledBack"
     assert "AnalysisInconclusive" in late[1].status.history[0].reason
+
+
+def test_a_failed_drift_check_names_its_output_and_bin_in_the_failure_summary():
+    answer = buckets("canary", [10, 10, 30, 350, 0]) + buckets("stable", [200, 200, 200, 200, 0])
+    check = judge_prediction_drift(drift_spec(), "q", answer, [], "canary")
+    status = api.AnalysisStatus(at=START, verdict=Verdict.FAIL, checks=[check])
+    summary = failure_summary(status)
+    assert summary.startswith("prediction-drift psi ")
+    assert "> max 0.2; output value, bin 1: stable 25.0%, canary 87.5%" in summary
