@@ -36,7 +36,7 @@ class ModelChecks:
     """Checks that are NoData only because too few labels arrived yet."""
 
 
-def _result(
+def result_of(
     name: str,
     query: str,
     verdict: Verdict,
@@ -76,14 +76,14 @@ def judge_prediction_drift(
     bound = spec.prediction.bound()
     name = PREDICTION_DRIFT_CHECK
     if isinstance(buckets, QueryFailed) or isinstance(classes, QueryFailed):
-        return _result(name, query, Verdict.ERROR, _failure(buckets, classes), max=bound)
+        return result_of(name, query, Verdict.ERROR, _failure(buckets, classes), max=bound)
     try:
         judged = {mq.OUTPUT_VALUE: mq.per_bin(mq.by_label(buckets, mq.LE, track=track))}
         stable = {mq.OUTPUT_VALUE: mq.per_bin(mq.by_label(buckets, mq.LE, track="stable"))}
         judged_classes = mq.by_label(classes, mq.CLASS, track=track)
         stable_classes = mq.by_label(classes, mq.CLASS, track="stable")
     except ValueError as error:
-        return _result(name, query, Verdict.ERROR, str(error), max=bound)
+        return result_of(name, query, Verdict.ERROR, str(error), max=bound)
     if judged_classes and stable_classes:
         judged[mq.OUTPUT_CLASS] = judged_classes
         stable[mq.OUTPUT_CLASS] = stable_classes
@@ -96,17 +96,26 @@ def judge_prediction_drift_from_profile(
     """The stable's outputs (nothing else serves) against its profile's output shares."""
     assert spec.prediction is not None
     bound = spec.prediction.bound()
-    if isinstance(predicted, QueryFailed) or isinstance(profile, QueryFailed):
-        message = _failure(predicted, profile)
-        return _result(PREDICTION_DRIFT_CHECK, query, Verdict.ERROR, message, max=bound)
-    if not profile:
-        return _result(PREDICTION_DRIFT_CHECK, query, Verdict.ERROR, _NO_PROFILE_SERIES, max=bound)
-    try:
-        live = mq.grouped(predicted, mq.OUTPUT)
-        reference = mq.grouped(profile, mq.OUTPUT)
-    except ValueError as error:
-        return _result(PREDICTION_DRIFT_CHECK, query, Verdict.ERROR, str(error), max=bound)
+    sides = _with_profile(PREDICTION_DRIFT_CHECK, query, predicted, profile, mq.OUTPUT, bound)
+    if isinstance(sides, api.CheckResult):
+        return sides
+    live, reference = sides
     return _prediction_verdict(spec, query, reference, live, "profile", "stable")
+
+
+def _with_profile(
+    name: str, query: str, observed: Samples, profile: Samples, label: str, bound: float
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]] | api.CheckResult:
+    """The live and the profile's bins by `label` (feature, output), or the Error check
+    saying why they cannot be compared."""
+    if isinstance(observed, QueryFailed) or isinstance(profile, QueryFailed):
+        return result_of(name, query, Verdict.ERROR, _failure(observed, profile), max=bound)
+    if not profile:
+        return result_of(name, query, Verdict.ERROR, _NO_PROFILE_SERIES, max=bound)
+    try:
+        return mq.grouped(observed, label), mq.grouped(profile, label)
+    except ValueError as error:
+        return result_of(name, query, Verdict.ERROR, str(error), max=bound)
 
 
 def _prediction_verdict(
@@ -128,7 +137,7 @@ def _prediction_verdict(
         if rows < spec.min_rows and side != "profile"
     ]
     if few:
-        return _result(
+        return result_of(
             name,
             query,
             Verdict.NO_DATA,
@@ -139,9 +148,9 @@ def _prediction_verdict(
     try:
         result = drift.prediction_drift(reference, observed, spec.prediction.statistic, worst=1)
     except drift.UnorderedBins as error:
-        return _result(name, query, Verdict.ERROR, str(error), max=bound)
+        return result_of(name, query, Verdict.ERROR, str(error), max=bound)
     except drift.NotEnoughData as error:
-        return _result(name, query, Verdict.NO_DATA, str(error), max=bound)
+        return result_of(name, query, Verdict.NO_DATA, str(error), max=bound)
     worst = result.worst[0]
     statistic = str(spec.prediction.statistic)
     message = (
@@ -149,7 +158,7 @@ def _prediction_verdict(
         f"{worst.worst_bin}: {reference_name} {_share(worst.reference_share)}, "
         f"{observed_name} {_share(worst.observed_share)}"
     )
-    return _result(
+    return result_of(
         name, query, judge(result.value, None, bound), message, max=bound, value=result.value
     )
 
@@ -175,18 +184,13 @@ def judge_feature_drift(
     assert spec.features is not None
     bound = spec.features.max_psi
     name = FEATURE_DRIFT_CHECK
-    if isinstance(observed, QueryFailed) or isinstance(profile, QueryFailed):
-        return _result(name, query, Verdict.ERROR, _failure(observed, profile), max=bound)
-    if not profile:
-        return _result(name, query, Verdict.ERROR, _NO_PROFILE_SERIES, max=bound)
-    try:
-        live = mq.grouped(observed, mq.FEATURE)
-        reference = mq.grouped(profile, mq.FEATURE)
-    except ValueError as error:
-        return _result(name, query, Verdict.ERROR, str(error), max=bound)
+    sides = _with_profile(name, query, observed, profile, mq.FEATURE, bound)
+    if isinstance(sides, api.CheckResult):
+        return sides
+    live, reference = sides
     rows = max((math.fsum(bins.values()) for bins in live.values()), default=0.0)
     if rows < spec.min_rows:
-        return _result(
+        return result_of(
             name,
             query,
             Verdict.NO_DATA,
@@ -197,14 +201,14 @@ def judge_feature_drift(
     try:
         result = drift.feature_drift(reference, live, worst=spec.features.worst_features)
     except drift.NotEnoughData as error:
-        return _result(name, query, Verdict.NO_DATA, str(error), max=bound)
+        return result_of(name, query, Verdict.NO_DATA, str(error), max=bound)
     worst = ", ".join(
         f"{c.name} {_num(c.value)} (bin {c.worst_bin}: profile {_share(c.reference_share)}, "
         f"live {_share(c.observed_share)})"
         for c in result.worst
     )
     message = f"psi {describe(result.value, None, bound)}; worst features: {worst}"
-    return _result(
+    return result_of(
         name, query, judge(result.value, None, bound), message, max=bound, value=result.value
     )
 
@@ -309,12 +313,12 @@ def judge_quality(
         or isinstance(errors, QueryFailed)
     ):
         message = _failure(task_answer, rows, scores, errors)
-        return ModelChecks((_result(QUALITY_CHECK, query, Verdict.ERROR, message),))
+        return ModelChecks((result_of(QUALITY_CHECK, query, Verdict.ERROR, message),))
     task = model_task(task_answer)
     if task is None:
         return ModelChecks(
             (
-                _result(
+                result_of(
                     QUALITY_CHECK,
                     query,
                     Verdict.ERROR,
@@ -325,7 +329,7 @@ def judge_quality(
         )
     problem = spec.task_problem(task)
     if problem is not None:
-        return ModelChecks((_result(QUALITY_CHECK, query, Verdict.ERROR, problem),))
+        return ModelChecks((result_of(QUALITY_CHECK, query, Verdict.ERROR, problem),))
     checks: list[api.CheckResult] = []
     awaiting: set[str] = set()
     for metric, low, high in bounded_metrics(spec):
@@ -335,7 +339,7 @@ def judge_quality(
                 measure(metric, rows, scores, errors, "stable") if compare_with_stable else None
             )
         except ValueError as error:
-            checks.append(_result(metric, query, Verdict.ERROR, str(error), min=low, max=high))
+            checks.append(result_of(metric, query, Verdict.ERROR, str(error), min=low, max=high))
             continue
         check = _quality_check(metric, query, judged, low, high, spec.min_feedback, track)
         checks.append(check)
@@ -367,12 +371,12 @@ def _quality_check(
 ) -> api.CheckResult:
     if judged.labelled < min_feedback:
         message = _waiting(judged.labelled, min_feedback, track)
-        return _result(metric, query, Verdict.NO_DATA, message, min=low, max=high)
+        return result_of(metric, query, Verdict.NO_DATA, message, min=low, max=high)
     if judged.value is None:
         message = f"{metric} is undefined on these labels (one class only)"
-        return _result(metric, query, Verdict.NO_DATA, message, min=low, max=high)
+        return result_of(metric, query, Verdict.NO_DATA, message, min=low, max=high)
     message = f"{describe(judged.value, low, high)} on {judged.labelled:.0f} labelled {track} rows"
-    return _result(
+    return result_of(
         metric,
         query,
         judge(judged.value, low, high),
@@ -395,16 +399,16 @@ def _drop_check(
     for side, measured in (("canary", judged), ("stable", stable)):
         if measured.labelled < spec.min_feedback:
             message = _waiting(measured.labelled, spec.min_feedback, side)
-            return _result(name, query, Verdict.NO_DATA, message, max=bound)
+            return result_of(name, query, Verdict.NO_DATA, message, max=bound)
     if judged.value is None or stable.value is None:
         message = f"{metric} is undefined on these labels (one class only)"
-        return _result(name, query, Verdict.NO_DATA, message, max=bound)
+        return result_of(name, query, Verdict.NO_DATA, message, max=bound)
     # a drop is how much worse the canary is: lower accuracy or AUC, higher MAE
     worse = stable.value - judged.value if metric != "mae" else judged.value - stable.value
     message = (
         f"{describe(worse, None, bound)}: canary {_num(judged.value)}, stable {_num(stable.value)}"
     )
-    return _result(name, query, judge(worse, None, bound), message, max=bound, value=worse)
+    return result_of(name, query, judge(worse, None, bound), message, max=bound, value=worse)
 
 
 # --- asking Prometheus ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from modeldeploy.model_checks import (
     judge_prediction_drift_from_profile,
     measure,
     model_task,
+    result_of,
 )
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout.model import EventRecord, Notification, Reason
@@ -250,7 +251,7 @@ def _quality(
         or isinstance(q.errors, QueryFailed)
     ):
         failed = next(a for a in (q.task, q.rows, q.scores, q.errors) if isinstance(a, QueryFailed))
-        return [_check("quality", Verdict.ERROR, failed.message)], None
+        return [result_of("quality", "", Verdict.ERROR, failed.message)], None
     task = model_task(q.task)
     problem = (
         "the model's task is unknown: no single modelserver_model_info series of the stable"
@@ -258,7 +259,7 @@ def _quality(
         else bounds.task_problem(task)
     )
     if problem is not None:
-        return [_check("quality", Verdict.ERROR, problem)], None
+        return [result_of("quality", "", Verdict.ERROR, problem)], None
     reference = (
         mq.by_label(answers.reference_quality, mq.METRIC)
         if not isinstance(answers.reference_quality, QueryFailed)
@@ -279,11 +280,19 @@ def _quality(
                 f"{measured.labelled:.0f} labelled rows in the window, fewer than "
                 f"minFeedback {bounds.min_feedback}"
             )
-            checks.append(_check(metric, Verdict.NO_DATA, message, low, high))
+            checks.append(result_of(metric, "", Verdict.NO_DATA, message, min=low, max=high))
             continue
         message = f"{describe(measured.value, low, high)} on {measured.labelled:.0f} labelled rows"
         checks.append(
-            _check(metric, judge(measured.value, low, high), message, low, high, measured.value)
+            result_of(
+                metric,
+                "",
+                judge(measured.value, low, high),
+                message,
+                min=low,
+                max=high,
+                value=measured.value,
+            )
         )
         if bounds.max_drop_vs_reference is not None:
             checks.append(_reference_check(metric, measured.value, reference.get(metric), bounds))
@@ -300,23 +309,10 @@ def _reference_check(
             f"the profile holds no reference {metric} (modelserver_profile_quality): build "
             "the profile with labels"
         )
-        return _check(name, Verdict.ERROR, message, high=bound)
+        return result_of(name, "", Verdict.ERROR, message, max=bound)
     worse = reference - live if metric != "mae" else live - reference
     message = f"{describe(worse, None, bound)}: live {live:.4g}, reference {reference:.4g}"
-    return _check(name, judge(worse, None, bound), message, high=bound, value=worse)
-
-
-def _check(
-    name: str,
-    verdict: Verdict,
-    message: str,
-    low: float | None = None,
-    high: float | None = None,
-    value: float | None = None,
-) -> api.CheckResult:
-    return api.CheckResult(
-        name=name, verdict=verdict, message=message, min=low, max=high, value=value
-    )
+    return result_of(name, "", judge(worse, None, bound), message, max=bound, value=worse)
 
 
 def _summary(checks: list[api.CheckResult], verdict: Verdict) -> str:
