@@ -73,6 +73,59 @@ local function paused_by(obj, status)
   return nil
 end
 
+-- While the step waits for quality labels (status.lastAnalysis.awaitingFeedback): since
+-- when, and until when it is not counted as inconclusive. Without a string library the
+-- script cannot add feedbackDeadline to the time, so it names both.
+local function feedback_wait(obj, status, canary)
+  local analysis = status.lastAnalysis
+  if analysis == nil or analysis.awaitingFeedback ~= true or analysis.revision ~= canary.revision then
+    return nil
+  end
+  local words = "waiting for quality labels"
+  if canary.awaitingFeedbackSince ~= nil then
+    local quality = obj.spec and obj.spec.analysis and obj.spec.analysis.quality
+    words = words .. " since " .. tostring(canary.awaitingFeedbackSince)
+      .. ", not counted as inconclusive until " .. text(quality and quality.feedbackDeadline, "1h")
+      .. " later (feedbackDeadline)"
+  end
+  -- past the deadline the waits count: the tally says so
+  if tonumber(canary.inconclusiveChecks or 0) > 0 then
+    local limit = obj.spec and obj.spec.rollout and obj.spec.rollout.inconclusiveLimit
+    words = words .. "; inconclusive " .. tostring(canary.inconclusiveChecks)
+    if limit ~= nil then
+      words = words .. "/" .. tostring(limit)
+    end
+  end
+  return words
+end
+
+-- What spec.monitoring found crossed on the stable (status.drift and status.slo with
+-- breachedSince), nil when nothing is. Said, not judged: nothing is being rolled out.
+local function monitoring_crossings(status)
+  local found = {}
+  local drift = status.drift
+  if drift ~= nil and drift.breachedSince ~= nil then
+    if drift.verdict == "Fail" then
+      table.insert(found, text(drift.message, "a bound crossed") .. " (crossed since "
+        .. tostring(drift.breachedSince) .. ")")
+    else
+      -- a later pass could not judge (too few rows or labels, a failed query): the
+      -- crossing stands until a pass clears it
+      table.insert(found, "a bound crossed since " .. tostring(drift.breachedSince)
+        .. ", last pass " .. text(drift.verdict, "?") .. ": " .. text(drift.message, "no message"))
+    end
+  end
+  local slo = status.slo
+  if slo ~= nil and slo.breachedSince ~= nil then
+    table.insert(found, "error budget spent since " .. tostring(slo.breachedSince) .. ": "
+      .. text(slo.message, "no message"))
+  end
+  if #found == 0 then
+    return nil
+  end
+  return "monitoring: " .. table.concat(found, "; ")
+end
+
 local function health(obj)
   local status = obj.status
   if status == nil or status.phase == nil then
@@ -87,6 +140,10 @@ local function health(obj)
   local phase = status.phase
   local message = text(status.message, phase)
   if phase == "Available" then
+    local crossings = monitoring_crossings(status)
+    if crossings ~= nil then
+      message = message .. "; " .. crossings
+    end
     local ready = condition(status, "Ready")
     if ready ~= nil and ready.status == "True" then
       return "Healthy", message
@@ -103,6 +160,10 @@ local function health(obj)
     local by = paused_by(obj, status)
     if by ~= nil then
       return "Suspended", "paused by " .. by .. ": " .. where
+    end
+    local waiting = feedback_wait(obj, status, status.canary)
+    if waiting ~= nil then
+      return "Progressing", where .. "; " .. waiting
     end
     return "Progressing", where
   elseif phase == "Promoting" then
