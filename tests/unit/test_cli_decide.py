@@ -229,6 +229,25 @@ def test_progress_line_names_phase_step_and_both_weights():
     )
 
 
+def test_progress_line_says_the_step_waits_for_quality_labels_and_until_when():
+    obj = walking(step=0, weight=20)
+    obj["spec"]["analysis"] = {"quality": {"minAccuracy": 0.9, "feedbackDeadline": "30m"}}
+    obj["status"]["canary"]["awaitingFeedbackSince"] = "2026-03-01T11:59:00Z"
+    obj["status"]["lastAnalysis"] = {
+        "at": "2026-03-01T11:59:00Z",
+        "revision": "b2c3d4e5f6",
+        "verdict": "NoData",
+        "awaitingFeedback": True,
+    }
+    assert progress_line(Rollout.of(obj)) == (
+        "fraud: Progressing, canary 2.0.0 step 1/3, weight 20% (achieved 25%), waiting for "
+        "quality labels (not counted as inconclusive until 2026-03-01 12:29:00 UTC): "
+        "canary 2.0.0 at step 1 (20%)"
+    )
+    # the status verb's verdict is the conditions', waiting or not
+    assert rollout_result(Rollout.of(obj)) is None
+
+
 def test_progress_line_says_when_the_operator_has_not_caught_up():
     assert "act on generation 3 (status is of generation 2)" in progress_line(
         Rollout.of(md(generation=3, observed=2))

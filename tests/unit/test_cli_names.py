@@ -7,8 +7,8 @@ import ast
 import sys
 from pathlib import Path
 
-from modeldeploy import api, resources, rollout
-from modeldeploy.cli import names
+from modeldeploy import api, model_checks, monitoring, resources, rollout
+from modeldeploy.cli import names, state
 
 CLI = Path(names.__file__).parent
 PACKAGE = CLI.parent
@@ -36,6 +36,13 @@ def test_request_annotations_are_the_operators():
     assert names.RETRY_ANNOTATION == rollout.RETRY_ANNOTATION
     assert names.PAUSE_ANNOTATION == rollout.PAUSE_ANNOTATION
     assert names.RESUME_ANNOTATION == rollout.RESUME_ANNOTATION
+
+
+def test_model_check_names_and_the_feedback_default_are_the_operators():
+    assert names.FEATURE_DRIFT_CHECK == model_checks.FEATURE_DRIFT_CHECK
+    assert names.REFERENCE_SUFFIX == monitoring.REFERENCE_SUFFIX
+    deadline = api.QualitySpec.model_fields["feedback_deadline"].default
+    assert deadline == state.DEFAULT_FEEDBACK_DEADLINE
 
 
 def imported_modules(path: Path) -> set[str]:

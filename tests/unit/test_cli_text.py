@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from modeldeploy.cli.text import bounds, human_age, number, parse_duration, parse_time
+from modeldeploy.cli.text import bounds, human_age, number, parse_duration, parse_time, when
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,12 @@ def test_timestamps_as_the_api_server_writes_them():
     assert parse_time("2026-03-01T12:00:00.586014Z") is not None
     assert parse_time(None) is None
     assert parse_time("yesterday") is None
+
+
+def test_a_moment_is_shown_in_utc_with_how_far_it_lies_from_now():
+    now = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    assert when(now + timedelta(minutes=28), now) == "2026-03-01 12:28:00 UTC (in 28m)"
+    assert when(now - timedelta(seconds=150), now) == "2026-03-01 11:57:30 UTC (2m30s ago)"
+    # a time written with another offset is the same moment
+    east = datetime(2026, 3, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert when(east, now) == "2026-03-01 12:00:00 UTC (0s ago)"

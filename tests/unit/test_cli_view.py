@@ -8,6 +8,7 @@ from rich.console import Console
 
 from modeldeploy.cli.render import plain_lines, view_renderable
 from modeldeploy.cli.view import (
+    Field,
     Node,
     Row,
     Snapshot,
@@ -280,3 +281,230 @@ def test_list_rows_show_versions_step_and_weights():
         ("ml", "churn", "Available", "1.0.0", "", "", "", "", "60m"),
         ("ml", "fraud", "Progressing", "1.0.0", "2.0.0", "2/3", "50%", "?", "60m"),
     ]
+
+
+def waiting_for_labels(since: str | None, quality: dict | None = None) -> dict:
+    """A canary whose last analysis holds only for quality labels."""
+    obj = md(
+        canary=canary_status(),
+        analysis=analysis(
+            check("error-rate", 0.002, max=0.01),
+            check(
+                "accuracy",
+                None,
+                "NoData",
+                min=0.9,
+                message="12 labelled canary rows in the window, fewer than minFeedback 100: "
+                "waiting for feedback",
+            ),
+            verdict="NoData",
+        ),
+    )
+    obj["spec"]["analysis"] = {"quality": quality or {"minAccuracy": 0.9}}
+    obj["status"]["lastAnalysis"]["awaitingFeedback"] = True
+    if since is not None:
+        obj["status"]["canary"]["awaitingFeedbackSince"] = since
+    return obj
+
+
+def summary_of(obj: dict) -> dict[str, Field]:
+    return {item.label: item for item in build_view(Snapshot(md=obj), NOW).summary}
+
+
+def test_a_step_waiting_for_labels_says_since_when_and_until_when_it_is_not_counted():
+    obj = waiting_for_labels(
+        "2026-03-01T11:45:00Z", {"minAccuracy": 0.9, "feedbackDeadline": "30m"}
+    )
+    feedback = summary_of(obj)["Feedback"]
+    assert feedback.value == (
+        "waiting for quality labels since 2026-03-01 11:45:00 UTC (15m ago); not counted as "
+        "inconclusive until 2026-03-01 12:15:00 UTC (in 15m)"
+    )
+    assert feedback.tone == Tone.BUSY
+    found = rows(build_view(Snapshot(md=obj), NOW).tree)
+    assert found["analysis"].info == "step 1, 120 canary requests, waiting for quality labels"
+
+
+def test_past_the_feedback_deadline_the_waits_count():
+    # feedbackDeadline left out: the CRD's default, 1h
+    obj = waiting_for_labels("2026-03-01T10:30:00Z")
+    assert summary_of(obj)["Feedback"].value == (
+        "waiting for quality labels since 2026-03-01 10:30:00 UTC (90m ago); feedbackDeadline "
+        "passed 2026-03-01 11:30:00 UTC (30m ago): each analysis still waiting counts as "
+        "inconclusive"
+    )
+
+
+def test_a_paused_canary_waiting_for_labels_has_no_clock_running():
+    # the operator does not judge a paused canary's analyses, so it starts no wait
+    assert summary_of(waiting_for_labels(None))["Feedback"].value == "waiting for quality labels"
+
+
+def test_a_wait_of_an_earlier_canary_is_not_this_ones():
+    obj = waiting_for_labels("2026-03-01T11:45:00Z")
+    obj["status"]["lastAnalysis"]["revision"] = "0ld0ld0ld0"
+    assert "Feedback" not in summary_of(obj)
+
+
+FEATURE_MESSAGE = (
+    "psi 0.41 > max 0.2; worst features: amount 0.41 (bin 9: profile 10.0%, live 38.0%), "
+    "merchant_age 0.12 (bin 0: profile 10.0%, live 17.5%)"
+)
+
+
+def monitored(drift: dict | None, slo: dict | None) -> dict:
+    obj = md(phase="Available", message="stable 1.0.0 serves all traffic")
+    if drift is not None:
+        obj["status"]["drift"] = drift
+    if slo is not None:
+        obj["status"]["slo"] = slo
+    return obj
+
+
+def drifted() -> dict:
+    return {
+        "at": "2026-03-01T11:58:00Z",
+        "version": "1.0.0",
+        "window": "5m",
+        "verdict": "Fail",
+        "message": f"feature-drift: {FEATURE_MESSAGE}",
+        "rows": 14800.0,
+        "features": [
+            {
+                "feature": "amount",
+                "psi": 0.41,
+                "bin": "9",
+                "profileShare": 0.1,
+                "liveShare": 0.38,
+            },
+            {
+                "feature": "merchant_age",
+                "psi": 0.12,
+                "bin": "0",
+                "profileShare": 0.1,
+                "liveShare": 0.175,
+            },
+        ],
+        "prediction": {"statistic": "ks", "value": 0.04, "output": "score", "max": 0.1},
+        "quality": {"metric": "accuracy", "value": 0.92, "reference": 0.94, "feedback": 12345.0},
+        "checks": [
+            check("feature-drift", 0.41, "Fail", max=0.2, message=FEATURE_MESSAGE),
+            check("prediction-drift", 0.04, max=0.1),
+            check("accuracy", 0.92, min=0.88),
+            check("accuracy-drop-vs-reference", 0.02, max=0.03),
+        ],
+        "breachedSince": "2026-03-01T11:40:00Z",
+    }
+
+
+def slo_status(compliance: float | None, left: float | None, spent: str | None = None) -> dict:
+    slo: dict = {
+        "at": "2026-03-01T11:58:00Z",
+        "version": "1.0.0",
+        "period": "168h",
+        "objective": 0.99,
+        "windows": 2016,
+        "message": "no window with traffic in the last 168h",
+    }
+    if compliance is not None:
+        slo["compliance"] = compliance
+    if left is not None:
+        slo["errorBudgetRemaining"] = left
+    if spent is not None:
+        slo["breachedSince"] = spent
+    return slo
+
+
+def monitoring_of(obj: dict) -> dict[str, Field]:
+    return {item.label: item for item in build_view(Snapshot(md=obj), NOW).monitoring}
+
+
+def test_monitoring_shows_the_drift_found_the_worst_features_outputs_quality_and_slo():
+    found = monitoring_of(monitored(drifted(), slo_status(0.995, 0.5)))
+    assert list(found) == [
+        "Last pass",
+        "Drift",
+        "Features",
+        "Prediction",
+        "Quality",
+        "SLO",
+        "Error budget",
+    ]
+    assert found["Last pass"].value == (
+        "2026-03-01 11:58:00 UTC (2m ago): stable 1.0.0, window 5m, 14800 rows"
+    )
+    assert found["Drift"].value == (
+        f"Fail since 2026-03-01 11:40:00 UTC (20m ago): feature-drift: {FEATURE_MESSAGE}"
+    )
+    assert found["Drift"].tone == Tone.BAD
+    assert found["Features"].value.splitlines() == [
+        "amount: PSI 0.41 > max 0.2 (bin 9: profile 10.0%, live 38.0%)",
+        "merchant_age: PSI 0.12 (bin 0: profile 10.0%, live 17.5%)",
+    ]
+    assert found["Prediction"].value == "ks 0.04 (max 0.1), output score"
+    assert found["Quality"].value == (
+        "accuracy 0.92 (min 0.88) on 12345 labelled rows; reference 0.94, drop 0.02 (max 0.03)"
+    )
+    assert found["SLO"].value == (
+        "99.50% of 2016 windows kept the SLO over 168h (objective 99.00%)"
+    )
+    assert (found["Error budget"].value, found["Error budget"].tone) == ("50% left", Tone.GOOD)
+
+
+def test_a_crossing_stands_through_a_pass_that_cannot_judge_and_a_spent_budget_says_since():
+    drift = {
+        "at": "2026-03-01T11:58:00Z",
+        "version": "1.0.0",
+        "window": "5m",
+        "verdict": "NoData",
+        "message": "feature-drift: 120 stable rows in the window, fewer than drift.minRows 200",
+        "breachedSince": "2026-03-01T11:40:00Z",
+    }
+    slo = slo_status(0.9702, -1.98, spent="2026-02-28T23:00:00Z")
+    found = monitoring_of(monitored(drift, slo))
+    assert found["Drift"].value == (
+        "NoData: feature-drift: 120 stable rows in the window, fewer than drift.minRows 200; "
+        "the crossing found 2026-03-01 11:40:00 UTC (20m ago) stands"
+    )
+    assert found["Drift"].tone == Tone.BAD
+    assert found["Error budget"].value == (
+        "-198% left, spent since 2026-02-28 23:00:00 UTC (13h ago)"
+    )
+    assert found["Error budget"].tone == Tone.BAD
+
+
+def test_slo_monitoring_alone_and_a_period_without_traffic():
+    found = monitoring_of(monitored(None, slo_status(None, None)))
+    assert found["Last pass"].value == "2026-03-01 11:58:00 UTC (2m ago): stable 1.0.0, over 168h"
+    assert (found["SLO"].value, found["SLO"].tone) == (
+        "no window with traffic in the last 168h",
+        Tone.QUIET,
+    )
+    assert "Error budget" not in found
+    # a budget found spent earlier stays spent while no window can be counted
+    spent = monitoring_of(monitored(None, slo_status(None, None, spent="2026-03-01T10:00:00Z")))
+    assert spent["Error budget"].value == (
+        "not measured, spent since 2026-03-01 10:00:00 UTC (120m ago)"
+    )
+
+
+def test_without_spec_monitoring_get_has_no_monitoring_section():
+    assert build_view(canary_snapshot(), NOW).monitoring == ()
+    assert "Monitoring:" not in render(canary_snapshot(), 160)
+
+
+def test_the_monitoring_section_comes_after_the_tree_and_before_the_events():
+    snapshot = Snapshot(
+        md=monitored(drifted(), slo_status(0.995, 0.5)),
+        events=[event("ModelDrift", "the stable 1.0.0 crossed a bound", "2026-03-01T11:40:00Z")],
+    )
+    lines = render(snapshot, 160).splitlines()
+    heading = lines.index("Monitoring:")
+    assert heading > next(i for i, line in enumerate(lines) if line.startswith("NAME"))
+    assert heading < lines.index("Events:")
+    drift_line = next(line for line in lines if line.startswith("Drift:"))
+    assert "✖ Fail since 2026-03-01 11:40:00 UTC (20m ago)" in drift_line
+    amount = next(line for line in lines if line.startswith("Features:"))
+    merchant = next(line for line in lines if "merchant_age: PSI 0.12" in line)
+    # one feature a line, in the value column
+    assert merchant.index("merchant_age") == amount.index("amount: PSI 0.41")

@@ -20,6 +20,7 @@ from modeldeploy.cli.names import (
     RETRY_ANNOTATION,
 )
 from modeldeploy.cli.state import Canary, Rollout
+from modeldeploy.cli.text import utc_stamp
 
 PROMOTING = "Promoting"
 ROLLED_BACK = "RolledBack"
@@ -290,6 +291,12 @@ def progress_line(rollout: Rollout) -> str:
         )
         if rollout.paused_by:
             line += f", paused by {rollout.paused_by}"
+        wait = rollout.feedback_wait
+        if wait is not None:
+            line += ", waiting for quality labels"
+            if wait.deadline is not None:
+                # absolute, so the line stays the same (and unprinted) while the wait lasts
+                line += f" (not counted as inconclusive until {utc_stamp(wait.deadline)})"
     return f"{line}: {rollout.message}" if rollout.message else line
 
 

@@ -26,3 +26,7 @@ MANUAL_ANNOTATIONS = (
     PAUSE_ANNOTATION,
     RESUME_ANNOTATION,
 )
+
+# Check names in status.drift.checks (monitoring), read to pair values with their bounds.
+FEATURE_DRIFT_CHECK = "feature-drift"
+REFERENCE_SUFFIX = "-drop-vs-reference"

@@ -83,9 +83,10 @@ def events_table(view: View) -> RenderableType:
 
 
 def view_renderable(view: View, width: int) -> RenderableType:
-    return Group(
-        summary_table(view.summary), Text(""), tree_table(view, width), Text(""), events_table(view)
-    )
+    parts: list[RenderableType] = [summary_table(view.summary), Text(""), tree_table(view, width)]
+    if view.monitoring:
+        parts += [Text(""), Text("Monitoring:", style="bold"), summary_table(view.monitoring)]
+    return Group(*parts, Text(""), events_table(view))
 
 
 def rows_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Table:

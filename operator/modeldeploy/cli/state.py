@@ -7,11 +7,11 @@ something sensible about any stored object."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from modeldeploy.cli.names import MANUAL_ANNOTATIONS, PAUSE_ANNOTATION, RESUME_ANNOTATION
-from modeldeploy.cli.text import parse_time
+from modeldeploy.cli.text import parse_duration, parse_time
 
 Json = dict[str, Any]
 
@@ -19,6 +19,7 @@ Json = dict[str, Any]
 DEFAULT_STEPS = (10, 25, 50)
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_INCONCLUSIVE_LIMIT = 5
+DEFAULT_FEEDBACK_DEADLINE = "1h"
 
 
 def _dict(value: object) -> Json:
@@ -53,6 +54,16 @@ class Canary(Track):
 
 
 @dataclass(frozen=True)
+class FeedbackWait:
+    """A canary step held because too few quality labels arrived: since when, and until
+    when the wait is not counted toward inconclusiveLimit. Both are None while the
+    operator has not started the clock (a paused canary's analyses are not judged)."""
+
+    since: datetime | None
+    deadline: datetime | None
+
+
+@dataclass(frozen=True)
 class Rollout:
     name: str
     namespace: str
@@ -77,6 +88,9 @@ class Rollout:
     conditions: dict[str, Json] = field(default_factory=dict)
     last_analysis: Json | None = None
     history: tuple[Json, ...] = ()
+    feedback_wait: FeedbackWait | None = None
+    drift: Json | None = None
+    slo: Json | None = None
 
     @classmethod
     def of(cls, obj: Json) -> Rollout:
@@ -115,6 +129,9 @@ class Rollout:
             conditions=conditions,
             last_analysis=analysis if isinstance(analysis, dict) else None,
             history=tuple(h for h in status.get("history") or [] if isinstance(h, dict)),
+            feedback_wait=_feedback_wait(spec, status),
+            drift=_dict(status.get("drift")) or None,
+            slo=_dict(status.get("slo")) or None,
         )
 
     @property
@@ -186,3 +203,22 @@ def _canary(value: object) -> Canary | None:
         ready=raw.get("readyAt") is not None,
         started_at=parse_time(raw.get("startedAt")),
     )
+
+
+def _feedback_wait(spec: Json, status: Json) -> FeedbackWait | None:
+    """The wait for quality labels of the canary's current step, if its last analysis
+    was inconclusive only for that (an analysis of an earlier canary does not count)."""
+    analysis, canary = _dict(status.get("lastAnalysis")), _dict(status.get("canary"))
+    if not canary or analysis.get("awaitingFeedback") is not True:
+        return None
+    if analysis.get("revision") != canary.get("revision"):
+        return None
+    since = parse_time(canary.get("awaitingFeedbackSince"))
+    if since is None:
+        return FeedbackWait(None, None)
+    quality = _dict(_dict(spec.get("analysis")).get("quality"))
+    try:
+        wait = parse_duration(str(quality.get("feedbackDeadline") or DEFAULT_FEEDBACK_DEADLINE))
+    except ValueError:
+        return FeedbackWait(since, None)
+    return FeedbackWait(since, since + timedelta(seconds=wait))

@@ -61,6 +61,18 @@ def age_since(value: object, now: datetime) -> str:
     return "" if then is None else human_age((now - then).total_seconds())
 
 
+def utc_stamp(at: datetime) -> str:
+    """`2026-03-01 12:28:00 UTC`"""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def when(at: datetime, now: datetime) -> str:
+    """A time with how far it is from now: `2026-03-01 12:28:00 UTC (in 28m)`, `(5m ago)`."""
+    ahead = (at - now).total_seconds()
+    distance = f"in {human_age(ahead)}" if ahead > 0 else f"{human_age(-ahead)} ago"
+    return f"{utc_stamp(at)} ({distance})"
+
+
 def number(value: object) -> str:
     """A check value or bound, short and exact enough to compare by eye."""
     if value is None:

@@ -1,9 +1,11 @@
 """What `get`, `history` and `list` show, built from API objects: pure, no I/O.
 
-`get` shows a summary, a tree and recent events. The tree follows `kubectl argo rollouts
-get`: the ModelDeployment, its Deployments (stable first) with their pods, and the last
-analysis with each check's value, bounds and verdict. Rendering (colours, tree guides)
-is `render.py`'s job; a `Tone` here says what a status means, not how it looks."""
+`get` shows a summary, a tree, what monitoring found and recent events. The tree follows
+`kubectl argo rollouts get`: the ModelDeployment, its Deployments (stable first) with
+their pods, and the last analysis with each check's value, bounds and verdict.
+Monitoring (spec.monitoring: status.drift and status.slo) is about the serving stable,
+not the rollout, so it is a section of its own. Rendering (colours, tree guides) is
+`render.py`'s job; a `Tone` here says what a status means, not how it looks."""
 
 from __future__ import annotations
 
@@ -13,9 +15,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from modeldeploy.cli.names import REVISION_LABEL, TRACK_LABEL, VERSION_LABEL
-from modeldeploy.cli.state import Json, Rollout
-from modeldeploy.cli.text import age_since, bounds, human_age, number, parse_time, percent
+from modeldeploy.cli.names import (
+    FEATURE_DRIFT_CHECK,
+    REFERENCE_SUFFIX,
+    REVISION_LABEL,
+    TRACK_LABEL,
+    VERSION_LABEL,
+)
+from modeldeploy.cli.state import FeedbackWait, Json, Rollout
+from modeldeploy.cli.text import (
+    age_since,
+    bounds,
+    human_age,
+    number,
+    parse_time,
+    percent,
+    when,
+)
 
 RECENT_EVENTS = 8
 TRACK_ORDER = ("stable", "canary")
@@ -86,14 +102,16 @@ class View:
     summary: tuple[Field, ...]
     tree: Node
     events: tuple[EventRow, ...] = field(default=())
+    monitoring: tuple[Field, ...] = field(default=())
 
 
 def build_view(snapshot: Snapshot, now: datetime) -> View:
     rollout = Rollout.of(snapshot.md)
     return View(
-        summary=summary(rollout),
+        summary=summary(rollout, now),
         tree=tree(rollout, snapshot, now),
         events=recent_events(snapshot.events, rollout.uid, now),
+        monitoring=monitoring(rollout, now),
     )
 
 
@@ -103,7 +121,7 @@ def phase_status(rollout: Rollout) -> tuple[str, Tone]:
     return rollout.phase, PHASE_TONES.get(rollout.phase, Tone.QUIET)
 
 
-def summary(rollout: Rollout) -> tuple[Field, ...]:
+def summary(rollout: Rollout, now: datetime) -> tuple[Field, ...]:
     status, tone = phase_status(rollout)
     fields = [
         Field("Name", rollout.name),
@@ -138,6 +156,8 @@ def summary(rollout: Rollout) -> tuple[Field, ...]:
                 Tone.BAD if canary.failed_checks else None,
             ),
         ]
+    if rollout.feedback_wait is not None:
+        fields.append(Field("Feedback", feedback_text(rollout.feedback_wait, now), Tone.BUSY))
     if rollout.paused_by:
         fields.append(Field("Paused", f"by {rollout.paused_by}", Tone.PAUSED))
     if rollout.rejected_revision:
@@ -151,6 +171,21 @@ def summary(rollout: Rollout) -> tuple[Field, ...]:
         names = ", ".join(a.split("/", 1)[1] for a in rollout.pending)
         fields.append(Field("Requests", f"{names} (not acted on yet)", Tone.BUSY))
     return tuple(fields)
+
+
+def feedback_text(wait: FeedbackWait, now: datetime) -> str:
+    """The hold for quality labels: since when, and until when it is not counted."""
+    if wait.since is None:
+        return "waiting for quality labels"
+    words = f"waiting for quality labels since {when(wait.since, now)}"
+    if wait.deadline is None:
+        return words
+    if now < wait.deadline:
+        return f"{words}; not counted as inconclusive until {when(wait.deadline, now)}"
+    return (
+        f"{words}; feedbackDeadline passed {when(wait.deadline, now)}: "
+        "each analysis still waiting counts as inconclusive"
+    )
 
 
 def _generation(rollout: Rollout) -> str:
@@ -307,6 +342,8 @@ def analysis_node(analysis: Json, now: datetime) -> Node:
     requests = analysis.get("requests")
     if isinstance(requests, int | float):
         parts.append(f"{number(requests)} canary requests")
+    if analysis.get("awaitingFeedback") is True:
+        parts.append("waiting for quality labels")
     row = Row(
         name="analysis",
         kind="Analysis",
@@ -332,6 +369,133 @@ def check_row(check: Json) -> Row:
         tone=VERDICT_TONES.get(verdict, Tone.QUIET),
         info=info,
     )
+
+
+def monitoring(rollout: Rollout, now: datetime) -> tuple[Field, ...]:
+    """What spec.monitoring last found on the stable: drift against its profile, live
+    quality, SLO compliance and the error budget, and since when a crossing lasts."""
+    drift, slo = rollout.drift, rollout.slo
+    if drift is None and slo is None:
+        return ()
+    fields = [_last_pass(drift, slo, now)]
+    if drift is not None:
+        fields += _drift_fields(drift, now)
+    if slo is not None:
+        fields += _slo_fields(slo, now)
+    return tuple(fields)
+
+
+def _last_pass(drift: Json | None, slo: Json | None, now: datetime) -> Field:
+    source = drift if drift is not None else slo
+    assert source is not None
+    at = parse_time(source.get("at"))
+    parts = [f"stable {source.get('version', '?')}"]
+    if drift is not None:
+        parts.append(f"window {drift.get('window', '?')}")
+        rows = drift.get("rows")
+        if isinstance(rows, int | float):
+            parts.append(f"{_count(rows)} rows")
+    elif slo is not None:
+        parts.append(f"over {slo.get('period', '?')}")
+    where = ", ".join(parts)
+    return Field("Last pass", f"{when(at, now)}: {where}" if at else where)
+
+
+def _drift_fields(drift: Json, now: datetime) -> list[Field]:
+    verdict = str(drift.get("verdict", "?"))
+    message = str(drift.get("message") or "")
+    crossed = parse_time(drift.get("breachedSince"))
+    if crossed is not None and verdict == "Fail":
+        said, tone = f"Fail since {when(crossed, now)}: {message}", Tone.BAD
+    elif crossed is not None:
+        # a pass without enough rows or labels neither confirms nor clears a crossing
+        said = f"{verdict}: {message}; the crossing found {when(crossed, now)} stands"
+        tone = Tone.BAD
+    else:
+        said = f"{verdict}: {message}" if message else verdict
+        tone = VERDICT_TONES.get(verdict, Tone.QUIET)
+    fields = [Field("Drift", said, tone)]
+    checks = {str(c.get("name")): c for c in drift.get("checks") or [] if isinstance(c, dict)}
+    features = [f for f in drift.get("features") or [] if isinstance(f, dict)]
+    if features:
+        bound = (checks.get(FEATURE_DRIFT_CHECK) or {}).get("max")
+        fields.append(Field("Features", "\n".join(_feature_line(f, bound) for f in features)))
+    prediction = drift.get("prediction")
+    if isinstance(prediction, dict):
+        statistic = str(prediction.get("statistic", "psi"))
+        words = f"{statistic} {number(prediction.get('value'))}"
+        if prediction.get("max") is not None:
+            words += f" ({bounds(None, prediction.get('max'))})"
+        if prediction.get("output"):
+            words += f", output {prediction['output']}"
+        fields.append(Field("Prediction", words))
+    quality = drift.get("quality")
+    if isinstance(quality, dict):
+        fields.append(Field("Quality", _quality_text(quality, checks)))
+    return fields
+
+
+def _share(value: object) -> str:
+    return f"{value:.1%}" if isinstance(value, int | float) else "?"
+
+
+def _feature_line(feature: Json, bound: object) -> str:
+    psi = feature.get("psi")
+    words = f"{feature.get('feature', '?')}: PSI {number(psi)}"
+    if isinstance(psi, int | float) and isinstance(bound, int | float) and psi > bound:
+        words += f" > max {number(bound)}"
+    if feature.get("bin"):
+        words += (
+            f" (bin {feature['bin']}: profile {_share(feature.get('profileShare'))}, "
+            f"live {_share(feature.get('liveShare'))})"
+        )
+    return words
+
+
+def _quality_text(quality: Json, checks: dict[str, Json]) -> str:
+    """`accuracy 0.92 (min 0.88) on 388 labelled rows; reference 0.94, drop 0.02 (max 0.03)`"""
+    metric = str(quality.get("metric", "?"))
+    check = checks.get(metric) or {}
+    value = quality.get("value")
+    if value is None:
+        words = f"{metric}: none yet"
+    else:
+        words = f"{metric} {number(value)} ({bounds(check.get('min'), check.get('max'))})"
+    feedback = quality.get("feedback")
+    if isinstance(feedback, int | float):
+        words += f" on {_count(feedback)} labelled rows"
+    against = []
+    if quality.get("reference") is not None:
+        against.append(f"reference {number(quality['reference'])}")
+    drop = checks.get(metric + REFERENCE_SUFFIX) or {}
+    if drop.get("value") is not None:
+        against.append(f"drop {number(drop['value'])} ({bounds(None, drop.get('max'))})")
+    return f"{words}; {', '.join(against)}" if against else words
+
+
+def _slo_fields(slo: Json, now: datetime) -> list[Field]:
+    compliance, objective = slo.get("compliance"), slo.get("objective")
+    remaining = slo.get("errorBudgetRemaining")
+    spent = parse_time(slo.get("breachedSince"))
+    if isinstance(compliance, int | float) and isinstance(objective, int | float):
+        said = (
+            f"{compliance:.2%} of {_count(slo.get('windows'))} windows kept the SLO over "
+            f"{slo.get('period', '?')} (objective {objective:.2%})"
+        )
+        fields = [Field("SLO", said)]
+    else:
+        # a pass that could not count (no traffic, a failed query) keeps an earlier crossing
+        fields = [Field("SLO", str(slo.get("message") or "not measured yet"), Tone.QUIET)]
+    left = f"{remaining:.0%} left" if isinstance(remaining, int | float) else "not measured"
+    if spent is not None:
+        fields.append(Field("Error budget", f"{left}, spent since {when(spent, now)}", Tone.BAD))
+    elif isinstance(remaining, int | float):
+        fields.append(Field("Error budget", left, Tone.GOOD))
+    return fields
+
+
+def _count(value: object) -> str:
+    return f"{value:.0f}" if isinstance(value, int | float) else "?"
 
 
 def _event_time(event: Json) -> datetime | None:
