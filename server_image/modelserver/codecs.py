@@ -7,22 +7,32 @@ body and a picklable ModelInput, so that large bodies can be decoded in another 
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
+import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from modelserver.model import Prediction
-from modelserver.schemas import InferenceRequest, V1PredictRequest
+from modelserver.outputs import BINARY_DATA_SIZE, RequestedOutputs, requested_outputs, v2_outputs
+from modelserver.raw_tensors import tensor_from_raw
+from modelserver.schemas import (
+    BinaryInferenceRequest,
+    BinaryRequestInput,
+    InferenceRequest,
+    V1PredictRequest,
+)
 from modelserver.tensors import (
     BAD_REQUEST,
     InvalidInput,
     ModelInput,
     Rows,
-    check_requested_outputs,
+    array_rows,
+    check_request_content_type,
     json_array,
+    json_tensor_rows,
+    only_input,
     v1_rows,
-    v2_outputs,
     v2_rows,
 )
 
@@ -33,7 +43,7 @@ class Decoded(NamedTuple):
     """A checked request: its rows and what the answer must say besides the predictions."""
 
     rows: Rows
-    outputs: tuple[str, ...] = ()
+    outputs: RequestedOutputs = RequestedOutputs(())
     """V2: the outputs requested."""
     request_id: str | None = None
 
@@ -49,8 +59,24 @@ class Stamp(NamedTuple):
 
 TOKEN_FIELD = "prediction_token"
 
+
+class BinaryAnswer(NamedTuple):
+    """A response with binary tensor data: the JSON header, then the outputs' bytes."""
+
+    header: dict[str, Any]
+    tensors: list[bytes]
+
+
 DecodeFunction = Callable[[bytes, ModelInput], Decoded]
-RespondFunction = Callable[[Decoded, Prediction, Stamp], dict[str, Any]]
+
+
+class BinaryDecodeFunction(Protocol):
+    """Decodes a body whose JSON header is its first so many bytes, tensor data after it."""
+
+    def __call__(self, body: bytes, model: ModelInput, header_length: int) -> Decoded: ...
+
+
+RespondFunction = Callable[[Decoded, Prediction, Stamp], dict[str, Any] | BinaryAnswer]
 
 
 @dataclass(frozen=True)
@@ -58,6 +84,8 @@ class Codec:
     decode: DecodeFunction
     """A module-level function, so that a worker process can run it."""
     respond: RespondFunction
+    decode_binary: BinaryDecodeFunction | None = None
+    """For the binary tensor data extension, where the protocol has it (module-level too)."""
 
 
 def parse_body(body: bytes, model: type[_Body]) -> _Body:
@@ -98,8 +126,90 @@ def describe_validation_error(error: ValidationError) -> InvalidInput:
 
 def decode_v2(body: bytes, model: ModelInput) -> Decoded:
     request = parse_body(body, InferenceRequest)
-    outputs = check_requested_outputs(request, model.outputs)
+    if request.parameters:
+        check_request_content_type(request.parameters)
+    outputs = requested_outputs(request.outputs, request.parameters, model.outputs)
     return Decoded(v2_rows(request, model), outputs, request.id)
+
+
+def decode_v2_binary(body: bytes, model: ModelInput, header_length: int) -> Decoded:
+    """A V2 request of the binary tensor data extension: a JSON header of `header_length`
+    bytes, then the binary data of the inputs that have parameters.binary_data_size, in
+    the order of the inputs."""
+    if header_length > len(body):
+        raise InvalidInput(
+            f"Inference-Header-Content-Length is {header_length}, but the body has only"
+            f" {len(body)} bytes",
+            BAD_REQUEST,
+        )
+    try:
+        request = parse_body(body[:header_length], BinaryInferenceRequest)
+    except InvalidInput as error:
+        raise InvalidInput(
+            f"the JSON header (the first {header_length} bytes of the body, as"
+            f" Inference-Header-Content-Length says): {error}",
+            error.status_code,
+        ) from error
+    arrays = binary_inputs(request.inputs, memoryview(body)[header_length:])
+    if request.parameters:
+        check_request_content_type(request.parameters)
+    outputs = requested_outputs(request.outputs, request.parameters, model.outputs)
+    tensor = only_input(request.inputs, model)
+    array = arrays[0]
+    if array is not None:
+        rows = array_rows(tensor, array, model)
+    else:
+        assert tensor.data is not None  # binary_inputs checked that it has data
+        rows = json_tensor_rows(tensor, tensor.data, model)
+    return Decoded(rows, outputs, request.id)
+
+
+def binary_inputs(
+    inputs: list[BinaryRequestInput], payload: memoryview
+) -> list[npt.NDArray[Any] | None]:
+    """Each input's tensor from the binary data after the header, None for those whose
+    data are in the JSON; every byte must belong to an input."""
+    arrays: list[npt.NDArray[Any] | None] = []
+    offset = 0
+    for tensor in inputs:
+        where = f"input {tensor.name!r}"
+        size = None if tensor.parameters is None else tensor.parameters.get(BINARY_DATA_SIZE)
+        if size is None:
+            if tensor.data is None:
+                raise InvalidInput(
+                    f"{where} has no data: give data, or parameters.{BINARY_DATA_SIZE} and"
+                    " its bytes after the JSON header",
+                    BAD_REQUEST,
+                )
+            arrays.append(None)
+            continue
+        if tensor.data is not None:
+            raise InvalidInput(
+                f"{where} has both data and parameters.{BINARY_DATA_SIZE}; send one",
+                BAD_REQUEST,
+            )
+        if type(size) is not int or size < 0:
+            raise InvalidInput(
+                f"{where}: parameters.{BINARY_DATA_SIZE} must be a byte count (an integer"
+                f" >= 0), got {size!r:.40}",
+                BAD_REQUEST,
+            )
+        if offset + size > len(payload):
+            raise InvalidInput(
+                f"{where}: binary data cut short: its {size} bytes start at byte {offset} of"
+                f" the {len(payload)} bytes after the JSON header",
+                BAD_REQUEST,
+            )
+        raw = payload[offset : offset + size]
+        arrays.append(tensor_from_raw(raw, tensor.datatype, tensor.shape, where))
+        offset += size
+    if offset != len(payload):
+        raise InvalidInput(
+            f"the body has {len(payload)} bytes after the JSON header, but the inputs'"
+            f" {BINARY_DATA_SIZE} add up to {offset}",
+            BAD_REQUEST,
+        )
+    return arrays
 
 
 def decode_v1(body: bytes, model: ModelInput) -> Decoded:
@@ -108,19 +218,22 @@ def decode_v1(body: bytes, model: ModelInput) -> Decoded:
 
 
 def v2_codec(model_name: str, model_version: str) -> Codec:
-    def respond(decoded: Decoded, prediction: Prediction, stamp: Stamp) -> dict[str, Any]:
+    def respond(
+        decoded: Decoded, prediction: Prediction, stamp: Stamp
+    ) -> dict[str, Any] | BinaryAnswer:
+        outputs, tensors = v2_outputs(prediction, decoded.outputs)
         response: dict[str, Any] = {
             "model_name": model_name,
             "model_version": model_version,
-            "outputs": v2_outputs(prediction, decoded.outputs),
+            "outputs": outputs,
         }
         if stamp.request_id is not None:
             response["id"] = stamp.request_id
         if stamp.token is not None:
             response["parameters"] = {TOKEN_FIELD: stamp.token}
-        return response
+        return BinaryAnswer(response, tensors) if tensors else response
 
-    return Codec(decode_v2, respond)
+    return Codec(decode_v2, respond, decode_v2_binary)
 
 
 def _respond_v1(_: Decoded, prediction: Prediction, stamp: Stamp) -> dict[str, Any]:

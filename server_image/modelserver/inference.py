@@ -5,6 +5,7 @@ dependency solving and exception middleware, roughly halves the server's cost pe
 request; every other path (health, metadata, /metrics, docs) goes on to FastAPI.
 """
 
+import functools
 import itertools
 import logging
 import re
@@ -18,20 +19,23 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelserver.batching import MicroBatcher
-from modelserver.codecs import Codec, Stamp
+from modelserver.codecs import BinaryAnswer, Codec, DecodeFunction, Stamp
 from modelserver.decoding import BodyDecoder
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMetrics
 from modelserver.prediction_token import TokenSigner
 from modelserver.protocol import body_timed_out
 from modelserver.settings import Settings
-from modelserver.tensors import InvalidInput
+from modelserver.tensors import BAD_REQUEST, InvalidInput
 
 log = logging.getLogger(__name__)
 
 V2_INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 V1_PREDICT_PATH = re.compile(r"/v1/models/(?P<name>[^/]+):predict")
 _BINARY_EXTENSION_HEADER = b"inference-header-content-length"
+"""Of the binary tensor data extension: the body's first so many bytes are its JSON."""
+_JSON = b"application/json"
+_BINARY = b"application/octet-stream"
 ID_HEADER = b"inference-id"
 # Characters of an id that go into its header as they are; others are percent-encoded.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
@@ -127,9 +131,14 @@ class InferenceService:
         self.metrics.inflight.inc()
         status_code = _CLIENT_GONE  # also when the handler is cancelled
         try:
-            status_code, body, request_id = await self._answer(scope, receive, path_match, codec)
-            headers = () if request_id is None else (id_header(request_id),)
-            await _send_json(send, status_code, body, *headers)
+            answer = await self._answer(scope, receive, path_match, codec)
+            status_code, body, request_id, header_length = answer
+            headers = [] if request_id is None else [id_header(request_id)]
+            if header_length is None:
+                await _send(send, status_code, body, _JSON, *headers)
+            else:
+                headers.append((_BINARY_EXTENSION_HEADER, str(header_length).encode()))
+                await _send(send, status_code, body, _BINARY, *headers)
         except _ClientDisconnected:
             status_code = _CLIENT_GONE
         finally:
@@ -138,21 +147,25 @@ class InferenceService:
 
     async def method_not_allowed(self, method: str, send: Send, endpoint: str) -> None:
         body = json_bytes({"error": f"{method} not allowed; use POST"})
-        await _send_json(send, 405, body, (b"allow", b"POST"))
+        await _send(send, 405, body, _JSON, (b"allow", b"POST"))
         self.metrics.record_request(endpoint, 405, 0.0)
 
     async def _answer(
         self, scope: Scope, receive: Receive, path_match: re.Match[str], codec: Codec
-    ) -> tuple[int, bytes, str | None]:
-        """The status, body and id of the answer."""
+    ) -> tuple[int, bytes, str | None, int | None]:
+        """The status, body and id of the answer, and the length of its JSON header when
+        binary tensor data follow it."""
         request_id: str | None = None
         try:
             self.check_model(path_match["name"], path_match.groupdict().get("version"))
-            body = await self._read_body(scope, receive)
+            body, header_length = await self._read_body(scope, receive)
+            decode: DecodeFunction = codec.decode
+            if header_length is not None:
+                decode = _binary_decoder(codec, header_length)
             if self.decoder.is_large(body):
-                decoded = await self.decoder.decode_elsewhere(codec.decode, body)
+                decoded = await self.decoder.decode_elsewhere(decode, body)
             else:
-                decoded = self.decoder.decode_here(codec.decode, body)
+                decoded = self.decoder.decode_here(decode, body)
             request_id = self._id(decoded.request_id)
             self.metrics.request_rows.observe(len(decoded.rows))
             prediction = await self.batcher.predict(decoded.rows)
@@ -163,18 +176,22 @@ class InferenceService:
                 else self._signer.sign(request_id, prediction, time.time())
             )
             answer = codec.respond(decoded, prediction, Stamp(request_id, token))
-            return 200, json_bytes(answer), request_id
+            if type(answer) is dict:
+                return 200, json_bytes(answer), request_id, None
+            assert isinstance(answer, BinaryAnswer)
+            header = json_bytes(answer.header)
+            return 200, b"".join((header, *answer.tensors)), request_id, len(header)
         except NotFound as error:
-            return 404, json_bytes({"error": str(error)}), self._id(request_id)
+            return 404, json_bytes({"error": str(error)}), self._id(request_id), None
         except InvalidInput as error:
             refusal = json_bytes({"error": str(error)})
-            return error.status_code, refusal, self._id(request_id)
+            return error.status_code, refusal, self._id(request_id), None
         except _ClientDisconnected:
             raise
         except Exception as error:
             log.exception("inference failed")
             message = f"inference failed: {type(error).__name__}: {error}"
-            return 500, json_bytes({"error": message}), self._id(request_id)
+            return 500, json_bytes({"error": message}), self._id(request_id), None
 
     def _id(self, given: str | None) -> str | None:
         """The request's id, else a new one where the server makes them."""
@@ -182,14 +199,16 @@ class InferenceService:
             return given
         return self._ids.new()
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, int | None]:
+        """The body, and its JSON header's length when binary tensor data follow it."""
         headers = dict(scope["headers"])
-        if _BINARY_EXTENSION_HEADER in headers:
-            raise InvalidInput(
-                "the binary tensor data extension is not supported; send the tensor data as"
-                " JSON (binary_data=False)",
-                400,
-            )
+        header_length = None
+        declared_header = headers.get(_BINARY_EXTENSION_HEADER)
+        if declared_header is not None:
+            header_length = _header_length(declared_header)
+        encoding = headers.get(b"content-encoding")
+        if encoding is not None and encoding != b"identity":
+            raise InvalidInput(_encoded(encoding), 415)
         limit = self.settings.max_body_bytes
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
@@ -211,18 +230,46 @@ class InferenceService:
                     raise InvalidInput(
                         f"request body not received within {seconds:g} s of its headers", 408
                     )
-                return b"".join(chunks)
+                return b"".join(chunks), header_length
+
+
+def _header_length(value: bytes) -> int:
+    if not value.isdigit():
+        raise InvalidInput(
+            f"Inference-Header-Content-Length must be the JSON header's length in bytes,"
+            f" got {value.decode(errors='replace')!r:.40}",
+            BAD_REQUEST,
+        )
+    return int(value)
+
+
+def _binary_decoder(codec: Codec, header_length: int) -> DecodeFunction:
+    if codec.decode_binary is None:
+        raise InvalidInput(
+            "Inference-Header-Content-Length: the binary tensor data extension is part of"
+            " the V2 protocol only; send V1 instances as JSON",
+            BAD_REQUEST,
+        )
+    # A partial of a module-level function, so that a decoding process can run it too.
+    return functools.partial(codec.decode_binary, header_length=header_length)
+
+
+def _encoded(encoding: bytes) -> str:
+    return (
+        f"Content-Encoding {encoding.decode(errors='replace')!r:.40} is not supported;"
+        " send the body uncompressed"
+    )
 
 
 def _too_large(size: int, limit: int) -> str:
     return f"request body of {size} bytes is larger than the limit of {limit} bytes"
 
 
-async def _send_json(
-    send: Send, status_code: int, body: bytes, *extra: tuple[bytes, bytes]
+async def _send(
+    send: Send, status_code: int, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes]
 ) -> None:
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         *extra,
     ]

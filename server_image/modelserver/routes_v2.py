@@ -1,4 +1,5 @@
-"""Open Inference Protocol (V2) REST endpoints: health and metadata (infer: inference.py)."""
+"""Open Inference Protocol (V2) REST endpoints: health and metadata (infer: inference.py);
+V1's model list and status."""
 
 from typing import Any
 
@@ -14,8 +15,10 @@ from modelserver.schemas import (
     ErrorBody,
     FeedbackResponse,
     ModelMetadata,
+    ModelStatus,
     ServerMetadata,
     TensorMetadata,
+    V1Models,
 )
 from modelserver.tensors import (
     OUTPUT_PREDICT,
@@ -24,6 +27,8 @@ from modelserver.tensors import (
 )
 
 INPUT_NAME = "input-0"
+EXTENSIONS = ["binary_tensor_data"]
+"""The protocol extensions this server implements, as server metadata lists them."""
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 413, 422, 500)
 }
@@ -65,7 +70,7 @@ def v2_router(service: InferenceService, feedback: Feedback | None = None) -> AP
 
     @router.get("/v2", response_model=ServerMetadata)
     async def server_metadata() -> ServerMetadata:
-        return ServerMetadata(name="modelserver", version=__version__, extensions=[])
+        return ServerMetadata(name="modelserver", version=__version__, extensions=EXTENSIONS)
 
     def metadata(name: str, version: str | None) -> Response:
         try:
@@ -117,6 +122,25 @@ def v2_router(service: InferenceService, feedback: Feedback | None = None) -> AP
             return error_response(404, str(error))
         answer = is_ready(request)
         return JSONResponse({"name": name, "ready": answer}, status_code=200 if answer else 503)
+
+    @router.get("/v1/models", tags=["V1"], response_model=V1Models)
+    async def v1_models() -> V1Models:
+        return V1Models(models=[settings.model_name])
+
+    @router.get(
+        "/v1/models/{model_name}",
+        tags=["V1"],
+        response_model=ModelStatus,
+        responses={**_ERRORS, 503: {"model": ModelStatus, "description": "Not ready"}},
+    )
+    async def v1_model_status(request: Request, model_name: str) -> Response:
+        """The model's status, as KServe's V1 protocol has it."""
+        return model_ready(request, model_name, None)
+
+    @router.post("/v1/models/{model_name}:explain", tags=["V1"], responses={404: _ERRORS[404]})
+    async def v1_explain(model_name: str) -> Response:
+        """Not served: a clear 404 rather than a 405 from the status path."""
+        return error_response(404, "V1 explain is not supported by this server; use :predict")
 
     @router.get("/v2/models/{model_name}", response_model=ModelMetadata, responses=_ERRORS)
     async def get_model_metadata(model_name: str) -> Response:

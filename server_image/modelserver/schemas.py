@@ -11,40 +11,76 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr
 TensorData = list[Any]
 
 
-class RequestInput(BaseModel):
+class _TensorFields(BaseModel):
     name: StrictStr
     shape: list[StrictInt] = Field(description="[rows, features]")
-    datatype: StrictStr = Field(description="FP32, FP64, INT32, INT64 or BOOL")
-    parameters: dict[str, Any] | None = None
+    datatype: StrictStr = Field(
+        description="BOOL, INT8/16/32/64, UINT8/16/32/64, FP16, FP32, FP64 or BF16"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="content_type: np (or none); binary_data_size: see below"
+    )
+
+
+class RequestInput(_TensorFields):
     data: TensorData = Field(description="Row-major values, flattened or nested")
+
+
+class BinaryRequestInput(_TensorFields):
+    """An input in the JSON header of a request with binary tensor data: its data is in
+    the body after the header when parameters.binary_data_size says how many bytes."""
+
+    data: TensorData | None = None
 
 
 class RequestOutput(BaseModel):
     name: StrictStr
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="binary_data: true for the output as binary data;"
+        " content_type: np (as computed) or str (as strings, datatype BYTES)",
+    )
 
 
 MAX_ID_LENGTH = 256
 
 
-class InferenceRequest(BaseModel):
+class _RequestFields(BaseModel):
     id: StrictStr | None = Field(
         default=None,
         max_length=MAX_ID_LENGTH,
         description="Echoed in the response and its inference-id header; default: made up",
     )
-    parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput]
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="binary_data_output: true for every output as binary data (unless an"
+        " output says otherwise); content_type: np (or none)",
+    )
     outputs: list[RequestOutput] | None = Field(
         default=None, description="Outputs to return; default: all"
     )
+
+
+class InferenceRequest(_RequestFields):
+    inputs: list[RequestInput]
+
+
+class BinaryInferenceRequest(_RequestFields):
+    """The JSON header of a request with binary tensor data (Inference-Header-Content-Length)."""
+
+    inputs: list[BinaryRequestInput]
 
 
 class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: TensorData
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="content_type: np, or str for strings (BYTES); binary_data_size: the"
+        " output's bytes after the JSON header, when it was asked for as binary data",
+    )
+    data: TensorData | None = Field(default=None, description="Absent when sent as binary data")
 
 
 class InferenceResponse(BaseModel):
@@ -81,6 +117,15 @@ class ServerMetadata(BaseModel):
     name: str
     version: str
     extensions: list[str]
+
+
+class ModelStatus(BaseModel):
+    name: str
+    ready: bool
+
+
+class V1Models(BaseModel):
+    models: list[str]
 
 
 class ErrorBody(BaseModel):

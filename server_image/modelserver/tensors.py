@@ -5,13 +5,14 @@ the caller has to fix its request from the message alone.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from modelserver.model import Model, Prediction
+from modelserver.model import Model
 from modelserver.schemas import InferenceRequest
 
 OUTPUT_PREDICT = "predict"
@@ -64,11 +65,22 @@ _DATATYPES: dict[str, _Datatype] = {
         _floating("FP16", np.float16),
         _floating("FP32", np.float32),
         _floating("FP64", np.float64),
+        # Numbers in JSON, the upper half of a float32 in binary (raw_tensors.py).
+        _floating("BF16", np.float32),
     )
 }
 _UNSUPPORTED_DATATYPES = frozenset({"BYTES"})
 """Datatypes of the protocol that no model of this server takes."""
-_V2_DATATYPES = {"f4": "FP32", "f8": "FP64", "i4": "INT32", "i8": "INT64", "b1": "BOOL"}
+_V2_DATATYPES = {
+    "b1": "BOOL",
+    **{f"i{size}": f"INT{size * 8}" for size in (1, 2, 4, 8)},
+    **{f"u{size}": f"UINT{size * 8}" for size in (1, 2, 4, 8)},
+    **{f"f{size}": f"FP{size * 8}" for size in (2, 4, 8)},
+}
+CONTENT_TYPE = "content_type"
+"""The parameter of MLServer's codecs: how a tensor is meant (np: a numpy array)."""
+NUMPY_CONTENT = "np"
+STRING_CONTENT = "str"
 
 
 class InvalidInput(Exception):
@@ -81,6 +93,19 @@ class InvalidInput(Exception):
     def __reduce__(self) -> tuple[type["InvalidInput"], tuple[str, int]]:
         # Raised in a decoding process too: keep the status code across pickling.
         return InvalidInput, (str(self), self.status_code)
+
+
+class TensorHeader(Protocol):
+    """What a request says of an input tensor besides its data (REST and gRPC alike)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def datatype(self) -> str: ...
+    @property
+    def shape(self) -> list[int]: ...
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -100,14 +125,60 @@ class ModelInput:
 
 
 def v2_rows(request: InferenceRequest, model: ModelInput) -> Rows:
-    if len(request.inputs) != 1:
+    tensor = only_input(request.inputs, model)
+    return json_tensor_rows(tensor, tensor.data, model)
+
+
+def json_tensor_rows(tensor: TensorHeader, data: list[Any], model: ModelInput) -> Rows:
+    """Rows from a tensor whose data came as JSON values."""
+    where = f"input {tensor.name!r}"
+    datatype, shape = _checked_header(tensor, model, where)
+    values = _as_array(data, where)
+    if values.ndim == 1:
+        if values.size != math.prod(shape):
+            raise InvalidInput(
+                f"{where}: shape {shape} needs {math.prod(shape)} values, data has {values.size}",
+                BAD_REQUEST,
+            )
+        values = values.reshape(shape)
+    elif list(values.shape) != shape:
+        raise InvalidInput(
+            f"{where}: nested data has shape {list(values.shape)}, declared shape is {shape}",
+            BAD_REQUEST,
+        )
+    _check_kind(values, datatype, where, BAD_REQUEST)
+    _check_integer_range(values, datatype, where)
+    return _finite_rows(values, model, where, datatype)
+
+
+_Tensor = TypeVar("_Tensor", bound=TensorHeader)
+
+
+def only_input(inputs: Sequence[_Tensor], model: ModelInput) -> _Tensor:
+    """The one input tensor that every model of this server takes."""
+    if len(inputs) != 1:
         raise InvalidInput(
             f"expected exactly 1 input tensor of shape [rows, {model.n_features}],"
-            f" got {len(request.inputs)} inputs",
+            f" got {len(inputs)} inputs",
             REJECTED,
         )
-    tensor = request.inputs[0]
+    return inputs[0]
+
+
+def array_rows(tensor: TensorHeader, values: npt.NDArray[Any], model: ModelInput) -> Rows:
+    """Rows from a tensor whose data came as raw bytes: `values` are of its datatype and in
+    its shape already (raw_tensors.tensor_from_raw), so only the model's checks remain."""
     where = f"input {tensor.name!r}"
+    datatype, _ = _checked_header(tensor, model, where)
+    return _finite_rows(values, model, where, datatype)
+
+
+def _checked_header(
+    tensor: TensorHeader, model: ModelInput, where: str
+) -> tuple[_Datatype, list[int]]:
+    """The tensor's datatype and shape, once they fit the protocol and the model."""
+    if tensor.parameters:
+        _check_input_content_type(tensor.parameters, where)
     datatype = _DATATYPES.get(tensor.datatype)
     if datatype is None:
         if tensor.datatype in _UNSUPPORTED_DATATYPES:
@@ -132,22 +203,28 @@ def v2_rows(request: InferenceRequest, model: ModelInput) -> Rows:
             f"{where}: the model expects {model.n_features} features per row, got shape {shape}",
             REJECTED,
         )
-    values = _as_array(tensor.data, where)
-    if values.ndim == 1:
-        if values.size != math.prod(shape):
-            raise InvalidInput(
-                f"{where}: shape {shape} needs {math.prod(shape)} values, data has {values.size}",
-                BAD_REQUEST,
-            )
-        values = values.reshape(shape)
-    elif list(values.shape) != shape:
+    return datatype, shape
+
+
+def _check_input_content_type(parameters: dict[str, Any], where: str) -> None:
+    content_type = parameters.get(CONTENT_TYPE)
+    if content_type is None or content_type == NUMPY_CONTENT:
+        return
+    if not isinstance(content_type, str):
         raise InvalidInput(
-            f"{where}: nested data has shape {list(values.shape)}, declared shape is {shape}",
+            f"{where}: parameters.content_type must be a string, got {content_type!r:.40}",
             BAD_REQUEST,
         )
-    _check_kind(values, datatype, where, BAD_REQUEST)
-    _check_integer_range(values, datatype, where)
-    return _finite_rows(values, model, where, datatype)
+    raise InvalidInput(
+        f"{where}: content_type {content_type!r} is not supported: this model takes one"
+        f" numeric tensor of rows, content_type {NUMPY_CONTENT!r} (or none)",
+        REJECTED,
+    )
+
+
+def check_request_content_type(parameters: dict[str, Any]) -> None:
+    """The request's own content_type (MLServer's codec for the whole request)."""
+    _check_input_content_type(parameters, "request")
 
 
 def v1_rows(instances: list[Any], model: ModelInput) -> Rows:
@@ -273,37 +350,6 @@ def model_outputs(model: Model) -> list[str]:
     if model.has_probabilities:
         return [OUTPUT_PREDICT, OUTPUT_PROBABILITIES]
     return [OUTPUT_PREDICT]
-
-
-def check_requested_outputs(
-    request: InferenceRequest, model_outputs: tuple[str, ...]
-) -> tuple[str, ...]:
-    if request.outputs is None:
-        return model_outputs
-    names = tuple(output.name for output in request.outputs)
-    unknown = [name for name in names if name not in model_outputs]
-    if unknown:
-        raise InvalidInput(
-            f"unknown output {unknown[0]!r}; this model has: {', '.join(model_outputs)}",
-            REJECTED,
-        )
-    return names
-
-
-def v2_outputs(prediction: Prediction, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    outputs = []
-    for name in names:
-        array = prediction.values if name == OUTPUT_PREDICT else prediction.probabilities
-        assert array is not None  # names were checked against the model's outputs
-        outputs.append(
-            {
-                "name": name,
-                "shape": list(array.shape),
-                "datatype": v2_datatype(array),
-                "data": flat_data(array),
-            }
-        )
-    return outputs
 
 
 def v2_datatype(array: npt.NDArray[Any]) -> str:

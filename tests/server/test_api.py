@@ -1,5 +1,6 @@
 """Every endpoint of the in-process app, answered as a V2/V1 client expects."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,26 @@ def test_health_endpoints_report_live_and_ready(classifier: TestClient):
     assert classifier.get("/v2/models/xgb-classifier/versions/1/ready").status_code == 200
 
 
-def test_server_metadata_names_the_server(classifier: TestClient):
+def test_server_metadata_names_the_server_and_its_extensions(classifier: TestClient):
     body = classifier.get("/v2").json()
     assert body["name"] == "modelserver"
     assert body["version"]
+    assert body["extensions"] == ["binary_tensor_data"]
+
+
+def test_v1_lists_the_model_and_tells_its_status(classifier: TestClient):
+    assert classifier.get("/v1/models").json() == {"models": ["xgb-classifier"]}
+    response = classifier.get("/v1/models/xgb-classifier")
+    assert response.status_code == 200
+    assert response.json() == {"name": "xgb-classifier", "ready": True}
+    explain = classifier.post("/v1/models/xgb-classifier:explain", json={"instances": [[1]]})
+    assert explain.status_code == 404
+    assert explain.json() == {"error": "V1 explain is not supported by this server; use :predict"}
+    unknown = classifier.get("/v1/models/fraud")
+    assert unknown.status_code == 404
+    assert unknown.json() == {
+        "error": "model 'fraud' not found; this server serves 'xgb-classifier'"
+    }
 
 
 def test_model_metadata_describes_inputs_outputs_and_task(classifier: TestClient):
@@ -100,6 +117,61 @@ def test_outputs_selection_returns_only_the_requested_output(classifier: TestCli
     body = v2_body(breast_cancer_rows(2).tolist(), outputs=[{"name": "predict_proba"}])
     outputs = classifier.post(INFER, json=body).json()["outputs"]
     assert [output["name"] for output in outputs] == ["predict_proba"]
+
+
+def test_outputs_say_their_content_type(classifier: TestClient):
+    outputs = classifier.post(INFER, json=v2_body(breast_cancer_rows(1).tolist())).json()["outputs"]
+    assert [output["parameters"] for output in outputs] == [{"content_type": "np"}] * 2
+
+
+def test_content_type_str_returns_an_output_as_strings(classifier: TestClient):
+    asked = [{"name": "predict", "parameters": {"content_type": "str"}}]
+    body = v2_body(breast_cancer_rows(2).tolist(), outputs=asked)
+    (output,) = classifier.post(INFER, json=body).json()["outputs"]
+    assert output == {
+        "name": "predict",
+        "shape": [2],
+        "datatype": "BYTES",
+        "parameters": {"content_type": "str"},
+        "data": ["0", "0"],
+    }
+
+
+def test_content_type_np_is_taken_and_others_are_refused(classifier: TestClient):
+    rows = breast_cancer_rows(1).tolist()
+    numpy_input = v2_body(rows)
+    numpy_input["inputs"][0]["parameters"] = {"content_type": "np"}
+    assert classifier.post(
+        INFER, json={**numpy_input, "parameters": {"content_type": "np"}}
+    ).is_success
+    refusals = {
+        "input 'input-0': content_type 'pd' is not supported": {
+            **v2_body(rows),
+            "inputs": [{**numpy_input["inputs"][0], "parameters": {"content_type": "pd"}}],
+        },
+        "request: content_type 'str' is not supported": {
+            **v2_body(rows),
+            "parameters": {"content_type": "str"},
+        },
+        "output 'predict': content_type 'base64' is not supported for outputs": v2_body(
+            rows, outputs=[{"name": "predict", "parameters": {"content_type": "base64"}}]
+        ),
+    }
+    for message, body in refusals.items():
+        response = classifier.post(INFER, json=body)
+        assert response.status_code == 422
+        assert response.json()["error"].startswith(message)
+
+
+def test_json_request_can_ask_for_binary_outputs(classifier: TestClient):
+    body = v2_body(breast_cancer_rows(1).tolist(), parameters={"binary_data_output": True})
+    response = classifier.post(INFER, json=body)
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    header = json.loads(response.content[:length])
+    sizes = [output["parameters"]["binary_data_size"] for output in header["outputs"]]
+    assert sizes == [8, 8]
+    assert len(response.content) == length + 16
 
 
 def test_versioned_infer_path_serves_the_configured_version(classifier: TestClient):

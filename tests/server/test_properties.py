@@ -71,3 +71,41 @@ def test_random_v1_bodies_never_get_a_5xx(client: TestClient, body: Any):
 @given(content=st.binary(max_size=200))
 def test_random_bytes_never_get_a_5xx(client: TestClient, content: bytes):
     post(client, "/v2/models/xgb-classifier/infer", content)
+
+
+binary_tensors = st.fixed_dictionaries(
+    {"name": st.text(max_size=5), "shape": shapes, "datatype": datatypes | st.just("BF16")},
+    optional={
+        "parameters": st.fixed_dictionaries(
+            {"binary_data_size": st.integers(-2, 300) | json_values}
+        )
+        | json_values,
+        "data": rows,
+    },
+)
+
+
+@relaxed
+@given(
+    header=st.fixed_dictionaries(
+        {"inputs": st.lists(binary_tensors, max_size=2)},
+        optional={"parameters": json_values, "outputs": json_values},
+    )
+    | json_values,
+    payload=st.binary(max_size=300),
+    header_length=st.none() | st.integers(0, 400) | st.binary(max_size=4),
+)
+def test_random_binary_requests_never_get_a_5xx(
+    client: TestClient, header: Any, payload: bytes, header_length: int | bytes | None
+):
+    text = json.dumps(header).encode()
+    if isinstance(header_length, bytes):
+        length = header_length
+    else:
+        length = str(len(text) if header_length is None else header_length).encode()
+    response = client.post(
+        "/v2/models/xgb-classifier/infer",
+        content=text + payload,
+        headers={"Inference-Header-Content-Length": length},
+    )
+    assert response.status_code < 500, response.text
