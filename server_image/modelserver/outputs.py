@@ -108,20 +108,30 @@ def v2_outputs(
     """The output tensors, and the binary data of those sent as binary, in their order."""
     outputs = []
     buffers = []
-    for name in requested.names:
+    names, binary, as_strings = requested
+    for name in names:
         array = prediction.values if name == OUTPUT_PREDICT else prediction.probabilities
         assert array is not None  # names were checked against the model's outputs
-        if name in requested.as_strings:
+        if as_strings and name in as_strings:
             array = array.astype(str)
         datatype = v2_datatype(array)
         parameters = _STRING_PARAMETERS if datatype == "BYTES" else _NUMPY_PARAMETERS
-        output: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
-        if name in requested.binary:
+        shape = list(array.shape)
+        if binary and name in binary:
             raw = raw_from_tensor(array)
-            output["parameters"] = {**parameters, BINARY_DATA_SIZE: len(raw)}
             buffers.append(raw)
+            sized = {**parameters, BINARY_DATA_SIZE: len(raw)}
+            outputs.append(
+                {"name": name, "shape": shape, "datatype": datatype, "parameters": sized}
+            )
         else:
-            output["parameters"] = parameters
-            output["data"] = flat_data(array)
-        outputs.append(output)
+            outputs.append(
+                {
+                    "name": name,
+                    "shape": shape,
+                    "datatype": datatype,
+                    "parameters": parameters,
+                    "data": flat_data(array),
+                }
+            )
     return outputs, buffers
