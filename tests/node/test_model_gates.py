@@ -216,8 +216,13 @@ def test_a_stable_whose_inputs_shift_shows_the_drifting_feature_without_any_roll
     drift = wait_for(drifted, 240, "monitoring to find the inputs drifted", interval=2)
     warnings = wait_for(lambda: scenario.events("ModelDrift"), 30, "the ModelDrift event")
     namespace = scenario.namespace
+    # This Prometheus scrapes the operator pod by its annotations, so the target's own
+    # namespace wins and the gauge's becomes exported_namespace (the chart's ServiceMonitor
+    # honours the operator's labels instead).
     gauge = wait_for(
-        lambda: prometheus.query(f'modeldeploy_feature_psi{{namespace="{namespace}"}} > 0.2'),
+        lambda: prometheus.query(
+            f'modeldeploy_feature_psi{{exported_namespace="{namespace}"}} > 0.2'
+        ),
         60,
         "the operator's modeldeploy_feature_psi gauge",
     )
