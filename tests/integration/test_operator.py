@@ -76,7 +76,8 @@ def test_minimal_example_becomes_available_with_its_children(objects, operator):
     assert objects.get("service", "fraud-canary") is None
     client = objects.get("service", "fraud")
     assert client is not None
-    assert "modeldeploy.dev/track" not in client["spec"]["selector"]
+    # no canary: clients reach the stable's pods only
+    assert client["spec"]["selector"]["modeldeploy.dev/track"] == "stable"
 
     table = objects.kubectl("get", "md", "fraud")
     header, row = table.splitlines()[:2]

@@ -64,7 +64,7 @@ def test_blue_green_previews_without_live_traffic_switches_at_once_then_settles(
 
     entry = wait_for(lambda: objects.outcome("bg", "2.0.0"), 90, "the promotion")
     assert entry["outcome"] == "Promoted"
-    assert TRACK not in selector(objects, "bg")
+    assert selector(objects, "bg")[TRACK] == "stable", "no canary left: the stable only"
     assert deployed_version(objects, "bg-stable") == "2.0.0"
     wait_for(lambda: objects.get("deployment", "bg-canary") is None, 30, "canary removed")
     assert "previous" not in objects.status("bg")

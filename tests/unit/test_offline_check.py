@@ -99,7 +99,7 @@ def test_a_first_revision_gets_no_client_until_its_check_passed_on_absolute_boun
         assert decision.stable.replicas == 3, "its pods run for the check"
         assert decision.status.phase == "Pending"
         assert "offline check runs before any live traffic" in decision.status.message
-    assert passed.live_tracks == (Track.STABLE, Track.CANARY)
+    assert passed.live_tracks == (Track.STABLE,)
     assert passed.status.phase == "Available"
     assert passed.status.history[0].outcome == "Deployed"
     assert "ValidationPassed" in reasons(passed)

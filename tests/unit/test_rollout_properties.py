@@ -161,11 +161,10 @@ class RunChecker:
         if status.canary is None:
             assert d.weight == 0
             kept = d.canary is not None and d.canary.replicas > 0
-            if d.outcome == "RolledBack" and not kept:
-                # The rejected pods go without the clients' Service picking them up.
-                assert d.live_tracks == (Track.STABLE,)
-            else:
-                assert d.live_tracks == (Track.STABLE, Track.CANARY)
+            # Without canary pods that serve, clients reach the stable only: a rejected
+            # canary's pods go without the clients' Service picking them up.
+            expected = (Track.STABLE, Track.CANARY) if kept else (Track.STABLE,)
+            assert d.live_tracks == expected
         else:
             canary = status.canary
             assert canary.revision == o.revision or status.phase == "Promoting"

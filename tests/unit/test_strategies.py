@@ -17,7 +17,6 @@ from modeldeploy.rollout import (
 from tests.unit.rollout_sim import Simulator, make_spec
 
 V1, V2, V3 = "1.0.0", "2.0.0", "3.0.0"
-BOTH = (Track.STABLE, Track.CANARY)
 
 
 def reasons(decision: Decision) -> list[str]:
@@ -106,7 +105,7 @@ def test_after_the_scale_down_delay_the_stable_deployment_takes_the_new_version(
 
     assert ticks[-1].observation.now - switched_at >= timedelta(seconds=120)
     assert done.outcome == "Promoted"
-    assert done.live_tracks == BOTH
+    assert done.live_tracks == (Track.STABLE,), "no canary Deployment left to route to"
     assert done.canary is None
     assert done.stable is not None
     assert done.stable.revision == sim.revision
@@ -126,7 +125,7 @@ def test_a_failing_live_analysis_switches_back_at_once():
 
     assert back.outcome == "RolledBack"
     assert back.live_tracks == (Track.STABLE,), "all traffic back on the standby at once"
-    assert sim.step().decision.live_tracks == BOTH, "then the usual Service"
+    assert sim.step().decision.live_tracks == (Track.STABLE,), "and stays there"
     assert back.weight == 0
     assert back.stable is not None
     assert back.stable.revision == old

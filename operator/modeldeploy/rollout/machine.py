@@ -219,6 +219,13 @@ class Machine:
         self.scale_status()
         self.availability()
         self.rollout_conditions()
+        if (canary is None or canary.replicas == 0) and live_tracks == (
+            Track.STABLE,
+            Track.CANARY,
+        ):
+            # No canary pod is wanted, but a rejected one's pods may still be on their way
+            # out (its Deployment at 0): clients must not be sent to them meanwhile.
+            live_tracks = (Track.STABLE,)
         stable = self.stable_plan(canary, weight)
         if stable is not None and stable_replicas is not None:
             stable = TrackPlan(stable.revision, stable.template, stable_replicas)
