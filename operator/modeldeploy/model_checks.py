@@ -30,6 +30,15 @@ DROP_SUFFIX = "-drop-vs-stable"
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """A drift check and, when it could be computed, the drift behind it (monitoring keeps
+    the worst features and the output in status)."""
+
+    check: api.CheckResult
+    result: drift.DriftResult | None = None
+
+
+@dataclass(frozen=True)
 class ModelChecks:
     checks: tuple[api.CheckResult, ...]
     awaiting_feedback: frozenset[str] = frozenset()
@@ -87,18 +96,24 @@ def judge_prediction_drift(
     if judged_classes and stable_classes:
         judged[mq.OUTPUT_CLASS] = judged_classes
         stable[mq.OUTPUT_CLASS] = stable_classes
-    return _prediction_verdict(spec, query, stable, judged, "stable", track)
+    return _prediction_verdict(spec, query, stable, judged, "stable", track).check
 
 
 def judge_prediction_drift_from_profile(
     spec: api.DriftSpec, query: str, predicted: Samples, profile: Samples
 ) -> api.CheckResult:
     """The stable's outputs (nothing else serves) against its profile's output shares."""
+    return prediction_drift_from_profile(spec, query, predicted, profile).check
+
+
+def prediction_drift_from_profile(
+    spec: api.DriftSpec, query: str, predicted: Samples, profile: Samples
+) -> Judgement:
     assert spec.prediction is not None
     bound = spec.prediction.bound()
     sides = _with_profile(PREDICTION_DRIFT_CHECK, query, predicted, profile, mq.OUTPUT, bound)
     if isinstance(sides, api.CheckResult):
-        return sides
+        return Judgement(sides)
     live, reference = sides
     return _prediction_verdict(spec, query, reference, live, "profile", "stable")
 
@@ -125,7 +140,7 @@ def _prediction_verdict(
     observed: Mapping[str, Mapping[str, float]],
     reference_name: str,
     observed_name: str,
-) -> api.CheckResult:
+) -> Judgement:
     assert spec.prediction is not None
     bound = spec.prediction.bound()
     name = PREDICTION_DRIFT_CHECK
@@ -137,20 +152,17 @@ def _prediction_verdict(
         if rows < spec.min_rows and side != "profile"
     ]
     if few:
-        return result_of(
-            name,
-            query,
-            Verdict.NO_DATA,
+        message = (
             f"predicted rows in the window: {', '.join(few)}, fewer than drift.minRows "
-            f"{spec.min_rows}: too few to tell drift from noise",
-            max=bound,
+            f"{spec.min_rows}: too few to tell drift from noise"
         )
+        return Judgement(result_of(name, query, Verdict.NO_DATA, message, max=bound))
     try:
         result = drift.prediction_drift(reference, observed, spec.prediction.statistic, worst=1)
     except drift.UnorderedBins as error:
-        return result_of(name, query, Verdict.ERROR, str(error), max=bound)
+        return Judgement(result_of(name, query, Verdict.ERROR, str(error), max=bound))
     except drift.NotEnoughData as error:
-        return result_of(name, query, Verdict.NO_DATA, str(error), max=bound)
+        return Judgement(result_of(name, query, Verdict.NO_DATA, str(error), max=bound))
     worst = result.worst[0]
     statistic = str(spec.prediction.statistic)
     message = (
@@ -158,8 +170,9 @@ def _prediction_verdict(
         f"{worst.worst_bin}: {reference_name} {_share(worst.reference_share)}, "
         f"{observed_name} {_share(worst.observed_share)}"
     )
-    return result_of(
-        name, query, judge(result.value, None, bound), message, max=bound, value=result.value
+    verdict = judge(result.value, None, bound)
+    return Judgement(
+        result_of(name, query, verdict, message, max=bound, value=result.value), result
     )
 
 
@@ -181,48 +194,39 @@ def judge_feature_drift(
 ) -> api.CheckResult:
     """Each feature's live bins of the judged track against its profile's training shares;
     the largest PSI is the value, the worst features are named."""
+    return feature_drift(spec, query, observed, profile, track).check
+
+
+def feature_drift(
+    spec: api.DriftSpec, query: str, observed: Samples, profile: Samples, track: str
+) -> Judgement:
     assert spec.features is not None
     bound = spec.features.max_psi
     name = FEATURE_DRIFT_CHECK
     sides = _with_profile(name, query, observed, profile, mq.FEATURE, bound)
     if isinstance(sides, api.CheckResult):
-        return sides
+        return Judgement(sides)
     live, reference = sides
     rows = max((math.fsum(bins.values()) for bins in live.values()), default=0.0)
     if rows < spec.min_rows:
-        return result_of(
-            name,
-            query,
-            Verdict.NO_DATA,
+        message = (
             f"{rows:.0f} {track} rows in the window, fewer than drift.minRows "
-            f"{spec.min_rows}: too few to tell drift from noise",
-            max=bound,
+            f"{spec.min_rows}: too few to tell drift from noise"
         )
+        return Judgement(result_of(name, query, Verdict.NO_DATA, message, max=bound))
     try:
         result = drift.feature_drift(reference, live, worst=spec.features.worst_features)
     except drift.NotEnoughData as error:
-        return result_of(name, query, Verdict.NO_DATA, str(error), max=bound)
+        return Judgement(result_of(name, query, Verdict.NO_DATA, str(error), max=bound))
     worst = ", ".join(
         f"{c.name} {_num(c.value)} (bin {c.worst_bin}: profile {_share(c.reference_share)}, "
         f"live {_share(c.observed_share)})"
         for c in result.worst
     )
     message = f"psi {describe(result.value, None, bound)}; worst features: {worst}"
-    return result_of(
-        name, query, judge(result.value, None, bound), message, max=bound, value=result.value
-    )
-
-
-def feature_drifts(observed: Samples, profile: Samples, worst: int) -> drift.DriftResult:
-    """The worst features of a track against its profile (monitoring's status.drift).
-
-    Raises ValueError (a failed query, a broken answer) or NotEnoughData."""
-    if isinstance(observed, QueryFailed) or isinstance(profile, QueryFailed):
-        raise ValueError(_failure(observed, profile))
-    if not profile:
-        raise ValueError(_NO_PROFILE_SERIES)
-    return drift.feature_drift(
-        mq.grouped(profile, mq.FEATURE), mq.grouped(observed, mq.FEATURE), worst=worst
+    verdict = judge(result.value, None, bound)
+    return Judgement(
+        result_of(name, query, verdict, message, max=bound, value=result.value), result
     )
 
 
@@ -238,7 +242,7 @@ class QualityAnswers:
 
 
 @dataclass(frozen=True)
-class _Measured:
+class Measured:
     value: float | None
     """None: the track has no labelled rows of that kind."""
     labelled: float
@@ -267,7 +271,7 @@ def measure(
     scores: list[mq.Sample],
     errors: list[mq.Sample],
     track: str,
-) -> _Measured:
+) -> Measured:
     """One quality metric of one track from its feedback series. Raises ValueError on a
     broken answer."""
     if metric == "accuracy":
@@ -275,24 +279,50 @@ def measure(
         correct, incorrect = results.get(mq.CORRECT, 0.0), results.get(mq.INCORRECT, 0.0)
         labelled = correct + incorrect
         if labelled <= 0:
-            return _Measured(None, labelled)
-        return _Measured(drift.accuracy(correct, incorrect).value, labelled)
+            return Measured(None, labelled)
+        return Measured(drift.accuracy(correct, incorrect).value, labelled)
     if metric == "auc":
         by_class = mq.grouped(scores, mq.TRUE_CLASS, mq.LE, track=track)
         negatives = mq.per_bin(by_class.get(mq.NEGATIVE, {}))
         positives = mq.per_bin(by_class.get(mq.POSITIVE, {}))
         order = drift.bin_order([*negatives, *positives])
         if not order:
-            return _Measured(None, 0.0)
+            return Measured(None, 0.0)
         negative_counts, positive_counts = drift.aligned(negatives, positives, order)
         labelled = math.fsum(negative_counts) + math.fsum(positive_counts)
         try:
-            return _Measured(drift.histogram_auc(negative_counts, positive_counts).value, labelled)
+            return Measured(drift.histogram_auc(negative_counts, positive_counts).value, labelled)
         except drift.NotEnoughData:
-            return _Measured(None, labelled)  # one class only: AUC is undefined
+            return Measured(None, labelled)  # one class only: AUC is undefined
     parts = mq.by_label(errors, mq.PART, track=track)
     count = parts.get("count", 0.0)
-    return _Measured(parts.get("sum", 0.0) / count if count > 0 else None, count)
+    return Measured(parts.get("sum", 0.0) / count if count > 0 else None, count)
+
+
+def usable_feedback(
+    bounds: api.QualityBounds, query: str, answers: QualityAnswers, whose: str
+) -> tuple[list[mq.Sample], list[mq.Sample], list[mq.Sample]] | api.CheckResult:
+    """The feedback series (rows, scores, errors), or the Error check saying why the bounds
+    cannot judge: a failed query, an unknown task, a bound the model's task cannot have."""
+    task, rows, scores, errors = answers.task, answers.rows, answers.scores, answers.errors
+    if (
+        isinstance(task, QueryFailed)
+        or isinstance(rows, QueryFailed)
+        or isinstance(scores, QueryFailed)
+        or isinstance(errors, QueryFailed)
+    ):
+        message = _failure(task, rows, scores, errors)
+        return result_of(QUALITY_CHECK, query, Verdict.ERROR, message)
+    known = model_task(task)
+    problem = (
+        f"the model's task is unknown: no single modelserver_model_info series of the "
+        f"{whose} version (does Prometheus scrape its pods?)"
+        if known is None
+        else bounds.task_problem(known)
+    )
+    if problem is not None:
+        return result_of(QUALITY_CHECK, query, Verdict.ERROR, problem)
+    return rows, scores, errors
 
 
 def judge_quality(
@@ -305,31 +335,10 @@ def judge_quality(
     """Each quality metric the spec bounds, and its drop against the stable's when a stable
     serves alongside. Too few labels make a check NoData and mark it as waiting for
     feedback (the rollout holds without counting it, until feedbackDeadline)."""
-    task_answer, rows, scores, errors = answers.task, answers.rows, answers.scores, answers.errors
-    if (
-        isinstance(task_answer, QueryFailed)
-        or isinstance(rows, QueryFailed)
-        or isinstance(scores, QueryFailed)
-        or isinstance(errors, QueryFailed)
-    ):
-        message = _failure(task_answer, rows, scores, errors)
-        return ModelChecks((result_of(QUALITY_CHECK, query, Verdict.ERROR, message),))
-    task = model_task(task_answer)
-    if task is None:
-        return ModelChecks(
-            (
-                result_of(
-                    QUALITY_CHECK,
-                    query,
-                    Verdict.ERROR,
-                    "the model's task is unknown: no single modelserver_model_info series "
-                    "of the judged version (does Prometheus scrape its pods?)",
-                ),
-            )
-        )
-    problem = spec.task_problem(task)
-    if problem is not None:
-        return ModelChecks((result_of(QUALITY_CHECK, query, Verdict.ERROR, problem),))
+    usable = usable_feedback(spec, query, answers, "judged")
+    if isinstance(usable, api.CheckResult):
+        return ModelChecks((usable,))
+    rows, scores, errors = usable
     checks: list[api.CheckResult] = []
     awaiting: set[str] = set()
     for metric, low, high in bounded_metrics(spec):
@@ -341,7 +350,7 @@ def judge_quality(
         except ValueError as error:
             checks.append(result_of(metric, query, Verdict.ERROR, str(error), min=low, max=high))
             continue
-        check = _quality_check(metric, query, judged, low, high, spec.min_feedback, track)
+        check = bound_check(metric, query, judged, low, high, spec.min_feedback, track)
         checks.append(check)
         if check.verdict == Verdict.NO_DATA:
             awaiting.add(metric)
@@ -360,15 +369,16 @@ def _waiting(labelled: float, min_feedback: int, side: str) -> str:
     )
 
 
-def _quality_check(
+def bound_check(
     metric: str,
     query: str,
-    judged: _Measured,
+    judged: Measured,
     low: float | None,
     high: float | None,
     min_feedback: int,
     track: str,
 ) -> api.CheckResult:
+    """One measured quality metric against its bounds; NoData below minFeedback."""
     if judged.labelled < min_feedback:
         message = _waiting(judged.labelled, min_feedback, track)
         return result_of(metric, query, Verdict.NO_DATA, message, min=low, max=high)
@@ -390,8 +400,8 @@ def _quality_check(
 def _drop_check(
     metric: str,
     query: str,
-    judged: _Measured,
-    stable: _Measured,
+    judged: Measured,
+    stable: Measured,
     bound: float,
     spec: api.QualitySpec,
 ) -> api.CheckResult:

@@ -23,19 +23,19 @@ from modeldeploy.analysis import (
     judge,
     worst,
 )
-from modeldeploy.drift import NotEnoughData, error_budget_remaining
+from modeldeploy.drift import error_budget_remaining
 from modeldeploy.model_checks import (
     FEATURE_DRIFT_CHECK,
     PREDICTION_DRIFT_CHECK,
     QualityAnswers,
     Samples,
+    bound_check,
     bounded_metrics,
-    feature_drifts,
-    judge_feature_drift,
-    judge_prediction_drift_from_profile,
+    feature_drift,
     measure,
-    model_task,
+    prediction_drift_from_profile,
     result_of,
+    usable_feedback,
 )
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout.model import EventRecord, Notification, Reason
@@ -84,10 +84,10 @@ def seconds_until_due(
     if spec.monitoring is None or status.stable is None or status.stable.ready_replicas < 1:
         return None
     interval = timedelta(seconds=api.duration_seconds(spec.monitoring.interval))
-    last = status.slo.at if status.slo is not None else None
-    if last is None or status.slo is None or status.slo.version != status.stable.version:
+    last = status.slo
+    if last is None or last.version != status.stable.version:
         return 0
-    return max((last + interval - now).total_seconds(), 0.0)
+    return max((last.at + interval - now).total_seconds(), 0.0)
 
 
 # --- asking -----------------------------------------------------------------------------
@@ -100,18 +100,20 @@ async def ask(
     monitoring = spec.monitoring
     assert monitoring is not None
     share, windows = mq.slo_compliance(spec.analysis.slo, stable, monitoring.slo.period)
-    vectors = await asyncio.gather(
-        client.vector(mq.feature_bins(stable)),
-        client.vector(mq.profile_feature_shares(stable)),
-        client.vector(mq.monitored_predictions(stable)),
-        client.vector(mq.profile_prediction_shares(stable)),
-        client.vector(mq.model_task(stable)),
-        client.vector(mq.feedback_rows_both(stable, None)),
-        client.vector(mq.feedback_score_buckets_both(stable, None)),
-        client.vector(mq.feedback_error_both(stable, None)),
-        client.vector(mq.profile_quality(stable)),
+    (slo_share, slo_windows), vectors = await asyncio.gather(
+        asyncio.gather(client.query(share), client.query(windows)),
+        asyncio.gather(
+            client.vector(mq.feature_bins(stable)),
+            client.vector(mq.profile_feature_shares(stable)),
+            client.vector(mq.monitored_predictions(stable)),
+            client.vector(mq.profile_prediction_shares(stable)),
+            client.vector(mq.model_task(stable)),
+            client.vector(mq.feedback_rows_both(stable, None)),
+            client.vector(mq.feedback_score_buckets_both(stable, None)),
+            client.vector(mq.feedback_error_both(stable, None)),
+            client.vector(mq.profile_quality(stable)),
+        ),
     )
-    slo_share, slo_windows = await asyncio.gather(client.query(share), client.query(windows))
     features, feature_profile, predictions, prediction_profile = vectors[:4]
     task, rows, scores, errors, reference = vectors[4:]
     return MonitoringAnswers(
@@ -171,21 +173,30 @@ def _drift_status(
     quality = None
     spec = monitoring.drift
     if spec is not None and spec.features is not None:
-        check = judge_feature_drift(spec, "", answers.features, answers.feature_profile, "stable")
-        checks.append(check)
-        if check.verdict in (Verdict.PASS, Verdict.FAIL):
-            features = _worst_features(answers, spec.features.worst_features)
+        inputs = feature_drift(spec, "", answers.features, answers.feature_profile, "stable")
+        checks.append(inputs.check)
+        if inputs.result is not None:
+            features = [
+                api.FeatureDrift(
+                    feature=c.name,
+                    psi=c.value,
+                    bin=c.worst_bin,
+                    profile_share=c.reference_share,
+                    live_share=c.observed_share,
+                )
+                for c in inputs.result.worst
+            ]
     if spec is not None and spec.prediction is not None:
-        check = judge_prediction_drift_from_profile(
+        outputs = prediction_drift_from_profile(
             spec, "", answers.predictions, answers.prediction_profile
         )
-        checks.append(check)
-        if check.value is not None:
+        checks.append(outputs.check)
+        if outputs.result is not None:
             prediction = api.PredictionDriftStatus(
                 statistic=spec.prediction.statistic,
-                value=check.value,
-                output=_output_of(check.message),
-                max=check.max,
+                value=outputs.result.value,
+                output=outputs.result.worst[0].name,
+                max=outputs.check.max,
             )
     if monitoring.quality is not None:
         quality_checks, quality = _quality(monitoring.quality, answers)
@@ -207,29 +218,6 @@ def _drift_status(
     )
 
 
-def _worst_features(answers: MonitoringAnswers, count: int) -> list[api.FeatureDrift]:
-    try:
-        result = feature_drifts(answers.features, answers.feature_profile, count)
-    except (ValueError, NotEnoughData):
-        return []
-    return [
-        api.FeatureDrift(
-            feature=c.name,
-            psi=c.value,
-            bin=c.worst_bin,
-            profile_share=c.reference_share,
-            live_share=c.observed_share,
-        )
-        for c in result.worst
-    ]
-
-
-def _output_of(message: str) -> str:
-    """The output a prediction-drift message names (`...; output score, bin 3: ...`)."""
-    _, found, rest = message.partition("output ")
-    return rest.split(",", 1)[0] if found else ""
-
-
 def _rows(features: Samples) -> float | None:
     if isinstance(features, QueryFailed) or not features:
         return None
@@ -243,23 +231,10 @@ def _rows(features: Samples) -> float | None:
 def _quality(
     bounds: api.MonitoringQualitySpec, answers: MonitoringAnswers
 ) -> tuple[list[api.CheckResult], api.QualityStatus | None]:
-    q = answers.quality
-    if (
-        isinstance(q.task, QueryFailed)
-        or isinstance(q.rows, QueryFailed)
-        or isinstance(q.scores, QueryFailed)
-        or isinstance(q.errors, QueryFailed)
-    ):
-        failed = next(a for a in (q.task, q.rows, q.scores, q.errors) if isinstance(a, QueryFailed))
-        return [result_of("quality", "", Verdict.ERROR, failed.message)], None
-    task = model_task(q.task)
-    problem = (
-        "the model's task is unknown: no single modelserver_model_info series of the stable"
-        if task is None
-        else bounds.task_problem(task)
-    )
-    if problem is not None:
-        return [result_of("quality", "", Verdict.ERROR, problem)], None
+    usable = usable_feedback(bounds, "", answers.quality, "stable")
+    if isinstance(usable, api.CheckResult):
+        return [usable], None
+    rows, scores, errors = usable
     reference = (
         mq.by_label(answers.reference_quality, mq.METRIC)
         if not isinstance(answers.reference_quality, QueryFailed)
@@ -267,7 +242,11 @@ def _quality(
     )
     checks, status = [], None
     for metric, low, high in bounded_metrics(bounds):
-        measured = measure(metric, q.rows, q.scores, q.errors, "stable")
+        try:
+            measured = measure(metric, rows, scores, errors, "stable")
+        except ValueError as error:
+            checks.append(result_of(metric, "", Verdict.ERROR, str(error), min=low, max=high))
+            continue
         if status is None:
             status = api.QualityStatus(
                 metric=metric,
@@ -275,27 +254,10 @@ def _quality(
                 reference=reference.get(metric),
                 feedback=measured.labelled,
             )
-        if measured.labelled < bounds.min_feedback or measured.value is None:
-            message = (
-                f"{measured.labelled:.0f} labelled rows in the window, fewer than "
-                f"minFeedback {bounds.min_feedback}"
-            )
-            checks.append(result_of(metric, "", Verdict.NO_DATA, message, min=low, max=high))
-            continue
-        message = f"{describe(measured.value, low, high)} on {measured.labelled:.0f} labelled rows"
-        checks.append(
-            result_of(
-                metric,
-                "",
-                judge(measured.value, low, high),
-                message,
-                min=low,
-                max=high,
-                value=measured.value,
-            )
-        )
-        if bounds.max_drop_vs_reference is not None:
-            checks.append(_reference_check(metric, measured.value, reference.get(metric), bounds))
+        check = bound_check(metric, "", measured, low, high, bounds.min_feedback, "stable")
+        checks.append(check)
+        if check.value is not None and bounds.max_drop_vs_reference is not None:
+            checks.append(_reference_check(metric, check.value, reference.get(metric), bounds))
     return checks, status
 
 

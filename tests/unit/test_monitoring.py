@@ -217,3 +217,13 @@ def test_webhook_payloads_carry_the_severity():
     fields = {f["title"]: f["value"] for f in body["attachments"][0]["fields"]}
     assert fields["Severity"] == "critical"
     assert "got less accurate" in body["text"]
+
+
+def test_a_broken_feedback_series_is_an_error_check_not_a_failed_reconcile():
+    rows = [mq.Sample({"track": "stable"}, 160)]  # no `result` label: a broken contract
+    watched = spec(quality={"minAccuracy": 0.7, "minFeedback": 100})
+    outcome = assess(watched, status(), answers(features((100, 100)), rows=rows), NOW)
+    assert outcome.drift is not None
+    checks = {c.name: c for c in outcome.drift.checks}
+    assert checks["accuracy"].verdict == Verdict.ERROR
+    assert "lacks the 'result' label" in checks["accuracy"].message
