@@ -212,20 +212,19 @@ class Machine:
         weight: int,
         requeue: float | None,
         *,
-        live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY),
+        live_tracks: tuple[Track, ...] | None = None,
         stable_replicas: int | None = None,
     ) -> Decision:
+        """What to apply now. The clients' Service reaches `live_tracks`; by default the
+        tracks whose pods are wanted: the stable, and the canary while it has pods (a
+        rejected canary's pods on their way out must not get a live request)."""
         self.refresh_stable_counts()
         self.scale_status()
         self.availability()
         self.rollout_conditions()
-        if (canary is None or canary.replicas == 0) and live_tracks == (
-            Track.STABLE,
-            Track.CANARY,
-        ):
-            # No canary pod is wanted, but a rejected one's pods may still be on their way
-            # out (its Deployment at 0): clients must not be sent to them meanwhile.
-            live_tracks = (Track.STABLE,)
+        if live_tracks is None:
+            serving = canary is not None and canary.replicas > 0
+            live_tracks = (Track.STABLE, Track.CANARY) if serving else (Track.STABLE,)
         stable = self.stable_plan(canary, weight)
         if stable is not None and stable_replicas is not None:
             stable = TrackPlan(stable.revision, stable.template, stable_replicas)
@@ -381,7 +380,7 @@ class Machine:
             f"deploying model {spec.model.name} {spec.model.version} "
             f"(revision {self.o.revision}) as stable",
         )
-        live = () if self.gated() else (Track.STABLE, Track.CANARY)
+        live = () if self.gated() else None
         return self.decision(None, 0, STABLE_RECHECK_SECONDS, live_tracks=live)
 
     def first_deploy_message(self) -> str:
@@ -616,12 +615,7 @@ class Machine:
         keep = self.rolled_back_canary_replicas()
         plan = TrackPlan(canary.revision, self.o.template, keep)
         current = canary.revision == self.o.revision
-        # Its pods take a moment to go: the clients' Service must not pick them up meanwhile
-        # (a rejected challenger would answer its first live requests on the way out).
-        live = (Track.STABLE,) if keep == 0 else (Track.STABLE, Track.CANARY)
-        return self.decision(
-            plan if current else None, 0, POLL_SECONDS if keep else None, live_tracks=live
-        )
+        return self.decision(plan if current else None, 0, POLL_SECONDS if keep else None)
 
     def supersede(self) -> Decision:
         canary = self.status.canary
