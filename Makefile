@@ -5,7 +5,7 @@ UV_RUN := uv run --locked
 
 CRD_FILE := crds/modeldeploy.dev_modeldeployments.yaml
 
-.PHONY: help uv sync tools test test-images test-unit test-integration lint format crds models \
+.PHONY: help uv sync tools test test-images test-unit test-integration lint format crds grpc-stubs models \
         cluster cluster-down demo bench bench-server bench-operator bench-rollback
 
 help:
@@ -43,6 +43,9 @@ lint: sync ## ruff, mypy, and actionlint on .github/workflows (built from its Go
 format: sync
 	$(UV_RUN) ruff check --fix .
 	$(UV_RUN) ruff format .
+
+grpc-stubs: sync ## regenerate the gRPC messages of server_image/modelserver/protos from the .proto
+	scripts/generate_grpc.sh
 
 crds: sync ## regenerate crds/ from operator/modeldeploy/api.py
 	$(UV_RUN) python -m modeldeploy.crdgen --output $(CRD_FILE)
