@@ -44,6 +44,11 @@ FEEDBACK_ABSOLUTE_ERROR = "modelserver_feedback_absolute_error"
 FEEDBACK_REQUESTS_TOTAL = "modelserver_feedback_requests_total"
 FEEDBACK_REPLAYED_TOTAL = "modelserver_feedback_replayed_total"
 FEEDBACK_REMEMBERED_TOKENS = "modelserver_feedback_remembered_tokens"
+# Shadow traffic (mirror.py on the stable, shadow_compare.py on the shadow).
+MIRROR_REQUESTS_TOTAL = "modelserver_mirror_requests_total"
+MIRROR_QUEUE_DEPTH = "modelserver_mirror_queue_depth"
+SHADOW_ROWS_TOTAL = "modelserver_shadow_rows_total"
+SHADOW_ABSOLUTE_DIFFERENCE = "modelserver_shadow_absolute_difference"
 
 BASE_LABELS = ("model", "model_version", "track", "modeldeployment")
 
@@ -62,6 +67,18 @@ OUTCOME_SERVER_ERROR = "server_error"
 # `class` of PREDICTION_CLASS_TOTAL, or of each `bin` of PREDICTION_BIN_TOTAL.
 OUTPUT_CLASS = "class"
 OUTPUT_SCORE = "score"
+
+# Values of the `result` label of MIRROR_REQUESTS_TOTAL and SHADOW_ROWS_TOTAL.
+MIRROR_SENT = "sent"
+"""The shadow answered the copy (whatever its status: its errors are in its own metrics)."""
+MIRROR_DROPPED = "dropped"
+"""The queue was full, or mirroring was turned off or moved while the copy waited."""
+MIRROR_FAILED = "failed"
+"""No answer: the shadow could not be reached, or did not answer within the timeout."""
+SHADOW_AGREE = "agree"
+SHADOW_DISAGREE = "disagree"
+SHADOW_UNMATCHED = "unmatched"
+"""Rows whose reference could not be parsed or did not have one label per row."""
 
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,

@@ -193,6 +193,24 @@ class Settings(BaseSettings):
         ge=1,
         description="Tokens each server process remembers so that a replayed one counts once.",
     )
+    mirror_config_file: Path | None = Field(
+        default=None,
+        description='JSON file naming the shadow to mirror to, {"url": ..., "percent": ...}'
+        " (a mounted ConfigMap, re-read every 2 s); none: never mirror.",
+    )
+    mirror_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Mirrored copies waiting to be sent; more are dropped (and counted).",
+    )
+    mirror_connections: int = Field(
+        default=4, ge=1, description="Keep-alive connections that send copies to the shadow."
+    )
+    mirror_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A copy the shadow has not answered within this time counts as failed.",
+    )
 
     @classmethod
     def settings_customise_sources(
