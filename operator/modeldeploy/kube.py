@@ -34,6 +34,7 @@ _PLURALS = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
     ("batch/v1", "Job"): "jobs",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): "grpcroutes",
     (f"{GROUP}/{VERSION}", "ModelDeployment"): PLURAL,
     ("coordination.k8s.io/v1", "Lease"): "leases",
 }

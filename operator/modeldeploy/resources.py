@@ -5,7 +5,8 @@ Names, for a ModelDeployment `NAME`:
 - Service `NAME`: what clients call; selects the serving pods of both tracks, so with the
   replicas router the canary's share of ready pods is its share of traffic;
 - Services `NAME-stable` and `NAME-canary`: one track each (Gateway API backends, debugging);
-- HTTPRoute `NAME` with the gatewayAPI router.
+- HTTPRoute and GRPCRoute `NAME` with the gatewayAPI router.
+Each Service has the port `http` (80, REST) and `grpc` (8081, the V2 protocol over gRPC).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from modeldeploy.api import (
 )
 
 SERVER_PORT = 8080
+GRPC_PORT = 8081
 CACHE_DIR = "/var/cache/modelserver"
 PVC_MOUNT = "/mnt/models"
 PROFILE_PVC_MOUNT = "/mnt/profile"
@@ -215,6 +217,7 @@ def server_env(
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         },
         {"name": "MODELSERVER_PORT", "value": str(SERVER_PORT)},
+        {"name": "MODELSERVER_GRPC_PORT", "value": str(GRPC_PORT)},
         {"name": "MODELSERVER_CACHE_DIR", "value": CACHE_DIR},
     ]
     if model.sha256:
@@ -310,7 +313,10 @@ def pod_template(
     container: dict[str, Any] = {
         "name": "modelserver",
         "image": server.image,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "env": server_env(name, track, template, model_uri, profile_uri, feedback),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS, startup_failures),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
@@ -484,6 +490,14 @@ def _service(
                 "selector": selector,
                 "ports": [
                     {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                    # h2c: gRPC without TLS, so that Gateways and meshes speak HTTP/2 to it.
+                    {
+                        "name": "grpc",
+                        "port": GRPC_PORT,
+                        "targetPort": "grpc",
+                        "protocol": "TCP",
+                        "appProtocol": "kubernetes.io/h2c",
+                    },
                 ],
             },
         }
@@ -501,21 +515,54 @@ def http_route(
     serve (both 0: the gateway answers 500); owner reference added by the caller."""
     gateway = spec.traffic.gateway_api
     assert gateway is not None, "the gatewayAPI router needs traffic.gatewayAPI"
+    match = {"path": {"type": "PathPrefix", "value": gateway.path_prefix}}
+    return _route("HTTPRoute", name, namespace, spec, match, 80, weight, live_tracks)
+
+
+GRPC_SERVICE = "inference.GRPCInferenceService"
+"""The gRPC service of the Open Inference Protocol, which the servers answer on GRPC_PORT."""
+
+
+def grpc_route(
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    weight: int,
+    live_tracks: Sequence[str] = ("stable", "canary"),
+) -> dict[str, Any]:
+    """The GRPCRoute beside http_route's HTTPRoute: the same Gateways, hostnames and split,
+    for the V2 gRPC service; each call is routed by weight, as each HTTP request is."""
+    match = {"method": {"type": "Exact", "service": GRPC_SERVICE}}
+    return _route("GRPCRoute", name, namespace, spec, match, GRPC_PORT, weight, live_tracks)
+
+
+def _route(
+    kind: str,
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    match: dict[str, Any],
+    port: int,
+    weight: int,
+    live_tracks: Sequence[str],
+) -> dict[str, Any]:
+    gateway = spec.traffic.gateway_api
+    assert gateway is not None, "the gatewayAPI router needs traffic.gatewayAPI"
     parent_refs = [ref.model_dump(by_alias=True, exclude_none=True) for ref in gateway.parent_refs]
     route_spec: dict[str, Any] = {
         "parentRefs": parent_refs,
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": gateway.path_prefix}}],
+                "matches": [match],
                 "backendRefs": [
                     {
                         "name": f"{name}-stable",
-                        "port": 80,
+                        "port": port,
                         "weight": 100 - weight if "stable" in live_tracks else 0,
                     },
                     {
                         "name": f"{name}-canary",
-                        "port": 80,
+                        "port": port,
                         "weight": weight if "canary" in live_tracks else 0,
                     },
                 ],
@@ -526,7 +573,7 @@ def http_route(
         route_spec["hostnames"] = list(gateway.hostnames)
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
+        "kind": kind,
         "metadata": {"name": name, "namespace": namespace, "labels": common_labels(name)},
         "spec": route_spec,
     }

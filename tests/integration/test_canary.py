@@ -344,8 +344,8 @@ def test_replicas_router_sizes_the_canary_to_its_weight(objects, operator, prome
     assert _replicas(objects, "ratio-stable") == 4
 
 
-def _route_weights(objects: Objects, name: str) -> dict[str, int] | None:
-    route = objects.get("httproute", name)
+def _route_weights(objects: Objects, name: str, kind: str = "httproute") -> dict[str, int] | None:
+    route = objects.get(kind, name)
     if route is None:
         return None
     refs = route["spec"]["rules"][0]["backendRefs"]
@@ -373,6 +373,11 @@ def test_gateway_api_router_sets_httproute_weights(objects, operator, prometheus
         lambda: _route_weights(objects, "gw") == {"gw-stable": 80, "gw-canary": 20},
         30,
         "an 80/20 split",
+    )
+    wait_for(
+        lambda: _route_weights(objects, "gw", "grpcroute") == {"gw-stable": 80, "gw-canary": 20},
+        30,
+        "the same split for gRPC",
     )
     objects.patch_spec("gw", {"rollout": {"paused": False}})
     wait_for(

@@ -125,6 +125,7 @@ def test_service_account_may_do_what_the_operator_does_and_no_more(cluster, rele
         ("delete", "deployments.apps"),
         ("patch", "services"),
         ("create", "httproutes.gateway.networking.k8s.io"),
+        ("patch", "grpcroutes.gateway.networking.k8s.io"),
         ("get", "secrets"),
         ("list", "pods"),
         ("create", "jobs.batch"),

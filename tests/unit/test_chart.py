@@ -126,6 +126,7 @@ def _namespaced_rules_hold(grants: dict[tuple[str, str], set[str]]) -> None:
     assert grants[("apps", "deployments")] == ALL_WRITE
     assert grants[("", "services")] == ALL_WRITE
     assert grants[("gateway.networking.k8s.io", "httproutes")] == ALL_WRITE
+    assert grants[("gateway.networking.k8s.io", "grpcroutes")] == ALL_WRITE
     assert grants[("", "pods")] == {"get", "list"}
     assert grants[("batch", "jobs")] == {"get", "create", "patch"}
     assert grants[("autoscaling", "horizontalpodautoscalers")] == {

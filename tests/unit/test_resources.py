@@ -13,7 +13,15 @@ from pydantic import ValidationError
 
 from modeldeploy import resources
 from modeldeploy.api import ModelDeploymentSpec, TrackTemplate
-from modeldeploy.resources import deployment, http_route, owned, revision_of, service, template_of
+from modeldeploy.resources import (
+    deployment,
+    grpc_route,
+    http_route,
+    owned,
+    revision_of,
+    service,
+    template_of,
+)
 from tests.unit.examples import EXAMPLES_DIR
 
 NAME, NAMESPACE, UID = "fraud", "ml", "0d6f1c9e-5b7a-4c1e-9f4e-2a3b4c5d6e7f"
@@ -277,7 +285,7 @@ def test_user_env_cannot_replace_the_contract_or_repeat_a_name(entries, message)
 
 def test_probes_use_the_v2_health_endpoints_on_the_served_port():
     c = container(build())
-    (port,) = c["ports"]
+    port, _ = c["ports"]
 
     assert (port["name"], port["containerPort"]) == ("http", resources.SERVER_PORT)
     assert c["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
@@ -285,6 +293,13 @@ def test_probes_use_the_v2_health_endpoints_on_the_served_port():
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     env_port = env_values(build())["MODELSERVER_PORT"]
     assert env_port == str(port["containerPort"])
+
+
+def test_pods_serve_grpc_on_the_port_named_grpc_that_they_are_told():
+    _, port = container(build())["ports"]
+
+    assert port == {"name": "grpc", "containerPort": resources.GRPC_PORT, "protocol": "TCP"}
+    assert env_values(build())["MODELSERVER_GRPC_PORT"] == str(resources.GRPC_PORT)
 
 
 @pytest.mark.parametrize(
@@ -483,7 +498,14 @@ def test_client_service_selects_both_tracks_and_track_services_one_each():
     assert not selects(canary["spec"]["selector"], stable_pods)
     for svc in (client, stable, canary):
         assert svc["spec"]["ports"] == [
-            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+            {
+                "name": "grpc",
+                "port": resources.GRPC_PORT,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            },
         ]
         assert svc["metadata"]["ownerReferences"][0]["uid"] == UID
 
@@ -526,6 +548,37 @@ def test_route_attaches_to_the_gateways_with_hostnames_and_path():
     assert route["spec"]["hostnames"] == ["fraud.example.com"]
     (rule,) = route["spec"]["rules"]
     assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/models"}}]
+
+
+@given(weight=st.integers(0, 100), live=st.sampled_from([(), ("stable",), ("canary",)]))
+def test_grpc_route_splits_like_the_http_route_on_the_grpc_port(weight, live):
+    def split(route: dict[str, Any]) -> dict[str, int]:
+        (rule,) = route["spec"]["rules"]
+        return {b["name"]: b["weight"] for b in rule["backendRefs"]}
+
+    grpc = grpc_route(NAME, NAMESPACE, gateway_spec(), weight, live)
+    http = http_route(NAME, NAMESPACE, gateway_spec(), weight, live)
+
+    assert split(grpc) == split(http)
+    assert all(b["port"] == resources.GRPC_PORT for b in grpc["spec"]["rules"][0]["backendRefs"])
+
+
+def test_grpc_route_matches_the_v2_service_on_the_http_routes_gateways_and_hostnames():
+    route = grpc_route(
+        NAME, NAMESPACE, gateway_spec(hostnames=["fraud.example.com"], pathPrefix="/models"), 25
+    )
+
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["kind"] == "GRPCRoute"
+    assert (route["metadata"]["name"], route["metadata"]["namespace"]) == (NAME, NAMESPACE)
+    assert route["spec"]["parentRefs"] == [
+        {"name": "ml-gw", "namespace": "gateways", "sectionName": "http"}
+    ]
+    assert route["spec"]["hostnames"] == ["fraud.example.com"]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [
+        {"method": {"type": "Exact", "service": "inference.GRPCInferenceService"}}
+    ]
 
 
 def test_route_without_hostnames_omits_them():

@@ -144,8 +144,12 @@ def test_gateway_achieved_weight_is_the_route_weight_once_canary_pods_are_ready(
 @given(weight=weights)
 def test_gateway_routes_send_nothing_to_a_track_that_may_not_serve(weight):
     def backends(live_tracks: tuple[str, ...]) -> dict[str, int]:
-        (route,) = gateway_router.routes("m", "ns", gateway_spec(), weight, live_tracks)
-        return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+        routes = gateway_router.routes("m", "ns", gateway_spec(), weight, live_tracks)
+        (split,) = {
+            tuple((b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"])
+            for route in routes
+        }  # every route carries the same split
+        return dict(split)
 
     assert backends(()) == {"m-stable": 0, "m-canary": 0}
     assert backends(("stable",))["m-canary"] == 0
@@ -153,12 +157,13 @@ def test_gateway_routes_send_nothing_to_a_track_that_may_not_serve(weight):
 
 
 @given(weight=weights)
-def test_gateway_routes_are_one_httproute_carrying_the_weight(weight):
-    (route,) = gateway_router.routes("m", "ns", gateway_spec(), weight)
-    (rule,) = route["spec"]["rules"]
+def test_gateway_routes_are_an_httproute_and_a_grpcroute_carrying_the_weight(weight):
+    routes = gateway_router.routes("m", "ns", gateway_spec(), weight)
 
-    assert route["kind"] == "HTTPRoute"
-    assert {b["name"]: b["weight"] for b in rule["backendRefs"]} == {
-        "m-stable": 100 - weight,
-        "m-canary": weight,
-    }
+    assert [route["kind"] for route in routes] == ["HTTPRoute", "GRPCRoute"]
+    for route in routes:
+        (rule,) = route["spec"]["rules"]
+        assert {b["name"]: b["weight"] for b in rule["backendRefs"]} == {
+            "m-stable": 100 - weight,
+            "m-canary": weight,
+        }

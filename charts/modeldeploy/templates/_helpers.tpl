@@ -87,7 +87,7 @@ their children, the Secrets they name and the Events it records. Used by the Clu
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: ["httproutes"]
+  resources: ["httproutes", "grpcroutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # spec.autoscaling: an HPA sizes the stable Deployment.
 - apiGroups: ["autoscaling"]

@@ -1,6 +1,6 @@
-"""Gateway API canary: an HTTPRoute splits traffic between the per-track Services by
-weight, so the split is exact whatever the pod counts; the canary gets pods in
-proportion to its share so it can carry it.
+"""Gateway API canary: an HTTPRoute (REST) and a GRPCRoute (gRPC) split traffic between
+the per-track Services by weight, so the split is exact whatever the pod counts; the
+canary gets pods in proportion to its share so it can carry it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modeldeploy.api import ModelDeploymentSpec
-from modeldeploy.resources import http_route
+from modeldeploy.resources import grpc_route, http_route
 from modeldeploy.routers.base import TrackReplicas
 
 
@@ -34,4 +34,7 @@ class GatewayAPIRouter:
         weight: int,
         live_tracks: Sequence[str] = ("stable", "canary"),
     ) -> list[dict[str, Any]]:
-        return [http_route(name, namespace, spec, weight, live_tracks)]
+        return [
+            http_route(name, namespace, spec, weight, live_tracks),
+            grpc_route(name, namespace, spec, weight, live_tracks),
+        ]
