@@ -55,6 +55,11 @@ BASE_LABELS = ("model", "model_version", "track", "modeldeployment")
 ENDPOINT_V2_INFER = "v2_infer"
 ENDPOINT_V1_PREDICT = "v1_predict"
 
+# Values of the `protocol` label: how the request came. A gRPC answer's `code` is the HTTP
+# status that the same answer has over REST, so analyses count both protocols alike.
+PROTOCOL_REST = "rest"
+PROTOCOL_GRPC = "grpc"
+
 # Values of the `outcome` label of REQUESTS_TOTAL: whose doing the answer was.
 OUTCOME_OK = "ok"
 OUTCOME_REJECTED = "rejected"
@@ -141,16 +146,16 @@ class ServerMetrics:
         base = (model, model_version, track, modeldeployment)
         self._requests = Counter(
             REQUESTS_TOTAL,
-            "Inference requests by endpoint, HTTP status code and outcome"
-            " (ok, rejected, client_error, server_error).",
-            (*BASE_LABELS, "endpoint", "code", "outcome"),
+            "Inference requests by endpoint, protocol (rest, grpc), HTTP status code and"
+            " outcome (ok, rejected, client_error, server_error).",
+            (*BASE_LABELS, "endpoint", "protocol", "code", "outcome"),
             registry=registry,
         )
         self._duration = Histogram(
             REQUEST_DURATION_SECONDS,
             "Time from receiving an inference request to its response, in seconds; requests"
             " that failed by the client's doing (outcome client_error) are not observed.",
-            (*BASE_LABELS, "endpoint"),
+            (*BASE_LABELS, "endpoint", "protocol"),
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
@@ -199,16 +204,18 @@ class ServerMetrics:
         ).labels(*base, model_format, task, sha256).set(1)
         self.base = base
         """Values of BASE_LABELS for this server."""
-        self._request_children: dict[tuple[str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
 
-    def record_request(self, endpoint: str, status_code: int, seconds: float) -> None:
+    def record_request(
+        self, endpoint: str, status_code: int, seconds: float, protocol: str = PROTOCOL_REST
+    ) -> None:
         # Children are cached: labels() costs more than the increment itself.
-        key = (endpoint, status_code)
+        key = (endpoint, protocol, status_code)
         counter = self._request_children.get(key)
         if counter is None:
             counter = self._requests.labels(
-                *self.base, endpoint, str(status_code), outcome(status_code)
+                *self.base, endpoint, protocol, str(status_code), outcome(status_code)
             )
             self._request_children[key] = counter
         counter.inc()
@@ -216,10 +223,10 @@ class ServerMetrics:
             # A client that sends its body slowly, or garbage, must not move the model's
             # latency: analyses judge the p99 of requests that reached the model.
             return
-        duration = self._duration_children.get(endpoint)
+        duration = self._duration_children.get(key[:2])
         if duration is None:
-            duration = self._duration.labels(*self.base, endpoint)
-            self._duration_children[endpoint] = duration
+            duration = self._duration.labels(*self.base, endpoint, protocol)
+            self._duration_children[key[:2]] = duration
         duration.observe(seconds)
 
 

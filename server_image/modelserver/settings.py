@@ -86,6 +86,13 @@ class Settings(BaseSettings):
 
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port for the API and /metrics.")
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port for the V2 protocol over gRPC (inference.GRPCInferenceService);"
+        " 0: no gRPC.",
+    )
     workers: int = Field(default=1, ge=1, description="Server processes, each with the model.")
     predict_threads: int = Field(
         default=1,

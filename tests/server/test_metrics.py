@@ -44,7 +44,7 @@ def fraud(serve: Serve):
         yield client
 
 
-def test_requests_are_counted_by_endpoint_status_code_and_outcome(fraud):
+def test_requests_are_counted_by_endpoint_protocol_status_code_and_outcome(fraud):
     row = breast_cancer_rows(1).tolist()
     fraud.post("/v2/models/fraud/infer", json=v2_body(row))
     fraud.post("/v2/models/fraud/infer", json=v2_body(row))
@@ -54,14 +54,28 @@ def test_requests_are_counted_by_endpoint_status_code_and_outcome(fraud):
     fraud.post("/v1/models/fraud:predict", json={"instances": [row[0][:3]]})
     text = fraud.get("/metrics").text
     total = "modelserver_requests_total"
-    assert value(text, total, endpoint="v2_infer", code="200", outcome="ok") == 2
-    assert value(text, total, endpoint="v2_infer", code="400", outcome="client_error") == 1
-    assert value(text, total, endpoint="v2_infer", code="404", outcome="client_error") == 1
-    assert value(text, total, endpoint="v2_infer", code="405", outcome="client_error") == 1
-    assert value(text, total, endpoint="v1_predict", code="422", outcome="rejected") == 1
+    assert value(text, total, endpoint="v2_infer", protocol="rest", code="200", outcome="ok") == 2
+    assert (
+        value(text, total, endpoint="v2_infer", protocol="rest", code="400", outcome="client_error")
+        == 1
+    )
+    assert (
+        value(text, total, endpoint="v2_infer", protocol="rest", code="404", outcome="client_error")
+        == 1
+    )
+    assert (
+        value(text, total, endpoint="v2_infer", protocol="rest", code="405", outcome="client_error")
+        == 1
+    )
+    assert (
+        value(text, total, endpoint="v1_predict", protocol="rest", code="422", outcome="rejected")
+        == 1
+    )
     duration = "modelserver_request_duration_seconds_count"
-    assert value(text, duration, endpoint="v2_infer") == 2, "client errors are not timed"
-    assert value(text, duration, endpoint="v1_predict") == 1
+    assert value(text, duration, endpoint="v2_infer", protocol="rest") == 2, (
+        "client errors are not timed"
+    )
+    assert value(text, duration, endpoint="v1_predict", protocol="rest") == 1
 
 
 @pytest.mark.parametrize(
@@ -95,7 +109,10 @@ def test_a_body_too_large_is_a_client_error(serve: Serve):
         client.post("/v2/models/fraud/infer", json=v2_body(breast_cancer_rows(50).tolist()))
         text = client.get("/metrics").text
     total = "modelserver_requests_total"
-    assert value(text, total, endpoint="v2_infer", code="413", outcome="client_error") == 1
+    assert (
+        value(text, total, endpoint="v2_infer", protocol="rest", code="413", outcome="client_error")
+        == 1
+    )
 
 
 def test_health_metadata_and_metrics_requests_are_not_counted(fraud):
@@ -112,7 +129,9 @@ def test_client_errors_do_not_move_the_models_latency(fraud):
     fraud.post("/v2/models/other/infer", json=v2_body(row))
     fraud.post("/v2/models/fraud/infer", json=v2_body([row[0][:3]]))
     text = fraud.get("/metrics").text
-    observed = value(text, "modelserver_request_duration_seconds_count", endpoint="v2_infer")
+    observed = value(
+        text, "modelserver_request_duration_seconds_count", endpoint="v2_infer", protocol="rest"
+    )
     assert observed == 2, "the answered and the rejected request, not the 400 and the 404"
 
 
@@ -121,9 +140,10 @@ def test_duration_buckets_resolve_milliseconds(fraud):
     text = fraud.get("/metrics").text
     bucket = "modelserver_request_duration_seconds_bucket"
     for bound in ("0.0005", "0.001", "0.0025", "0.005", "0.01", "0.25", "10.0", "+Inf"):
-        assert (bucket, frozenset({**LABELS, "endpoint": "v2_infer", "le": bound}.items())) in (
-            samples(text)
-        )
+        assert (
+            bucket,
+            frozenset({**LABELS, "endpoint": "v2_infer", "protocol": "rest", "le": bound}.items()),
+        ) in (samples(text))
 
 
 def test_rows_and_prediction_values_are_observed(fraud):
@@ -168,8 +188,14 @@ def test_model_failure_is_a_5xx_and_counted_apart_from_rejections(tmp_path: Path
     assert broken.json() == {"error": "inference failed: RuntimeError: the model broke"}
     assert rejected.status_code == 422
     total = "modelserver_requests_total"
-    assert value(text, total, endpoint="v2_infer", code="500", outcome="server_error") == 1
-    assert value(text, total, endpoint="v2_infer", code="422", outcome="rejected") == 1
+    assert (
+        value(text, total, endpoint="v2_infer", protocol="rest", code="500", outcome="server_error")
+        == 1
+    )
+    assert (
+        value(text, total, endpoint="v2_infer", protocol="rest", code="422", outcome="rejected")
+        == 1
+    )
 
 
 def test_bulk_histogram_counts_like_one_observation_at_a_time():
