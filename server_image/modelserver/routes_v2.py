@@ -50,11 +50,51 @@ _NO_FEEDBACK = (
 )
 
 
+def model_metadata(service: InferenceService) -> ModelMetadata:
+    """What the served model takes and gives (REST and gRPC alike)."""
+    settings = service.settings
+    model = service.loaded.model
+    warm = service.loaded.warm_up_prediction
+    tensors = [
+        TensorMetadata(
+            name=OUTPUT_PREDICT,
+            datatype=v2_datatype(warm.values),
+            shape=[-1, *warm.values.shape[1:]],
+        )
+    ]
+    if warm.probabilities is not None:
+        tensors.append(
+            TensorMetadata(
+                name=model_outputs(model)[1],
+                datatype=v2_datatype(warm.probabilities),
+                shape=[-1, warm.probabilities.shape[1]],
+            )
+        )
+    return ModelMetadata(
+        name=settings.model_name,
+        versions=[settings.model_version],
+        platform=model.format,
+        inputs=[
+            TensorMetadata(
+                name=INPUT_NAME,
+                datatype="FP32" if model.input_dtype is np.float32 else "FP64",
+                shape=[-1, model.n_features],
+            )
+        ],
+        outputs=tensors,
+        parameters={
+            "task": str(model.task),
+            "feature_names": model.feature_names,
+            "classes": model.classes,
+            "accepts_missing_values": model.accepts_missing,
+            "sha256": service.loaded.sha256,
+        },
+    )
+
+
 def v2_router(service: InferenceService, feedback: Feedback | None = None) -> APIRouter:
     router = APIRouter(tags=["V2 (Open Inference Protocol)"])
     settings = service.settings
-    model = service.loaded.model
-    outputs = model_outputs(model)
 
     @router.get("/v2/health/live")
     async def live() -> dict[str, bool]:
@@ -77,43 +117,7 @@ def v2_router(service: InferenceService, feedback: Feedback | None = None) -> AP
             service.check_model(name, version)
         except NotFound as error:
             return error_response(404, str(error))
-        warm = service.loaded.warm_up_prediction
-        tensors = [
-            TensorMetadata(
-                name=OUTPUT_PREDICT,
-                datatype=v2_datatype(warm.values),
-                shape=[-1, *warm.values.shape[1:]],
-            )
-        ]
-        if warm.probabilities is not None:
-            tensors.append(
-                TensorMetadata(
-                    name=outputs[1],
-                    datatype=v2_datatype(warm.probabilities),
-                    shape=[-1, warm.probabilities.shape[1]],
-                )
-            )
-        body = ModelMetadata(
-            name=settings.model_name,
-            versions=[settings.model_version],
-            platform=model.format,
-            inputs=[
-                TensorMetadata(
-                    name=INPUT_NAME,
-                    datatype="FP32" if model.input_dtype is np.float32 else "FP64",
-                    shape=[-1, model.n_features],
-                )
-            ],
-            outputs=tensors,
-            parameters={
-                "task": str(model.task),
-                "feature_names": model.feature_names,
-                "classes": model.classes,
-                "accepts_missing_values": model.accepts_missing,
-                "sha256": service.loaded.sha256,
-            },
-        )
-        return JSONResponse(body.model_dump())
+        return JSONResponse(model_metadata(service).model_dump())
 
     def model_ready(request: Request, name: str, version: str | None) -> Response:
         try:
