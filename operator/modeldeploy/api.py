@@ -347,6 +347,7 @@ OPERATOR_ENV = (
     "MODELSERVER_PROFILE_SHA256",
     "MODELSERVER_FEEDBACK_KEY_FILE",
     "MODELSERVER_FEEDBACK_KEY",
+    "MODELSERVER_MIRROR_CONFIG_FILE",
 )
 _RESERVED_ENV_MESSAGE = (
     "server.env may not set variables the operator sets (" + ", ".join(OPERATOR_ENV) + "), "
@@ -1114,6 +1115,7 @@ class StrategyType(StrEnum):
     CANARY = "canary"
     BLUE_GREEN = "blueGreen"
     DIRECT = "direct"
+    SHADOW = "shadow"
 
 
 _POST_PROMOTION_RULE = "duration(self.postPromotionAnalysis) <= duration(self.scaleDownDelay)"
@@ -1187,6 +1189,76 @@ class DirectStrategy(ApiModel):
     )
 
 
+_SHADOW_KIND_RULE = "!(has(self.minAgreement) && has(self.maxMeanAbsDiff))"
+_SHADOW_KIND_MESSAGE = (
+    "strategy.shadow: minAgreement judges classifiers, maxMeanAbsDiff regressors: set one"
+)
+
+
+class ShadowStrategy(ApiModel):
+    """The new revision first runs as a shadow: the stable's pods copy live requests to it
+    and clients never see its answers."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_SHADOW_KIND_RULE, _SHADOW_KIND_MESSAGE))
+    )
+
+    mirror_percent: float = Field(
+        default=100,
+        ge=0.01,
+        le=100,
+        description=(
+            "Share of live requests the stable copies to the shadow (every 100/p-th request, "
+            "not a random draw). Copies the stable cannot send at once are dropped and "
+            "counted, never queued at the expense of live requests."
+        ),
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Shadow pods; default the stable's size times mirrorPercent (at least 1).",
+    )
+    analyses: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "Passing analyses (one per rollout.interval) the shadow needs before the follow-up "
+            "strategy starts (type shadow: before it is promoted)."
+        ),
+    )
+    min_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Classifiers: lowest share of mirrored rows for which the shadow predicts the "
+            "class the stable answered."
+        ),
+    )
+    max_mean_abs_diff: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Regressors: highest mean absolute difference between the shadow's and the "
+            "stable's predicted values over the mirrored rows."
+        ),
+    )
+    min_rows: int = Field(
+        default=100,
+        ge=1,
+        le=10_000_000,
+        description="Compared rows per analysis below which the agreement check has no data.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ShadowStrategy:
+        if self.min_agreement is not None and self.max_mean_abs_diff is not None:
+            raise ValueError(_SHADOW_KIND_MESSAGE)
+        return self
+
+
 _STRATEGY_BLOCK_RULES = (
     cel(
         "!has(self.blueGreen) || (has(self.type) && self.type == 'blueGreen')",
@@ -1206,14 +1278,21 @@ class StrategySpec(ApiModel):
         default=StrategyType.CANARY,
         description=(
             "canary (traffic shifted step by step), blueGreen (the new version previewed at "
-            "full size, then all traffic switched at once) or direct (replaced in place, then "
-            "judged)."
+            "full size, then all traffic switched at once), direct (replaced in place, then "
+            "judged) or shadow (a mirrored copy of live traffic judged, then promoted)."
         ),
     )
     blue_green: BlueGreenStrategy | None = Field(
         default=None, alias="blueGreen", description="Settings of the blueGreen strategy."
     )
     direct: DirectStrategy | None = Field(default=None, description="Settings of direct.")
+    shadow: ShadowStrategy | None = Field(
+        default=None,
+        description=(
+            "Run the new revision as a shadow first (any type; type shadow promotes it once "
+            "the shadow passes). docs/operator.md explains mirroring and its checks."
+        ),
+    )
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> StrategySpec:
@@ -1228,6 +1307,13 @@ class StrategySpec(ApiModel):
 
     def direct_settings(self) -> DirectStrategy:
         return self.direct or DirectStrategy()
+
+    def shadows(self) -> bool:
+        """Whether a new revision runs as a shadow before anything else."""
+        return self.shadow is not None or self.type == StrategyType.SHADOW
+
+    def shadow_settings(self) -> ShadowStrategy:
+        return self.shadow or ShadowStrategy()
 
 
 _AUTOSCALING_RULE = "self.minReplicas <= self.maxReplicas"
@@ -1501,6 +1587,16 @@ class CanaryStatus(StatusModel):
     )
     switched_at: datetime | None = Field(
         default=None, description="blueGreen: when all traffic switched to the new version."
+    )
+    stage: str | None = Field(
+        default=None,
+        description=(
+            "Shadow while the new revision only receives mirrored copies of live traffic; "
+            "unset once its strategy serves it live traffic."
+        ),
+    )
+    shadow_passes: int = Field(
+        default=0, description="Passing analyses of the shadow so far (strategy.shadow.analyses)."
     )
 
 

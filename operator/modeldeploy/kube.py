@@ -28,6 +28,7 @@ from modeldeploy.resources import FIELD_MANAGER
 _PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
+    ("v1", "ConfigMap"): "configmaps",
     ("v1", "Event"): "events",
     ("v1", "Pod"): "pods",
     ("apps/v1", "Deployment"): "deployments",

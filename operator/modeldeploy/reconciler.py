@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,7 +46,7 @@ from modeldeploy.api import (
 )
 from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, KubeError, ObjectRef, resource_version
-from modeldeploy.model_checks import model_checks
+from modeldeploy.model_checks import ModelChecks, model_checks
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout import (
     DROPPED_CONDITIONS,
@@ -62,7 +63,9 @@ from modeldeploy.rollout import (
     decide,
     set_condition,
 )
+from modeldeploy.rollout.shadow import in_shadow
 from modeldeploy.routers import router_for
+from modeldeploy.shadow_checks import with_shadow_checks
 from modeldeploy.validation import ValidationResult
 
 log = logging.getLogger("modeldeploy.reconciler")
@@ -369,13 +372,20 @@ class Reconciler:
             else None
         )
         spec = md.spec.analysis
+        shadow = track == Track.CANARY and in_shadow(md.status.canary)
+        if shadow:
+            # Nobody sees a shadow's answers, so no feedback can come for them.
+            spec = spec.model_copy(update={"quality": None})
         try:
             async with client:
-                model = (
+                model: Awaitable[ModelChecks] | None = (
                     model_checks(client, spec, context, alongside)
                     if spec.drift is not None or spec.quality is not None
                     else None
                 )
+                if shadow:
+                    settings = md.spec.strategy.shadow_settings()
+                    model = with_shadow_checks(model, client, settings, context)
                 return await analysis.analyse(client, spec, context, now, model)
         except Exception as error:
             log.exception("analysis of %s/%s failed", md.metadata.namespace, md.metadata.name)
@@ -509,6 +519,10 @@ class Reconciler:
             desired.append(self._deployment(md, uid, Track.STABLE, decision.stable))
         if decision.canary is not None:
             desired.append(self._deployment(md, uid, Track.CANARY, decision.canary))
+        if md.spec.strategy.shadows():
+            desired.append(
+                resources.mirror_config_map(name, namespace, uid, decision.mirror_percent)
+            )
         if md.spec.autoscaling is not None:
             desired.append(
                 resources.horizontal_pod_autoscaler(name, namespace, uid, md.spec.autoscaling)
@@ -655,6 +669,7 @@ class Reconciler:
             plan.template,
             None if autoscaled else plan.replicas,
             feedback=self._signs_feedback(md),
+            mirror=md.spec.strategy.shadows(),
         )
 
     def _signs_feedback(self, md: ModelDeployment) -> bool:

@@ -37,6 +37,8 @@ CACHE_DIR = "/var/cache/modelserver"
 PVC_MOUNT = "/mnt/models"
 PROFILE_PVC_MOUNT = "/mnt/profile"
 FEEDBACK_KEY_MOUNT = "/var/run/modeldeploy/feedback"
+MIRROR_MOUNT = "/etc/modelserver/mirror"
+MIRROR_ITEM = "mirror.json"
 FEEDBACK_KEY_ITEM = "key"
 SERVER_USER = 65532
 FIELD_MANAGER = "modeldeploy"
@@ -174,6 +176,32 @@ def collects_feedback(spec: ModelDeploymentSpec) -> bool:
     )
 
 
+def mirror_config_map_name(name: str) -> str:
+    """`NAME-mirror`: where NAME's stable pods learn whether and where to copy requests."""
+    return f"{name}-mirror"
+
+
+def mirror_config_map(name: str, namespace: str, uid: str, percent: float | None) -> dict[str, Any]:
+    """The mirror target the pods re-read at run time: the canary track's Service while a
+    shadow runs (`percent` of live requests), nothing otherwise."""
+    target: dict[str, Any] = {}
+    if percent is not None:
+        target = {"url": f"http://{name}-canary.{namespace}.svc:80", "percent": percent}
+    return with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(
+                mirror_config_map_name(name),
+                namespace,
+                common_labels(name),
+                owner_reference(name, uid),
+            ),
+            "data": {MIRROR_ITEM: json.dumps(target, sort_keys=True)},
+        }
+    )
+
+
 def feedback_key_secret_name(name: str) -> str:
     """`NAME-feedback`: the key that signs the prediction tokens of NAME's pods."""
     return f"{name}-feedback"
@@ -203,6 +231,7 @@ def server_env(
     model_uri: str,
     profile_uri: str | None = None,
     feedback: bool = False,
+    mirror: bool = False,
 ) -> list[dict[str, Any]]:
     model = template.model
     env: list[dict[str, Any]] = [
@@ -237,6 +266,9 @@ def server_env(
     if feedback:
         key_file = f"{FEEDBACK_KEY_MOUNT}/{FEEDBACK_KEY_ITEM}"
         env.append({"name": "MODELSERVER_FEEDBACK_KEY_FILE", "value": key_file})
+    if mirror:
+        mirror_file = f"{MIRROR_MOUNT}/{MIRROR_ITEM}"
+        env.append({"name": "MODELSERVER_MIRROR_CONFIG_FILE", "value": mirror_file})
     # api.ServerSpec refuses user entries that repeat a name or reuse one of these.
     return env + [
         extra.model_dump(by_alias=True, exclude_none=True) for extra in template.server.env
@@ -274,9 +306,15 @@ def _resources(server: ServerSpec) -> dict[str, Any]:
 
 
 def pod_template(
-    name: str, track: str, revision: str, template: TrackTemplate, feedback: bool = False
+    name: str,
+    track: str,
+    revision: str,
+    template: TrackTemplate,
+    feedback: bool = False,
+    mirror: bool = False,
 ) -> dict[str, Any]:
-    """A track's pods; with `feedback` they sign prediction tokens with NAME-feedback's key."""
+    """A track's pods; with `feedback` they sign prediction tokens with NAME-feedback's key,
+    with `mirror` they copy requests to the target NAME-mirror names (a shadow)."""
     server = template.server
     model_uri, model_volume = model_location(template.model.uri)
     profile = template.model.profile
@@ -310,6 +348,11 @@ def pod_template(
                 "secret": {"secretName": feedback_key_secret_name(name), "defaultMode": 0o440},
             }
         )
+    if mirror:
+        mounts.append({"name": "mirror", "mountPath": MIRROR_MOUNT, "readOnly": True})
+        # optional: pods start before the operator's first write of NAME-mirror.
+        config = {"name": mirror_config_map_name(name), "optional": True}
+        volumes.append({"name": "mirror", "configMap": config})
     container: dict[str, Any] = {
         "name": "modelserver",
         "image": server.image,
@@ -317,7 +360,7 @@ def pod_template(
             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": server_env(name, track, template, model_uri, profile_uri, feedback),
+        "env": server_env(name, track, template, model_uri, profile_uri, feedback, mirror),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS, startup_failures),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
@@ -381,6 +424,7 @@ def deployment(
     template: TrackTemplate,
     replicas: int | None,
     feedback: bool = False,
+    mirror: bool = False,
 ) -> dict[str, Any]:
     """A track's Deployment; `replicas` None leaves its size to a HorizontalPodAutoscaler."""
     labels = track_labels(name, track, revision, template.model.version)
@@ -399,7 +443,7 @@ def deployment(
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
                 },
-                "template": pod_template(name, track, revision, template, feedback),
+                "template": pod_template(name, track, revision, template, feedback, mirror),
             },
         }
     )

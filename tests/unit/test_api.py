@@ -57,6 +57,7 @@ COMPLETE_EXAMPLES = (
     "validation.yaml",
     "model-aware.yaml",
     "model-aware-regressor.yaml",
+    "shadow.yaml",
 )
 
 

@@ -140,6 +140,9 @@ def _namespaced_rules_hold(grants: dict[tuple[str, str], set[str]]) -> None:
     # Secrets are read by name (Prometheus token and CA, webhook URL), never listed; the
     # feedback key is created, never updated.
     assert grants[("", "secrets")] == {"get", "create"}
+    # NAME-mirror (strategy.shadow) is applied and read back by name, never listed or deleted
+    # (it goes with its ModelDeployment).
+    assert grants[("", "configmaps")] == {"get", "create", "patch"}
     assert not any(
         verb in {"*", "escalate", "bind", "impersonate"} for v in grants.values() for verb in v
     )

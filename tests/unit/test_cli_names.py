@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modeldeploy import api, model_checks, monitoring, resources, rollout
 from modeldeploy.cli import names, state
+from modeldeploy.rollout import shadow
 
 CLI = Path(names.__file__).parent
 PACKAGE = CLI.parent
@@ -43,6 +44,12 @@ def test_model_check_names_and_the_feedback_default_are_the_operators():
     assert names.REFERENCE_SUFFIX == monitoring.REFERENCE_SUFFIX
     deadline = api.QualitySpec.model_fields["feedback_deadline"].default
     assert deadline == state.DEFAULT_FEEDBACK_DEADLINE
+
+
+def test_the_shadow_default_is_the_operators():
+    analyses = api.ShadowStrategy.model_fields["analyses"].default
+    assert analyses == state.DEFAULT_SHADOW_ANALYSES
+    assert shadow.SHADOW_STAGE == "Shadow"  # what the plugin and the Argo CD script read
 
 
 def imported_modules(path: Path) -> set[str]:

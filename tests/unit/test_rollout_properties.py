@@ -57,8 +57,13 @@ def specs(draw: st.DrawFn, version: str = "1.0.0") -> ModelDeploymentSpec:
 def any_strategy_specs(draw: st.DrawFn) -> ModelDeploymentSpec:
     """Specs of every strategy, with their settings drawn too."""
     spec = draw(specs())
-    kind = draw(st.sampled_from(["canary", "blueGreen", "direct"]))
+    kind = draw(st.sampled_from(["canary", "blueGreen", "direct", "shadow"]))
     strategy: dict[str, Any] = {"type": kind}
+    if kind == "shadow" or draw(st.sampled_from([False, False, True])):
+        strategy["shadow"] = {
+            "analyses": draw(st.integers(1, 3)),
+            "mirrorPercent": draw(st.sampled_from([10, 50, 100])),
+        }
     if kind == "blueGreen":
         delay = draw(st.sampled_from([0, 30, 120]))
         strategy["blueGreen"] = {
@@ -158,6 +163,13 @@ class RunChecker:
             assert ready.reason == reconciling.reason == "Paused"
 
         kind = o.spec.strategy.type
+        shadow = status.canary is not None and status.canary.stage == "Shadow"
+        # Copies go only to a ready shadow, and only while it is one.
+        if d.mirror_percent is not None:
+            assert shadow
+            assert status.canary is not None
+            assert status.canary.ready_at is not None
+            assert d.mirror_percent == o.spec.strategy.shadow_settings().mirror_percent
         if status.canary is None:
             assert d.weight == 0
             kept = d.canary is not None and d.canary.replicas > 0
@@ -171,6 +183,10 @@ class RunChecker:
             assert canary.failed_checks < o.spec.rollout.failure_threshold
             if canary.ready_at is None:
                 assert d.weight == 0, "no traffic to new pods that are not ready"
+            if shadow:
+                # Nobody sees a shadow's answers.
+                assert d.weight == 0
+                assert d.live_tracks == (Track.STABLE,)
             if kind == "canary":
                 # Traffic never goes past the current step.
                 assert d.weight in {0, *steps}
@@ -181,7 +197,7 @@ class RunChecker:
                 switched = canary.switched_at is not None
                 assert d.weight == (100 if switched else 0)
                 assert d.live_tracks == ((Track.CANARY,) if switched else (Track.STABLE,))
-            if kind == "direct":
+            if kind == "direct" and not shadow:
                 assert d.canary is None, "direct replaces stable in place"
                 assert d.weight == 0
             else:
@@ -213,7 +229,18 @@ class RunChecker:
 
         # Promotion only after a Pass (or a user's step promotion) at every step, unless a
         # user asked for the whole promotion.
-        started = {Reason.CANARY_STARTED, Reason.PREVIEW_STARTED, Reason.REPLACING}
+        started = {
+            Reason.CANARY_STARTED,
+            Reason.PREVIEW_STARTED,
+            Reason.REPLACING,
+            Reason.SHADOW_STARTED,
+        }
+        if Reason.SHADOW_PASSED in reasons and not was_shadow_promoted(reasons):
+            # No follow-up and no promotion without the shadow's verdicts (the follow-up
+            # starts in the same reconcile, so count before it resets the run).
+            judged = [*self.since_start, tick.verdict]
+            passes = [t for t in judged if t == Verdict.PASS]
+            assert len(passes) >= o.spec.strategy.shadow_settings().analyses
         if started & reasons:
             self.passed_steps = set()
             self.manually_promoted = False
@@ -224,11 +251,14 @@ class RunChecker:
             kind != "canary" and Reason.STEP_PROMOTED in reasons
         ):
             self.manually_promoted = True
-        if Reason.STEP_PROMOTED in reasons and o.status.canary is not None:
+        was_shadow = o.status.canary is not None and o.status.canary.stage == "Shadow"
+        if Reason.STEP_PROMOTED in reasons and o.status.canary is not None and not was_shadow:
             self.passed_steps.add(o.status.canary.step)
         if tick.verdict == Verdict.PASS and tick.step is not None:
             self.passed_steps.add(tick.step)
-        if Reason.PROMOTION_STARTED in reasons and not self.manually_promoted:
+        if kind == "shadow" and Reason.PROMOTION_STARTED in reasons:
+            assert Reason.SHADOW_PASSED in reasons or self.manually_promoted
+        elif Reason.PROMOTION_STARTED in reasons and not self.manually_promoted:
             assert self.passed_steps == set(range(len(steps)))
         if kind == "direct" and d.outcome == "Promoted" and not self.manually_promoted:
             passes = [t for t in self.since_start if t == Verdict.PASS]
@@ -270,6 +300,11 @@ class RunChecker:
         for exclude_none in (False, True):
             stored = roundtrip(o.status, exclude_none=exclude_none)
             assert snapshot(decide(dataclasses.replace(o, status=stored))) == snapshot(d)
+
+
+def was_shadow_promoted(reasons: set[Reason]) -> bool:
+    """A user moved the shadow on (promote-step) instead of its verdicts."""
+    return Reason.STEP_PROMOTED in reasons
 
 
 def _aborted(decision: Decision) -> bool:

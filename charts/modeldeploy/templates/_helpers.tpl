@@ -98,6 +98,10 @@ their children, the Secrets they name and the Events it records. Used by the Clu
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create", "patch"]
+# strategy.shadow: NAME-mirror tells the stable pods where to copy live requests.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 # Canary pods that never become ready: their container statuses say why (status, Event).
 - apiGroups: [""]
   resources: ["pods"]

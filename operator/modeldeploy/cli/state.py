@@ -19,6 +19,7 @@ Json = dict[str, Any]
 DEFAULT_STEPS = (10, 25, 50)
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_INCONCLUSIVE_LIMIT = 5
+DEFAULT_SHADOW_ANALYSES = 3
 DEFAULT_FEEDBACK_DEADLINE = "1h"
 
 
@@ -51,6 +52,8 @@ class Canary(Track):
     inconclusive_checks: int
     ready: bool
     started_at: datetime | None
+    shadow_passes: int | None = None
+    """Passing analyses so far while the revision is a shadow (mirrored traffic only)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Rollout:
     feedback_wait: FeedbackWait | None = None
     drift: Json | None = None
     slo: Json | None = None
+    shadow_analyses: int = DEFAULT_SHADOW_ANALYSES
 
     @classmethod
     def of(cls, obj: Json) -> Rollout:
@@ -105,7 +109,9 @@ class Rollout:
             str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, dict)
         }
         analysis = status.get("lastAnalysis")
+        shadow = _dict(_dict(spec.get("strategy")).get("shadow"))
         return cls(
+            shadow_analyses=_int(shadow.get("analyses"), DEFAULT_SHADOW_ANALYSES),
             name=str(meta.get("name", "")),
             namespace=str(meta.get("namespace", "")),
             uid=str(meta.get("uid", "")),
@@ -171,6 +177,8 @@ class Rollout:
         return self.generation is None or observed == self.generation
 
     def step_text(self, canary: Canary) -> str:
+        if canary.shadow_passes is not None:
+            return f"shadow, {canary.shadow_passes}/{self.shadow_analyses} passed"
         return f"{canary.step + 1}/{len(self.steps)}"
 
 
@@ -202,6 +210,7 @@ def _canary(value: object) -> Canary | None:
         inconclusive_checks=_int(raw.get("inconclusiveChecks")),
         ready=raw.get("readyAt") is not None,
         started_at=parse_time(raw.get("startedAt")),
+        shadow_passes=_int(raw.get("shadowPasses")) if raw.get("stage") == "Shadow" else None,
     )
 
 

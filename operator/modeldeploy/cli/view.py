@@ -22,7 +22,7 @@ from modeldeploy.cli.names import (
     TRACK_LABEL,
     VERSION_LABEL,
 )
-from modeldeploy.cli.state import FeedbackWait, Json, Rollout
+from modeldeploy.cli.state import Canary, FeedbackWait, Json, Rollout
 from modeldeploy.cli.text import (
     age_since,
     bounds,
@@ -147,8 +147,7 @@ def summary(rollout: Rollout, now: datetime) -> tuple[Field, ...]:
                 f"{canary.version} (revision {canary.revision}), "
                 f"{canary.ready_replicas}/{canary.replicas} ready",
             ),
-            Field("Step", f"{rollout.step_text(canary)} (steps {_steps(rollout.steps)})"),
-            Field("Weight", f"set {canary.weight}%, achieved {percent(canary.actual_weight)}"),
+            *_position(rollout, canary),
             Field(
                 "Analyses",
                 f"failed {canary.failed_checks}/{rollout.failure_threshold}, "
@@ -171,6 +170,22 @@ def summary(rollout: Rollout, now: datetime) -> tuple[Field, ...]:
         names = ", ".join(a.split("/", 1)[1] for a in rollout.pending)
         fields.append(Field("Requests", f"{names} (not acted on yet)", Tone.BUSY))
     return tuple(fields)
+
+
+def _position(rollout: Rollout, canary: Canary) -> list[Field]:
+    """Where the new revision stands: its shadow's analyses, or its step and weight."""
+    if canary.shadow_passes is not None:
+        return [
+            Field(
+                "Shadow",
+                f"{canary.shadow_passes}/{rollout.shadow_analyses} analyses of mirrored "
+                "traffic passed; no live traffic, clients never see its answers",
+            )
+        ]
+    return [
+        Field("Step", f"{rollout.step_text(canary)} (steps {_steps(rollout.steps)})"),
+        Field("Weight", f"set {canary.weight}%, achieved {percent(canary.actual_weight)}"),
+    ]
 
 
 def feedback_text(wait: FeedbackWait, now: datetime) -> str:
@@ -235,6 +250,8 @@ def _root_info(rollout: Rollout) -> str:
     canary = rollout.canary
     if canary is None:
         return f"serving {rollout.stable.version}" if rollout.stable else ""
+    if canary.shadow_passes is not None:
+        return f"{rollout.step_text(canary)}, mirrored traffic only"
     return (
         f"step {rollout.step_text(canary)}, weight {canary.weight}% "
         f"(achieved {percent(canary.actual_weight)})"

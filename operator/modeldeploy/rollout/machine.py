@@ -21,6 +21,7 @@ from modeldeploy.api import (
     Outcome,
     Phase,
     StableStatus,
+    StrategySpec,
     StrategyType,
     ValidationStatus,
     ValidationVerdict,
@@ -62,6 +63,7 @@ from modeldeploy.rollout.requests import (
     RETRY_ANNOTATION,
     new_requests,
 )
+from modeldeploy.rollout.shadow import Shadowed
 from modeldeploy.rollout.strategy import Strategy
 from modeldeploy.routers import router_for
 from modeldeploy.validation import job_name as validation_job_name
@@ -71,20 +73,27 @@ _STRATEGIES: dict[StrategyType, Strategy] = {
     StrategyType.BLUE_GREEN: BlueGreen(),
     StrategyType.DIRECT: Direct(),
 }
+# Type shadow: the promotion follows the shadow, as a canary's follows its last step.
+_SHADOWED: dict[StrategyType, Strategy] = {
+    **{kind: Shadowed(strategy, promote_after=False) for kind, strategy in _STRATEGIES.items()},
+    StrategyType.SHADOW: Shadowed(Canary(), promote_after=True),
+}
 
 
-def strategy_for(kind: StrategyType | str) -> Strategy:
-    return _STRATEGIES[StrategyType(kind)]
+def strategy_for(spec: StrategySpec) -> Strategy:
+    """The strategy of `spec.type`, behind a shadow phase when the spec asks for one."""
+    kind = StrategyType(spec.type)
+    return _SHADOWED[kind] if spec.shadows() else _STRATEGIES[kind]
 
 
 def analysis_due(observation: Observation) -> bool:
     """Whether the shell should run an analysis before deciding (the strategy says when)."""
-    return strategy_for(observation.spec.strategy.type).analysis_due(observation)
+    return strategy_for(observation.spec.strategy).analysis_due(observation)
 
 
 def analysis_track(observation: Observation) -> Track:
     """The track the analysis judges: the new revision's pods."""
-    return strategy_for(observation.spec.strategy.type).analysis_track(observation)
+    return strategy_for(observation.spec.strategy).analysis_track(observation)
 
 
 AUTOSCALED_NOTE = "; an HPA sizes it (spec.replicas is ignored while autoscaling is on)"
@@ -102,7 +111,7 @@ class Machine:
         self.notifications: list[Notification] = []
         self.outcome: Outcome | None = None
         self.router = router_for(observation.spec.traffic.router)
-        self.strategy = strategy_for(observation.spec.strategy.type)
+        self.strategy = strategy_for(observation.spec.strategy)
         self.validation_attempt: int | None = None
         self.pending = new_requests(observation.annotations, observation.status.handled_requests)
 
@@ -214,6 +223,7 @@ class Machine:
         *,
         live_tracks: tuple[Track, ...] | None = None,
         stable_replicas: int | None = None,
+        mirror_percent: float | None = None,
     ) -> Decision:
         """What to apply now. The clients' Service reaches `live_tracks`; by default the
         tracks whose pods are wanted: the stable, and the canary while it has pods (a
@@ -239,6 +249,7 @@ class Machine:
             outcome=self.outcome,
             live_tracks=live_tracks,
             validation_attempt=self.validation_attempt,
+            mirror_percent=mirror_percent,
         )
 
     # -- the offline check -------------------------------------------------------

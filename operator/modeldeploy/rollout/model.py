@@ -61,6 +61,10 @@ class Reason(StrEnum):
     PREVIEW_STARTED = "PreviewStarted"
     PREVIEW_READY = "PreviewReady"
     SWITCHED = "Switched"
+    SHADOW_STARTED = "ShadowStarted"
+    SHADOW_READY = "ShadowReady"
+    SHADOWING = "Shadowing"
+    SHADOW_PASSED = "ShadowPassed"
     SCALED_DOWN = "PreviousScaledDown"
     REPLACING = "Replacing"
     REPLACED = "Replaced"
@@ -181,6 +185,9 @@ class Decision:
     live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY)
     # The offline check's Job that must exist now (its attempt), if one runs.
     validation_attempt: int | None = None
+    # Share of live requests the stable copies to the canary track's pods (a shadow);
+    # None: no copies.
+    mirror_percent: float | None = None
 
 
 def wanted_replicas(o: Observation) -> int:

@@ -31,6 +31,13 @@ local function weights(canary)
 end
 
 local function canary_position(obj, canary)
+  if canary.stage == "Shadow" then
+    -- A shadow gets mirrored copies only: no step, no weight.
+    local shadow = obj.spec and obj.spec.strategy and obj.spec.strategy.shadow
+    local needed = text(shadow and shadow.analyses, "3")
+    return "shadow " .. text(canary.version, "?") .. ", " .. text(canary.shadowPasses, "0")
+      .. "/" .. needed .. " analyses of mirrored traffic passed, no live traffic"
+  end
   local step = text((canary.step or 0) + 1, "1")
   local steps = obj.spec and obj.spec.rollout and obj.spec.rollout.steps
   if steps ~= nil then
