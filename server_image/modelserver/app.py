@@ -18,6 +18,7 @@ from modelserver.batching import MicroBatcher
 from modelserver.codecs import V1_CODEC, v2_codec
 from modelserver.decoding import BodyDecoder
 from modelserver.feedback import Feedback, FeedbackMetrics, read_feedback_key
+from modelserver.grpc_server import GrpcServer
 from modelserver.inference import InferenceEndpoints, InferenceService, error_response
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
@@ -42,8 +43,10 @@ PROFILE_FLUSH_SECONDS = 1.0
 
 
 def create_app(
-    settings: Settings, loaded: LoadedModel, registry: CollectorRegistry
+    settings: Settings, loaded: LoadedModel, registry: CollectorRegistry, serve_grpc: bool = False
 ) -> InferenceEndpoints:
+    """The app; with `serve_grpc`, its lifespan also serves gRPC on settings.grpc_port (the
+    `modelserver` command does; an app under test takes no port)."""
     model = loaded.model
     metrics = ServerMetrics(
         registry,
@@ -73,12 +76,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        grpc_server = GrpcServer(service) if serve_grpc else None
+        if grpc_server is not None:
+            await grpc_server.start()
         flusher = None if counters is None else asyncio.create_task(_flush_often(counters))
         service.ready = True
         try:
             yield
         finally:
             service.ready = False
+            if grpc_server is not None:
+                await grpc_server.stop()  # its calls end before the batcher stops
             decoder.close()
             await batcher.stop()
             if flusher is not None:

@@ -19,10 +19,11 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelserver.batching import MicroBatcher
-from modelserver.codecs import BinaryAnswer, Codec, DecodeFunction, Stamp
+from modelserver.codecs import BinaryAnswer, Codec, Decoded, DecodeFunction, Stamp
 from modelserver.decoding import BodyDecoder
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMetrics
+from modelserver.model import Prediction
 from modelserver.prediction_token import TokenSigner
 from modelserver.protocol import body_timed_out
 from modelserver.settings import Settings
@@ -85,6 +86,17 @@ def error_response(status_code: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code)
 
 
+def refusal(error: Exception) -> tuple[int, str]:
+    """The HTTP status and message of an inference that failed with `error`: the client's
+    fault (4xx, the message says what to fix) or the model's (500, logged)."""
+    if isinstance(error, NotFound):
+        return 404, str(error)
+    if isinstance(error, InvalidInput):
+        return error.status_code, str(error)
+    log.error("inference failed", exc_info=error)
+    return 500, f"inference failed: {type(error).__name__}: {error}"
+
+
 class InferenceService:
     """Answers inference requests: limits, decoding, micro-batched prediction, metrics."""
 
@@ -117,6 +129,20 @@ class InferenceService:
                 f"model {name!r} has no version {version!r};"
                 f" served version: {self.settings.model_version!r}"
             )
+
+    async def predict(self, decoded: Decoded) -> tuple[Prediction, Stamp]:
+        """The prediction of a checked request (micro-batched with the others) and what
+        identifies its answer; counted in the request and prediction metrics."""
+        request_id = self._id(decoded.request_id)
+        self.metrics.request_rows.observe(len(decoded.rows))
+        prediction = await self.batcher.predict(decoded.rows)
+        self.metrics.prediction_value.observe_many(prediction.monitored_values())
+        token = (
+            None
+            if self._signer is None or request_id is None
+            else self._signer.sign(request_id, prediction, time.time())
+        )
+        return prediction, Stamp(request_id, token)
 
     async def handle(
         self,

@@ -1,4 +1,5 @@
-"""Run the app under uvicorn: one process, or several workers that share the metrics."""
+"""Run the app under uvicorn: one process, or several workers that share the metrics; each
+process also serves gRPC (grpc_server.py) unless --grpc-port is 0."""
 
 import contextlib
 import logging
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from modelserver.app import create_app
+from modelserver.grpc_server import check_port_free
 from modelserver.inference import InferenceEndpoints
 from modelserver.loading import load_configured_model
 from modelserver.metrics import MULTIPROCESS_DIR_VARIABLE
@@ -26,6 +28,8 @@ WORKER_SETTINGS_VARIABLE = "MODELSERVER_WORKER_SETTINGS_JSON"
 
 def serve(settings: Settings) -> None:
     """Load the model (raising StartupError on failure), then serve until SIGTERM."""
+    if settings.grpc_port:
+        check_port_free(settings.host, settings.grpc_port)
     loaded = load_configured_model(settings)
     log.info(
         "serving %s version %s on the %s track of ModelDeployment %s/%s",
@@ -47,7 +51,7 @@ def serve(settings: Settings) -> None:
         "body_timeout_seconds": settings.body_timeout_seconds,
     }
     if settings.workers == 1:
-        app = create_app(settings, loaded, CollectorRegistry())
+        app = create_app(settings, loaded, CollectorRegistry(), serve_grpc=settings.grpc_port != 0)
         server = uvicorn.Server(ServerConfig(app, **options))  # type: ignore[arg-type]
         # uvicorn drains on SIGTERM, then raises the signal again to the handler that was
         # there before it; a no-op handler makes a completed drain exit 0, not 143.
@@ -100,4 +104,5 @@ class _Supervisor(Multiprocess):
 def worker_app() -> InferenceEndpoints:
     """Build the app inside a worker process (uvicorn imports this by name)."""
     settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS_VARIABLE])
-    return create_app(settings, load_configured_model(settings), CollectorRegistry())
+    loaded = load_configured_model(settings)
+    return create_app(settings, loaded, CollectorRegistry(), serve_grpc=settings.grpc_port != 0)

@@ -129,8 +129,10 @@ def v2_rows(request: InferenceRequest, model: ModelInput) -> Rows:
     return json_tensor_rows(tensor, tensor.data, model)
 
 
-def json_tensor_rows(tensor: TensorHeader, data: list[Any], model: ModelInput) -> Rows:
-    """Rows from a tensor whose data came as JSON values."""
+def json_tensor_rows(
+    tensor: TensorHeader, data: list[Any] | npt.NDArray[Any], model: ModelInput
+) -> Rows:
+    """Rows from a tensor whose data came as values: JSON's, or gRPC's typed contents."""
     where = f"input {tensor.name!r}"
     datatype, shape = _checked_header(tensor, model, where)
     values = _as_array(data, where)
@@ -247,7 +249,7 @@ def v1_rows(instances: list[Any], model: ModelInput) -> Rows:
     return _finite_rows(values, model, where, None)
 
 
-def _as_array(data: list[Any], where: str) -> npt.NDArray[Any]:
+def _as_array(data: list[Any] | npt.NDArray[Any], where: str) -> npt.NDArray[Any]:
     try:
         values = np.asarray(data)
     except (ValueError, TypeError) as error:

@@ -1,5 +1,6 @@
 """Run the `modelserver` command as a real process on 127.0.0.1 for the end-to-end tests."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,10 +19,16 @@ START_TIMEOUT_SECONDS = 90.0
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all held at once while picked, so none is picked twice."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 @dataclass
@@ -29,6 +36,8 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    grpc_target: str
+    """host:port of its gRPC service."""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -48,11 +57,13 @@ def running_server(
 ) -> Iterator[ServerProcess]:
     """Start modelserver, wait until ready, and stop it (SIGTERM, then SIGKILL) at the end.
 
-    `env` is the whole environment of the process (default: this one's).
+    `env` is the whole environment of the process (default: this one's). It serves gRPC on
+    a free port of its own too.
     """
-    port = free_port()
+    port, grpc_port = free_ports(2)
     log = tmp_path / f"modelserver-{port}.log"
-    command = [COMMAND, "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [COMMAND, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--grpc-port", str(grpc_port), *args]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
@@ -61,7 +72,7 @@ def running_server(
             cwd=tmp_path,
             env=os.environ if env is None else env,
         )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log, f"127.0.0.1:{grpc_port}")
     try:
         _wait_until_ready(server)
         yield server

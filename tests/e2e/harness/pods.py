@@ -131,6 +131,7 @@ class PodMirror:
         env.update(
             MODELSERVER_HOST="127.0.0.1",
             MODELSERVER_PORT=str(port),
+            MODELSERVER_GRPC_PORT="0",  # the harness's clients speak REST; pods share a host
             MODELSERVER_CACHE_DIR=str(self.log_dir / "cache"),
         )
         labels = pod["metadata"]["labels"]
