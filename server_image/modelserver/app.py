@@ -22,6 +22,7 @@ from modelserver.grpc_server import GrpcServer
 from modelserver.inference import InferenceEndpoints, InferenceService, error_response
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
+from modelserver.mirror import Mirror
 from modelserver.model import Prediction
 from modelserver.prediction_token import TokenSigner
 from modelserver.profile_metrics import ProfileCounters
@@ -35,6 +36,7 @@ from modelserver.schemas import (
     V1PredictResponse,
 )
 from modelserver.settings import Settings
+from modelserver.shadow_compare import ShadowComparison
 from modelserver.tensors import ModelInput, Rows
 
 # With several workers, each worker's pending profile counts reach the shared metric
@@ -71,7 +73,11 @@ def create_app(
     if key is not None:
         signer = TokenSigner(key, settings.model_version, settings.track, model.task, model.classes)
         feedback = Feedback(key, settings, FeedbackMetrics(registry, metrics.base))
-    service = InferenceService(settings, loaded, metrics, batcher, decoder, signer)
+    mirror = None
+    if settings.mirror_config_file is not None:
+        mirror = Mirror(settings, registry, metrics.base)
+    shadow = ShadowComparison(registry, metrics.base, model.task)
+    service = InferenceService(settings, loaded, metrics, batcher, decoder, signer, mirror, shadow)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,11 +86,15 @@ def create_app(
         if grpc_server is not None:
             await grpc_server.start()
         flusher = None if counters is None else asyncio.create_task(_flush_often(counters))
+        if mirror is not None:
+            mirror.start()
         service.ready = True
         try:
             yield
         finally:
             service.ready = False
+            if mirror is not None:
+                await mirror.stop()  # what is queued is dropped, not waited for
             if grpc_server is not None:
                 await grpc_server.stop()  # its calls end before the batcher stops
             decoder.close()

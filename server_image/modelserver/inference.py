@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+from numpy.typing import NDArray
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,10 +24,12 @@ from modelserver.codecs import BinaryAnswer, Codec, Decoded, DecodeFunction, Sta
 from modelserver.decoding import BodyDecoder
 from modelserver.loading import LoadedModel
 from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMetrics
+from modelserver.mirror import Copy, Mirror
 from modelserver.model import Prediction
 from modelserver.prediction_token import TokenSigner
 from modelserver.protocol import body_timed_out
 from modelserver.settings import Settings
+from modelserver.shadow_compare import REFERENCE_HEADER, ShadowComparison
 from modelserver.tensors import BAD_REQUEST, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,8 @@ class InferenceService:
         batcher: MicroBatcher,
         decoder: BodyDecoder,
         signer: TokenSigner | None = None,
+        mirror: Mirror | None = None,
+        shadow: ShadowComparison | None = None,
     ) -> None:
         self.settings = settings
         self.loaded = loaded
@@ -117,6 +122,8 @@ class InferenceService:
         self._signer = signer
         # Ids are made up only where feedback needs them: each token must be unique.
         self._ids = None if signer is None else RequestIds()
+        self._mirror = mirror
+        self._shadow = shadow
         self.ready = False
         """True from the start of serving until shutdown begins."""
 
@@ -158,13 +165,16 @@ class InferenceService:
         status_code = _CLIENT_GONE  # also when the handler is cancelled
         try:
             answer = await self._answer(scope, receive, path_match, codec)
-            status_code, body, request_id, header_length = answer
+            status_code, body, request_id, header_length, copy = answer
             headers = [] if request_id is None else [id_header(request_id)]
             if header_length is None:
                 await _send(send, status_code, body, _JSON, *headers)
             else:
                 headers.append((_BINARY_EXTENSION_HEADER, str(header_length).encode()))
                 await _send(send, status_code, body, _BINARY, *headers)
+            if copy is not None:
+                assert self._mirror is not None
+                self._mirror.offer(copy)  # only now that the response went out
         except _ClientDisconnected:
             status_code = _CLIENT_GONE
         finally:
@@ -178,13 +188,13 @@ class InferenceService:
 
     async def _answer(
         self, scope: Scope, receive: Receive, path_match: re.Match[str], codec: Codec
-    ) -> tuple[int, bytes, str | None, int | None]:
-        """The status, body and id of the answer, and the length of its JSON header when
-        binary tensor data follow it."""
+    ) -> tuple[int, bytes, str | None, int | None, Copy | None]:
+        """The status, body and id of the answer, the length of its JSON header when
+        binary tensor data follow it, and the request's copy when it is to be mirrored."""
         request_id: str | None = None
         try:
             self.check_model(path_match["name"], path_match.groupdict().get("version"))
-            body, header_length = await self._read_body(scope, receive)
+            body, header_length, headers = await self._read_body(scope, receive)
             decode: DecodeFunction = codec.decode
             if header_length is not None:
                 decode = _binary_decoder(codec, header_length)
@@ -202,22 +212,36 @@ class InferenceService:
                 else self._signer.sign(request_id, prediction, time.time())
             )
             answer = codec.respond(decoded, prediction, Stamp(request_id, token))
+            copy = self._mirroring(scope, headers, body, prediction.values)
             if type(answer) is dict:
-                return 200, json_bytes(answer), request_id, None
+                return 200, json_bytes(answer), request_id, None, copy
             assert isinstance(answer, BinaryAnswer)
             header = json_bytes(answer.header)
-            return 200, b"".join((header, *answer.tensors)), request_id, len(header)
+            return 200, b"".join((header, *answer.tensors)), request_id, len(header), copy
         except NotFound as error:
-            return 404, json_bytes({"error": str(error)}), self._id(request_id), None
+            return 404, json_bytes({"error": str(error)}), self._id(request_id), None, None
         except InvalidInput as error:
             refusal = json_bytes({"error": str(error)})
-            return error.status_code, refusal, self._id(request_id), None
+            return error.status_code, refusal, self._id(request_id), None, None
         except _ClientDisconnected:
             raise
         except Exception as error:
             log.exception("inference failed")
             message = f"inference failed: {type(error).__name__}: {error}"
-            return 500, json_bytes({"error": message}), self._id(request_id), None
+            return 500, json_bytes({"error": message}), self._id(request_id), None, None
+
+    def _mirroring(
+        self, scope: Scope, headers: dict[bytes, bytes], body: bytes, predicted: NDArray[Any]
+    ) -> Copy | None:
+        """Shadow traffic: as a shadow, compare with the stable's prediction when the
+        request carries it; as the stable, the copy to send when this request is one to
+        mirror (sent once its response went out)."""
+        reference = headers.get(REFERENCE_HEADER)
+        if reference is not None and self._shadow is not None:
+            self._shadow.compare(reference, predicted)
+        if self._mirror is None:
+            return None
+        return self._mirror.select(scope, headers, body, predicted)
 
     def _id(self, given: str | None) -> str | None:
         """The request's id, else a new one where the server makes them."""
@@ -225,8 +249,11 @@ class InferenceService:
             return given
         return self._ids.new()
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, int | None]:
-        """The body, and its JSON header's length when binary tensor data follow it."""
+    async def _read_body(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[bytes, int | None, dict[bytes, bytes]]:
+        """The body, its JSON header's length when binary tensor data follow it, and the
+        request's headers."""
         headers = dict(scope["headers"])
         header_length = None
         declared_header = headers.get(_BINARY_EXTENSION_HEADER)
@@ -256,7 +283,7 @@ class InferenceService:
                     raise InvalidInput(
                         f"request body not received within {seconds:g} s of its headers", 408
                     )
-                return b"".join(chunks), header_length
+                return b"".join(chunks), header_length, headers
 
 
 def _header_length(value: bytes) -> int:

@@ -1,0 +1,71 @@
+"""The mirror config file's JSON: what turns mirroring on, off, or is refused, and why."""
+
+from fractions import Fraction
+
+import pytest
+
+from modelserver.mirror_config import InvalidMirrorConfig, MirrorTarget, parse_mirror_config
+
+
+@pytest.mark.parametrize(
+    ("content", "target"),
+    [
+        (
+            b'{"url": "http://fraud-canary.ml.svc:80", "percent": 100}',
+            MirrorTarget("fraud-canary.ml.svc", 80, Fraction(1)),
+        ),
+        (
+            b'{"url": "http://fraud-canary.ml.svc", "percent": 25}',
+            MirrorTarget("fraud-canary.ml.svc", 80, Fraction(1, 4)),
+        ),
+        (
+            b'{"url": "http://10.0.0.7:8080/", "percent": 12.5}',
+            MirrorTarget("10.0.0.7", 8080, Fraction(1, 8)),
+        ),
+        # The decimal as written, exactly: 33.3% is 333 of every 1000.
+        (b'{"url": "http://s:80", "percent": 33.3}', MirrorTarget("s", 80, Fraction(333, 1000))),
+        (
+            b'{"url": "http://[::1]:9000", "percent": 1}',
+            MirrorTarget("::1", 9000, Fraction(1, 100)),
+        ),
+    ],
+)
+def test_a_url_and_a_share_turn_mirroring_on(content: bytes, target: MirrorTarget):
+    assert parse_mirror_config(content) == target
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{}",
+        b'{"url": null, "percent": 100}',
+        b'{"url": "http://s:80", "percent": 0}',
+        b'{"url": "http://s:80", "percent": 0.0}',
+        b'{"percent": 50}',
+    ],
+)
+def test_no_url_or_a_share_of_zero_is_off(content: bytes):
+    assert parse_mirror_config(content) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"url": "http://s:80"}', "percent is missing"),
+        (b'{"url": "http://s:80", "percent": "50"}', "number from 0 to 100"),
+        (b'{"url": "http://s:80", "percent": true}', "number from 0 to 100"),
+        (b'{"url": "http://s:80", "percent": -1}', "number from 0 to 100"),
+        (b'{"url": "http://s:80", "percent": 100.5}', "number from 0 to 100"),
+        (b'{"url": 7, "percent": 5}', "url must be a string"),
+        (b'{"url": "https://s:443", "percent": 5}', "must start with http://"),
+        (b'{"url": "s:80", "percent": 5}', "must start with http://"),
+        (b'{"url": "http://:80", "percent": 5}', "needs a host name"),
+        (b'{"url": "http://s:99999", "percent": 5}', "out of range"),
+        (b'{"url": "http://s:80/v2/models/m", "percent": 5}', "must be only http://HOST:PORT"),
+    ],
+)
+def test_an_invalid_file_says_what_is_wrong(content: bytes, reason: str):
+    with pytest.raises(InvalidMirrorConfig, match=reason):
+        parse_mirror_config(content)
