@@ -1,10 +1,13 @@
 """Per-bin counters of what the model sees and answers, in the bins of its profile.
 
-Counting a 100-row prediction value by value would cost more than the prediction, so a
-whole block of rows is binned with a few numpy operations (all features at once) and
-added to one array of pending counts; `flush` moves them into the Prometheus counters.
-The server flushes before every scrape and once a second (so that, with several worker
-processes, each worker's counts reach the shared files).
+Counting a 100-row prediction value by value would cost more than the prediction, so
+rows are binned with a few numpy operations (all features at once) and added to one
+array of pending counts; `flush` moves them into the Prometheus counters. The numpy
+calls cost about as much for one row as for hundreds, so predicted blocks wait (by
+reference: the server never writes to a block again) until BIN_TOGETHER_ROWS rows are
+there, and are binned together. The server flushes, binning whatever waits, before every
+scrape and once a second (so that, with several worker processes, each worker's counts
+reach the shared files).
 
 Cardinality is fixed at start-up: every (feature, bin) series exists from then on, for
 the first `max_features` features and the bins of the profile (at most MAX_BINS each).
@@ -38,19 +41,22 @@ from modelserver.model import Prediction
 from modelserver.profile import CategoryBins, FeatureProfile, Profile, QuantileBins
 from modelserver.profile_bins import category_bin_index, class_bin_index, quantile_bin_index
 
+BIN_TOGETHER_ROWS = 512
+"""Rows of predicted blocks that wait to be binned in one pass (see the module's doc)."""
+
 
 @dataclass(frozen=True)
 class _QuantileColumns:
     """The quantile-binned features, binned together: one comparison of every row's values
-    with every edge, the edges padded to one length with +inf."""
+    with every edge, the edges padded to one length with NaN (which no value reaches)."""
 
     columns: npt.NDArray[np.intp]
     edges: npt.NDArray[np.floating]
-    """[most edges, features], padded with +inf."""
-    last_bin: npt.NDArray[np.intp]
-    """Per feature: the index of its last value bin (its missing bin is the next)."""
+    """[most edges, features], padded with NaN."""
     offsets: npt.NDArray[np.intp]
     """Per feature: where its bins start in the flat counts."""
+    missing: npt.NDArray[np.intp]
+    """Per feature: where its missing bin is in the flat counts."""
 
     @classmethod
     def of(
@@ -59,31 +65,36 @@ class _QuantileColumns:
         input_dtype: type[np.floating],
     ) -> "_QuantileColumns":
         width = max((len(binning.edges) for _, binning, _ in features), default=0)
-        edges = np.full((width, len(features)), np.inf)
+        edges = np.full((width, len(features)), np.nan)
         for position, (_, binning, _) in enumerate(features):
             edges[: len(binning.edges), position] = binning.edges
         # Comparing in the model's float type costs half as much, and is exact when the
         # edges are values of that type (the profile builder makes them so).
-        exact = np.array_equal(edges.astype(input_dtype).astype(np.float64), edges)
+        exact = np.array_equal(edges.astype(input_dtype).astype(np.float64), edges, equal_nan=True)
+        offsets = np.asarray([offset for _, _, offset in features], dtype=np.intp)
+        last_bin = np.asarray([len(b.edges) for _, b, _ in features], dtype=np.intp)
         return cls(
             columns=np.asarray([column for column, _, _ in features], dtype=np.intp),
             edges=edges.astype(input_dtype) if exact else edges,
-            last_bin=np.asarray([len(b.edges) for _, b, _ in features], dtype=np.intp),
-            offsets=np.asarray([offset for _, _, offset in features], dtype=np.intp),
+            offsets=offsets,
+            missing=offsets + last_bin + 1,
         )
 
     def flat_bins(self, rows: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
         values = rows[:, self.columns]
         if values.dtype != self.edges.dtype:
             values = values.astype(np.float64)
-        # How many edges each value reaches is its bin; +inf padding counts only for +inf.
+        # How many edges each value reaches is its bin (NaN reaches none, and goes to the
+        # missing bin). Summed in bytes (a profile has fewer than 256 edges per feature):
+        # more than twice as fast as summing in machine words.
         reached = np.add.reduce(
-            (values[:, None, :] >= self.edges).view(np.uint8), axis=1, dtype=np.intp
+            (values[:, None, :] >= self.edges).view(np.uint8), axis=1, dtype=np.uint8
         )
-        index = np.minimum(reached, self.last_bin)
-        index = np.where(np.isnan(values), self.last_bin + 1, index)
-        flat: npt.NDArray[np.intp] = (index + self.offsets).ravel()
-        return flat
+        flat: npt.NDArray[np.intp] = reached + self.offsets
+        missing = np.isnan(values)
+        if missing.any():
+            flat = np.where(missing, self.missing, flat)
+        return flat.ravel()
 
 
 def export_reference(
@@ -211,6 +222,8 @@ class ProfileCounters:
             )
             self._children += [score_counter.labels(*base, name) for name in self._score.bins]
         self._pending = np.zeros(len(self._children), dtype=np.int64)
+        self._waiting: list[tuple[npt.NDArray[np.floating], Prediction]] = []
+        self._waiting_rows = 0
         # Blocks are counted on the predict thread, flushed on the event loop.
         self._lock = threading.Lock()
 
@@ -219,20 +232,45 @@ class ProfileCounters:
         return len(self._children)
 
     def observe(self, rows: npt.NDArray[np.floating], prediction: Prediction) -> None:
+        """Count a predicted block, once enough rows wait to bin them together."""
+        with self._lock:
+            self._waiting.append((rows, prediction))
+            self._waiting_rows += len(rows)
+            if self._waiting_rows < BIN_TOGETHER_ROWS:
+                return
+            waiting = self._take_waiting()
+        self._bin(waiting)
+
+    def _take_waiting(self) -> list[tuple[npt.NDArray[np.floating], Prediction]]:
+        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
+        return waiting
+
+    def _bin(self, blocks: list[tuple[npt.NDArray[np.floating], Prediction]]) -> None:
+        if len(blocks) == 1:
+            rows, prediction = blocks[0]
+            values, monitored = prediction.values, prediction.monitored_values()
+        else:
+            rows = np.concatenate([block for block, _ in blocks])
+            values = np.concatenate([p.values for _, p in blocks])
+            monitored = np.concatenate([p.monitored_values() for _, p in blocks])
         parts = [self._quantile.flat_bins(rows)]
         for category in self._categories:
             index = category_bin_index(category.categories, rows[:, category.column])
             parts.append(index + category.offset)
         if self._classes is not None:
-            parts.append(class_bin_index(self._classes, prediction.values) + self._class_offset)
+            parts.append(class_bin_index(self._classes, values) + self._class_offset)
         if self._score is not None:
-            score = quantile_bin_index(self._score_edges, prediction.monitored_values())
+            score = quantile_bin_index(self._score_edges, monitored)
             parts.append(score + self._score_offset)
         counts = np.bincount(np.concatenate(parts), minlength=len(self._pending))
         with self._lock:
             self._pending += counts
 
     def flush(self) -> None:
+        with self._lock:
+            waiting = self._take_waiting()
+        if waiting:
+            self._bin(waiting)
         with self._lock:
             pending = self._pending
             if not pending.any():

@@ -16,6 +16,7 @@ from modelserver.model import Prediction, Task
 from modelserver.profile import (
     MAX_BINS,
     Profile,
+    QuantileBins,
     check_profile_fits,
     parse_profile,
     profile_json,
@@ -24,11 +25,13 @@ from modelserver.profile_bins import (
     category_bin_index,
     class_bin_index,
     quantile_bin_index,
+    quantile_bin_names,
     quantile_edges,
     top_categories,
 )
 from modelserver.profile_build import build_profile, build_profile_of_table
 from modelserver.profile_data import Column, ProfileError, Table
+from modelserver.profile_metrics import _QuantileColumns
 from modelserver.sklearn_model import SklearnModel
 
 RNG = np.random.default_rng(7)
@@ -327,3 +330,24 @@ def test_feature_names_and_class_types_must_match():
         check_profile_fits(profile_of(named), renamed, None)
     assert "feature 1 is 'b' in the profile, 'c' in the model" in str(raised.value)
     assert "its classes are [0, 1], the model's are ['0', '1']" in str(raised.value)
+
+
+def test_live_binning_of_many_features_at_once_matches_the_profile_definition():
+    """The server bins every feature of a block in one comparison (edges padded to one
+    length); each value must land where quantile_bin_index, the builder's definition,
+    puts it: below the first edge, on an edge, between, above the last, +-inf, NaN."""
+    edges_of = [[-1.0, 0.0, 2.5], [10.0], [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]]
+    features = []
+    offset = 0
+    for column, edges in enumerate(edges_of):
+        names = quantile_bin_names(edges)
+        binning = QuantileBins(edges=edges, bins=names, proportions=[1 / len(names)] * len(names))
+        features.append((column, binning, offset))
+        offset += len(names)
+    probes = [-np.inf, -5.0, -1.0, -0.5, 0.0, 1.0, 2.5, 3.0, 10.0, 11.0, np.inf, np.nan]
+    rows = np.array([[p, p, p] for p in probes], dtype=np.float32)
+    for dtype in (np.float32, np.float64):
+        flat = _QuantileColumns.of(features, dtype).flat_bins(rows).reshape(len(probes), 3)
+        for column, (_, binning, start) in enumerate(features):
+            expected = quantile_bin_index(np.asarray(binning.edges), rows[:, column]) + start
+            assert flat[:, column].tolist() == expected.tolist(), f"feature {column}"
