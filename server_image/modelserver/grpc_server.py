@@ -63,6 +63,7 @@ class GrpcServer:
         self._metadata = metadata_response(model_metadata(service))
         self._server: grpc.aio.Server | None = None
         self._stopped: asyncio.Future[None] | None = None
+        self._restore_signals: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Listen on --grpc-port; from now on SIGTERM and SIGINT begin the drain."""
@@ -80,7 +81,7 @@ class GrpcServer:
         self._server.add_generic_rpc_handlers((self._handlers(),))
         self._server.add_insecure_port(address(settings.host, settings.grpc_port))
         await self._server.start()
-        _on_termination(self.begin_drain)
+        self._restore_signals = _on_termination(self.begin_drain)
 
     def begin_drain(self) -> None:
         if self._stopped is None and self._server is not None:
@@ -92,6 +93,8 @@ class GrpcServer:
         self.begin_drain()
         if self._stopped is not None:
             await self._stopped
+        if self._restore_signals is not None:
+            self._restore_signals()
 
     def _handlers(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -223,12 +226,15 @@ def check_port_free(host: str, port: int) -> None:
             ) from error
 
 
-def _on_termination(begin_drain: Callable[[], None]) -> None:
+def _on_termination(begin_drain: Callable[[], None]) -> Callable[[], None]:
     """Begin the gRPC drain on SIGTERM and SIGINT, then run the handler that was there
-    (uvicorn's, which begins REST's drain), so that both drains start together."""
+    (uvicorn's, which begins REST's drain), so that both drains start together. Returns
+    what puts the handlers that were there back."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(signum)
+    previous_handlers = {
+        signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    for signum, previous in previous_handlers.items():
 
         def handler(number: int, frame: FrameType | None, previous: object = previous) -> None:
             loop.call_soon_threadsafe(begin_drain)
@@ -236,3 +242,10 @@ def _on_termination(begin_drain: Callable[[], None]) -> None:
                 previous(number, frame)
 
         signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, previous in previous_handlers.items():
+            if previous is not None:  # None: not set from Python, so not ours to set
+                signal.signal(signum, previous)
+
+    return restore
