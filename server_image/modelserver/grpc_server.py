@@ -79,8 +79,10 @@ class GrpcServer:
             ]
         )
         self._server.add_generic_rpc_handlers((self._handlers(),))
-        self._server.add_insecure_port(address(settings.host, settings.grpc_port))
+        listening = address(settings.host, settings.grpc_port)
+        self._server.add_insecure_port(listening)
         await self._server.start()
+        log.info("serving the V2 protocol over gRPC on %s", listening)
         self._restore_signals = _on_termination(self.begin_drain)
 
     def begin_drain(self) -> None:
