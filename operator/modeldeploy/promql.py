@@ -14,13 +14,15 @@ from modeldeploy import api
 # The inference server's metrics (the server/operator contract). Prometheus adds
 # `namespace` and `pod` at scrape time.
 REQUESTS_TOTAL = "modelserver_requests_total"
-"""Counter; labels model, model_version, track, modeldeployment, endpoint, code, outcome."""
+"""Counter; labels model, model_version, track, modeldeployment, endpoint, protocol (rest,
+grpc), code, outcome. Queries sum over endpoint and protocol: a gRPC answer's code is the
+HTTP status it stands for, so both protocols count alike."""
 OUTCOME_LABEL = "outcome"
 SERVER_ERROR = "server_error"
 CLIENT_ERROR = "client_error"
 REJECTED = "rejected"
 REQUEST_DURATION = "modelserver_request_duration_seconds"
-"""Histogram; labels model, model_version, track, modeldeployment, endpoint."""
+"""Histogram; labels model, model_version, track, modeldeployment, endpoint, protocol."""
 
 SELECTOR = 'namespace="{{ namespace }}", modeldeployment="{{ name }}", track="{{ track }}"'
 
