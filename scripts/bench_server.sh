@@ -3,13 +3,15 @@
 # both driven by wrk (V2 infer, 1 and 100 rows, concurrency 1, 8, 32), plus the floors
 # (in-process predict, a constant FastAPI reply); then modelserver with the model's
 # reference profile vs without (1 and 100 rows, c=8, interleaved rounds) and the memory
-# its feedback path holds. Run through `make bench-server`.
+# its feedback path holds; then modelserver mirroring every request to a shadow vs not, and
+# the copies it drops under overload. Run through `make bench-server`.
 #
 # MLServer goes into its own virtual environment under the cache directory (outside the
 # repository); nothing of it is committed. Variables:
 #   BENCH_SECONDS                 wrk duration of each run (default 10)
-#   BENCH_SECTIONS                "mlserver profile" (default), or one of them
+#   BENCH_SECTIONS                "mlserver profile mirror" (default), or some of them
 #   BENCH_PROFILE_ROUNDS          rounds of the profile comparison (default 5)
+#   BENCH_MIRROR_ROUNDS           rounds of the mirror comparison (default 5)
 #   MODELDEPLOY_CACHE             cache directory (default ~/.cache/modeldeploy)
 #   MLSERVER_TUNED_WORKERS        workers of both servers in the tuned comparison (default 1)
 set -euo pipefail
@@ -19,7 +21,7 @@ CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 MLSERVER_VENV="$CACHE/mlserver-venv"
 MLSERVER_PACKAGES=(mlserver==1.7.1 mlserver-xgboost==1.7.1 "uvloop==0.21.0")
 MODEL=examples/models/xgb-classifier.ubj
-read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile}"
+read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile mirror}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk from Debian's packages"
@@ -41,10 +43,12 @@ if [ ! -f "$MODEL" ] || [ ! -f "${MODEL%.ubj}.profile.json" ]; then
     uv run --locked python examples/train_models.py --output examples/models
 fi
 
-exec uv run --locked python scripts/bench_server/run.py \
+# As a module, so that run.py imports its sections as the rest of scripts/ does.
+exec uv run --locked python -m scripts.bench_server.run \
     --model "$MODEL" \
     --sections "${SECTIONS[@]}" \
     --mlserver-venv "$MLSERVER_VENV" \
     --seconds "${BENCH_SECONDS:-10}" \
     --mlserver-tuned-workers "${MLSERVER_TUNED_WORKERS:-1}" \
-    --profile-rounds "${BENCH_PROFILE_ROUNDS:-5}"
+    --profile-rounds "${BENCH_PROFILE_ROUNDS:-5}" \
+    --mirror-rounds "${BENCH_MIRROR_ROUNDS:-5}"
