@@ -508,3 +508,17 @@ def test_the_monitoring_section_comes_after_the_tree_and_before_the_events():
     merchant = next(line for line in lines if "merchant_age: PSI 0.12" in line)
     # one feature a line, in the value column
     assert merchant.index("merchant_age") == amount.index("amount: PSI 0.41")
+
+
+def test_a_shadow_shows_its_passes_instead_of_a_step_and_weight():
+    obj = md(canary={**canary_status(weight=0, actual=None), "stage": "Shadow", "shadowPasses": 1})
+    obj["spec"]["strategy"] = {"type": "canary", "shadow": {"analyses": 4}}
+    snapshot = Snapshot(md=obj, deployments=[], pods=[], events=[])
+    summary = {item.label: item.value for item in build_view(snapshot, NOW).summary}
+    assert summary["Shadow"] == (
+        "1/4 analyses of mirrored traffic passed; no live traffic, clients never see its answers"
+    )
+    assert "Step" not in summary
+    assert "Weight" not in summary
+    (row,) = list_rows([obj], NOW, with_namespace=False)
+    assert row[4] == "shadow, 1/4 passed"
