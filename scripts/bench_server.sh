@@ -3,15 +3,16 @@
 # both driven by wrk (V2 infer, 1 and 100 rows, concurrency 1, 8, 32), plus the floors
 # (in-process predict, a constant FastAPI reply); then modelserver with the model's
 # reference profile vs without (1 and 100 rows, c=8, interleaved rounds) and the memory
-# its feedback path holds; then modelserver mirroring every request to a shadow vs not, and
-# the copies it drops under overload. Run through `make bench-server`.
+# its feedback path holds; then modelserver vs MLServer over gRPC, driven by ghz (1 and
+# 100 rows, c=8 and 32, interleaved rounds), and our gRPC vs our REST. Run through
+# `make bench-server`.
 #
 # MLServer goes into its own virtual environment under the cache directory (outside the
 # repository); nothing of it is committed. Variables:
 #   BENCH_SECONDS                 wrk duration of each run (default 10)
-#   BENCH_SECTIONS                "mlserver profile mirror" (default), or some of them
+#   BENCH_SECTIONS                "mlserver profile grpc" (default), or some of them
 #   BENCH_PROFILE_ROUNDS          rounds of the profile comparison (default 5)
-#   BENCH_MIRROR_ROUNDS           rounds of the mirror comparison (default 5)
+#   BENCH_GRPC_ROUNDS             rounds of the grpc comparison (default 3)
 #   MODELDEPLOY_CACHE             cache directory (default ~/.cache/modeldeploy)
 #   MLSERVER_TUNED_WORKERS        workers of both servers in the tuned comparison (default 1)
 set -euo pipefail
@@ -21,7 +22,7 @@ CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 MLSERVER_VENV="$CACHE/mlserver-venv"
 MLSERVER_PACKAGES=(mlserver==1.7.1 mlserver-xgboost==1.7.1 "uvloop==0.21.0")
 MODEL=examples/models/xgb-classifier.ubj
-read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile mirror}"
+read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile grpc}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk from Debian's packages"
@@ -32,7 +33,7 @@ fi
 
 # uvloop 0.21.0: with a newer uvloop MLServer's inference worker fails to start
 # ("There is no current event loop").
-if [[ " ${SECTIONS[*]} " == *" mlserver "* ]] && [ ! -x "$MLSERVER_VENV/bin/mlserver" ]; then
+if [[ " ${SECTIONS[*]} " =~ " "(mlserver|grpc)" " ]] && [ ! -x "$MLSERVER_VENV/bin/mlserver" ]; then
     echo "creating the MLServer environment in $MLSERVER_VENV"
     mkdir -p "$CACHE"
     uv venv --quiet --python 3.11 "$MLSERVER_VENV"
@@ -43,6 +44,12 @@ if [ ! -f "$MODEL" ] || [ ! -f "${MODEL%.ubj}.profile.json" ]; then
     uv run --locked python examples/train_models.py --output examples/models
 fi
 
+# ghz, the gRPC load generator, built from its Go module on first use.
+GRPC_ARGS=()
+if [[ " ${SECTIONS[*]} " == *" grpc "* ]]; then
+    GRPC_ARGS=(--ghz "$(scripts/ghz.sh)" --grpc-rounds "${BENCH_GRPC_ROUNDS:-3}")
+fi
+
 # As a module, so that run.py imports its sections as the rest of scripts/ does.
 exec uv run --locked python -m scripts.bench_server.run \
     --model "$MODEL" \
@@ -51,4 +58,4 @@ exec uv run --locked python -m scripts.bench_server.run \
     --seconds "${BENCH_SECONDS:-10}" \
     --mlserver-tuned-workers "${MLSERVER_TUNED_WORKERS:-1}" \
     --profile-rounds "${BENCH_PROFILE_ROUNDS:-5}" \
-    --mirror-rounds "${BENCH_MIRROR_ROUNDS:-5}"
+    "${GRPC_ARGS[@]}"

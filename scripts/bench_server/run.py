@@ -1,5 +1,5 @@
-"""Benchmark driver behind scripts/bench_server.sh: modelserver vs MLServer, side by side,
-and what a reference profile and the feedback path cost modelserver.
+"""Benchmark driver behind scripts/bench_server.sh: modelserver vs MLServer, side by side
+over REST and over gRPC, and what a reference profile and the feedback path cost modelserver.
 
 Every server listens on 127.0.0.1, every load run is bounded by wrk's duration, and
 every process started here is stopped here by its process group id.
@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import xgboost
-from scripts.bench_server.mirror_bench import Harness, mirror_section
+from scripts.bench_server import grpc_bench
 
 from modelserver.feedback import ReplayGuard
 from modelserver.model import Prediction, Task
@@ -40,7 +40,7 @@ MODEL_NAME = "xgb-classifier"
 START_TIMEOUT_SECONDS = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-SECTIONS = ("mlserver", "profile", "mirror")
+SECTIONS = ("mlserver", "profile", "grpc")
 PROFILE_POINTS = ((1, 8), (100, 8))
 """(rows, concurrency) at which a server with a profile is compared with one without."""
 REPLAY_CAPACITY: int = Settings.model_fields["feedback_replay_capacity"].default
@@ -67,10 +67,14 @@ class Server:
     command: list[str]
     env: dict[str, str]
     port: int
+    grpc_port: int = 0
+    """Of the V2 protocol over gRPC; 0: the server serves none."""
 
 
 Ours = Callable[[str, dict[str, str], list[str]], Server]
 """Makes a modelserver Server: label, extra environment, extra flags."""
+MLServer = Callable[[str, dict[str, str], int | None], Server]
+"""Makes an MLServer Server: label, extra environment, parallel_workers (None: default)."""
 
 
 def free_port() -> int:
@@ -233,7 +237,7 @@ def in_process_predict_ms(model: Path, sample_request: Path) -> dict[int, float]
 
 
 def mlserver_command(
-    venv: Path, model: Path, port: int, workers: int | None, work: Path
+    venv: Path, model: Path, port: int, grpc_port: int, workers: int | None, work: Path
 ) -> list[str]:
     """MLServer reads its settings from files in a folder."""
     folder = work / f"mlserver-{port}"
@@ -241,7 +245,7 @@ def mlserver_command(
     server_settings: dict[str, object] = {
         "host": "127.0.0.1",
         "http_port": port,
-        "grpc_port": free_port(),
+        "grpc_port": grpc_port,
         "metrics_port": free_port(),
     }
     if workers is not None:
@@ -481,10 +485,14 @@ def main() -> None:
         choices=SECTIONS,
         default=list(SECTIONS),
         help="mlserver: ours vs MLServer and the floors; profile: ours with a reference"
-        " profile vs without, and the feedback path's memory; mirror: ours mirroring every"
-        " request to a shadow vs not, and copies dropped under overload",
+        " profile vs without, and the feedback path's memory; grpc: ours vs MLServer over"
+        " gRPC, and ours over gRPC vs over REST",
     )
-    parser.add_argument("--mlserver-venv", type=Path, help="needed by the mlserver section")
+    parser.add_argument(
+        "--mlserver-venv", type=Path, help="needed by the mlserver and grpc sections"
+    )
+    parser.add_argument("--ghz", type=Path, help="the ghz binary; needed by the grpc section")
+    parser.add_argument("--grpc-rounds", type=int, default=3, help="rounds of the grpc section")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run")
     parser.add_argument(
         "--mlserver-tuned-workers",
@@ -495,12 +503,11 @@ def main() -> None:
     parser.add_argument(
         "--profile-rounds", type=int, default=5, help="rounds of the profile comparison"
     )
-    parser.add_argument(
-        "--mirror-rounds", type=int, default=5, help="rounds of the mirror comparison"
-    )
     args = parser.parse_args()
-    if "mlserver" in args.sections and args.mlserver_venv is None:
-        parser.error("the mlserver section needs --mlserver-venv")
+    if {"mlserver", "grpc"} & set(args.sections) and args.mlserver_venv is None:
+        parser.error("the mlserver and grpc sections need --mlserver-venv")
+    if "grpc" in args.sections and args.ghz is None:
+        parser.error("the grpc section needs --ghz")
     model: Path = args.model.resolve()
     sample_request = model.parent / "sample-request.json"
     profile = model.with_name(model.stem + ".profile.json")
@@ -515,21 +522,43 @@ def main() -> None:
         bodies = write_bodies(sample_request, work)
 
         def ours(label: str, env: dict[str, str], extra: list[str]) -> Server:
-            port = free_port()
+            port, grpc_port = free_port(), free_port()  # gRPC: servers side by side
             command = [ours_bin, "--model-uri", str(model), "--host", "127.0.0.1"]
-            command += ["--port", str(port), "--cache-dir", str(work / "cache"), *extra]
-            return Server(label, command, env, port)
+            command += ["--port", str(port), "--grpc-port", str(grpc_port)]
+            command += ["--cache-dir", str(work / "cache"), *extra]
+            return Server(label, command, env, port, grpc_port)
+
+        def mlserver(label: str, env: dict[str, str], workers: int | None) -> Server:
+            port, grpc_port = free_port(), free_port()
+            command = mlserver_command(args.mlserver_venv, model, port, grpc_port, workers, work)
+            return Server(label, command, env, port, grpc_port)
 
         reports: list[Callable[[], None]] = []
         if "mlserver" in args.sections:
-            reports.append(mlserver_section(args, model, sample_request, bodies, work, ours))
+            reports.append(
+                mlserver_section(args, model, sample_request, bodies, work, ours, mlserver)
+            )
         if "profile" in args.sections:
             reports.append(
                 profile_section(args.profile_rounds, args.seconds, profile, bodies, work, ours)
             )
-        if "mirror" in args.sections:
-            harness = Harness(ours, started, run_wrk)
-            reports.append(mirror_section(harness, args.mirror_rounds, args.seconds, bodies, work))
+        if "grpc" in args.sections:
+            grpc_harness = grpc_bench.Harness(
+                ours, mlserver, started, run_wrk, process_tree_cpu_seconds
+            )
+            tuned_workers = max(args.mlserver_tuned_workers, 1)
+            reports.append(
+                grpc_bench.grpc_section(
+                    grpc_harness,
+                    args.ghz,
+                    args.grpc_rounds,
+                    args.seconds,
+                    tuned_workers,
+                    sample_request,
+                    bodies,
+                    work,
+                )
+            )
     for report in reports:
         report()
 
@@ -541,16 +570,12 @@ def mlserver_section(
     bodies: dict[int, Path],
     work: Path,
     ours: Ours,
+    mlserver: MLServer,
 ) -> Callable[[], None]:
     """Ours vs MLServer with defaults and tuned alike, and the floors; returns the report."""
     uvicorn_bin = str(Path(sys.executable).parent / "uvicorn")
     tuned_workers = max(args.mlserver_tuned_workers, 1)
     floors = in_process_predict_ms(model, sample_request)
-
-    def mlserver(label: str, env: dict[str, str], workers: int | None) -> Server:
-        port = free_port()
-        command = mlserver_command(args.mlserver_venv, model, port, workers, work)
-        return Server(label, command, env, port)
 
     print("# default settings", flush=True)
     ours_default, mlserver_default = measure(
