@@ -3,15 +3,17 @@
 # both driven by wrk (V2 infer, 1 and 100 rows, concurrency 1, 8, 32), plus the floors
 # (in-process predict, a constant FastAPI reply); then modelserver with the model's
 # reference profile vs without (1 and 100 rows, c=8, interleaved rounds) and the memory
-# its feedback path holds; then modelserver vs MLServer over gRPC, driven by ghz (1 and
-# 100 rows, c=8 and 32, interleaved rounds), and our gRPC vs our REST. Run through
+# its feedback path holds; then modelserver mirroring every request to a shadow vs not, and
+# the copies it drops under overload; then modelserver vs MLServer over gRPC, driven by ghz
+# (1 and 100 rows, c=8 and 32, interleaved rounds), and our gRPC vs our REST. Run through
 # `make bench-server`.
 #
 # MLServer goes into its own virtual environment under the cache directory (outside the
 # repository); nothing of it is committed. Variables:
 #   BENCH_SECONDS                 wrk duration of each run (default 10)
-#   BENCH_SECTIONS                "mlserver profile grpc" (default), or some of them
+#   BENCH_SECTIONS                "mlserver profile mirror grpc" (default), or some of them
 #   BENCH_PROFILE_ROUNDS          rounds of the profile comparison (default 5)
+#   BENCH_MIRROR_ROUNDS           rounds of the mirror comparison (default 5)
 #   BENCH_GRPC_ROUNDS             rounds of the grpc comparison (default 3)
 #   MODELDEPLOY_CACHE             cache directory (default ~/.cache/modeldeploy)
 #   MLSERVER_TUNED_WORKERS        workers of both servers in the tuned comparison (default 1)
@@ -22,7 +24,7 @@ CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 MLSERVER_VENV="$CACHE/mlserver-venv"
 MLSERVER_PACKAGES=(mlserver==1.7.1 mlserver-xgboost==1.7.1 "uvloop==0.21.0")
 MODEL=examples/models/xgb-classifier.ubj
-read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile grpc}"
+read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile mirror grpc}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "installing wrk from Debian's packages"
@@ -58,4 +60,5 @@ exec uv run --locked python -m scripts.bench_server.run \
     --seconds "${BENCH_SECONDS:-10}" \
     --mlserver-tuned-workers "${MLSERVER_TUNED_WORKERS:-1}" \
     --profile-rounds "${BENCH_PROFILE_ROUNDS:-5}" \
+    --mirror-rounds "${BENCH_MIRROR_ROUNDS:-5}" \
     "${GRPC_ARGS[@]}"

@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 import xgboost
 from scripts.bench_server import grpc_bench
+from scripts.bench_server.mirror_bench import Harness, mirror_section
 
 from modelserver.feedback import ReplayGuard
 from modelserver.model import Prediction, Task
@@ -40,7 +41,7 @@ MODEL_NAME = "xgb-classifier"
 START_TIMEOUT_SECONDS = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-SECTIONS = ("mlserver", "profile", "grpc")
+SECTIONS = ("mlserver", "profile", "mirror", "grpc")
 PROFILE_POINTS = ((1, 8), (100, 8))
 """(rows, concurrency) at which a server with a profile is compared with one without."""
 REPLAY_CAPACITY: int = Settings.model_fields["feedback_replay_capacity"].default
@@ -485,8 +486,9 @@ def main() -> None:
         choices=SECTIONS,
         default=list(SECTIONS),
         help="mlserver: ours vs MLServer and the floors; profile: ours with a reference"
-        " profile vs without, and the feedback path's memory; grpc: ours vs MLServer over"
-        " gRPC, and ours over gRPC vs over REST",
+        " profile vs without, and the feedback path's memory; mirror: ours mirroring every"
+        " request to a shadow vs not, and copies dropped under overload; grpc: ours vs"
+        " MLServer over gRPC, and ours over gRPC vs over REST",
     )
     parser.add_argument(
         "--mlserver-venv", type=Path, help="needed by the mlserver and grpc sections"
@@ -502,6 +504,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile-rounds", type=int, default=5, help="rounds of the profile comparison"
+    )
+    parser.add_argument(
+        "--mirror-rounds", type=int, default=5, help="rounds of the mirror comparison"
     )
     args = parser.parse_args()
     if {"mlserver", "grpc"} & set(args.sections) and args.mlserver_venv is None:
@@ -542,6 +547,9 @@ def main() -> None:
             reports.append(
                 profile_section(args.profile_rounds, args.seconds, profile, bodies, work, ours)
             )
+        if "mirror" in args.sections:
+            harness = Harness(ours, started, run_wrk)
+            reports.append(mirror_section(harness, args.mirror_rounds, args.seconds, bodies, work))
         if "grpc" in args.sections:
             grpc_harness = grpc_bench.Harness(
                 ours, mlserver, started, run_wrk, process_tree_cpu_seconds
