@@ -202,33 +202,21 @@ class InferenceService:
                 decoded = await self.decoder.decode_elsewhere(decode, body)
             else:
                 decoded = self.decoder.decode_here(decode, body)
-            request_id = self._id(decoded.request_id)
-            self.metrics.request_rows.observe(len(decoded.rows))
-            prediction = await self.batcher.predict(decoded.rows)
-            self.metrics.prediction_value.observe_many(prediction.monitored_values())
-            token = (
-                None
-                if self._signer is None or request_id is None
-                else self._signer.sign(request_id, prediction, time.time())
-            )
-            answer = codec.respond(decoded, prediction, Stamp(request_id, token))
+            request_id = decoded.request_id  # what a failure of the model answers with
+            prediction, stamp = await self.predict(decoded)
+            request_id = stamp.request_id
+            answer = codec.respond(decoded, prediction, stamp)
             copy = self._mirroring(scope, headers, body, prediction.values)
             if type(answer) is dict:
                 return 200, json_bytes(answer), request_id, None, copy
             assert isinstance(answer, BinaryAnswer)
             header = json_bytes(answer.header)
             return 200, b"".join((header, *answer.tensors)), request_id, len(header), copy
-        except NotFound as error:
-            return 404, json_bytes({"error": str(error)}), self._id(request_id), None, None
-        except InvalidInput as error:
-            refusal = json_bytes({"error": str(error)})
-            return error.status_code, refusal, self._id(request_id), None, None
         except _ClientDisconnected:
             raise
         except Exception as error:
-            log.exception("inference failed")
-            message = f"inference failed: {type(error).__name__}: {error}"
-            return 500, json_bytes({"error": message}), self._id(request_id), None, None
+            status_code, message = refusal(error)
+            return status_code, json_bytes({"error": message}), self._id(request_id), None, None
 
     def _mirroring(
         self, scope: Scope, headers: dict[bytes, bytes], body: bytes, predicted: NDArray[Any]
