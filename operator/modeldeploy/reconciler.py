@@ -76,6 +76,9 @@ HANDOVER_MANAGER = "modeldeploy-handover"
 # A new autoscaled Deployment starts with one pod; the HPA raises it to its minimum.
 HANDOVER_START = 1
 COMPONENT = "modeldeploy-operator"
+# Children a cluster may not serve, left out (with a warning) rather than failing the
+# reconcile: GRPCRoute needs Gateway API v1.1, and HTTP traffic does not depend on it.
+OPTIONAL_KINDS = frozenset({"GRPCRoute"})
 
 
 class SecretsOff(Exception):
@@ -175,6 +178,7 @@ class Reconciler:
         self.memory = ChildMemory()
         self._warned: set[tuple[str, int | None, str]] = set()
         self._feedback_keys: set[tuple[str, str, str]] = set()
+        self._unserved_kinds: set[str] = set()
 
     async def reconcile(self, body: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
         """Reconcile one object; returns (seconds until the next look, the updated object)."""
@@ -698,11 +702,30 @@ class Reconciler:
                 manifest = await self._hand_size_over(manifest, existing)
             # Only an object already known to be ours is applied with force; a create that
             # races with someone else's object fails with a conflict instead of taking it.
-            applied = await self.kube.apply(manifest, force=existing is not None)
+            try:
+                applied = await self.kube.apply(manifest, force=existing is not None)
+            except KubeError as error:
+                if error.status != 404 or manifest["kind"] not in OPTIONAL_KINDS:
+                    raise
+                self._warn_unserved_kind(manifest["kind"], str(error))
+                applied = {}
             if applied.get("kind") == "Deployment":
                 self.memory.remember(applied)
         self.memory.applied[key] = digest
         self.memory.verified_at[key] = time.monotonic()
+
+    def _warn_unserved_kind(self, kind: str, error: str) -> None:
+        """Once per process: a child kind this cluster does not serve is left out."""
+        if kind in self._unserved_kinds:
+            return
+        self._unserved_kinds.add(kind)
+        log.warning(
+            "this cluster does not serve %s (%s): it is left out, and only what needs it "
+            "goes without (gRPC calls through the Gateway are not split; install Gateway "
+            "API v1.1 or later to have it)",
+            kind,
+            error,
+        )
 
     async def _hand_size_over(
         self, manifest: dict[str, Any], existing: dict[str, Any] | None
