@@ -4,14 +4,16 @@ rejection with the values of its failing analysis."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from modeldeploy import resources, shadow_checks
 from modeldeploy.analysis import QueryFailed
-from modeldeploy.api import ShadowStrategy, Verdict
+from modeldeploy.api import AnalysisStatus, CheckResult, ShadowStrategy, Verdict
 from modeldeploy.model_promql import Sample
 from modeldeploy.promql import QueryContext
-from modeldeploy.rollout import Decision, Track, analysis_track
+from modeldeploy.rollout import Decision, Track, analysis_due, analysis_track, decide
 from tests.unit.rollout_sim import Simulator, make_spec, with_rollout
 
 V1, V2 = "1.0.0", "2.0.0"
@@ -180,3 +182,29 @@ def test_mean_absolute_difference_is_sum_over_count():
     assert (far.verdict, far.value) == (Verdict.FAIL, 4.0)
     none_yet = shadow_checks.judge_difference(spec, query, None, None)
     assert none_yet.verdict == Verdict.NO_DATA
+
+
+def no_copies_yet(at: datetime) -> AnalysisStatus:
+    volume = CheckResult(
+        name="request-volume", value=0.0, min=20, verdict=Verdict.NO_DATA, message="0 < 20"
+    )
+    return AnalysisStatus(at=at, verdict=Verdict.NO_DATA, requests=0.0, checks=[volume])
+
+
+def test_analyses_before_the_first_copy_are_held_until_the_progress_deadline():
+    sim = shadowed()  # make_spec: progressDeadline 60s, interval 30s
+    new_version(sim)
+    sim.run(lambda s: s.status.canary is not None and s.status.canary.ready_at is not None)
+    while not analysis_due(sim.observation()):
+        sim.step()
+    held = decide(replace(sim.observation(), analysis=no_copies_yet(sim.now)))
+    assert held.status.canary is not None
+    assert held.status.canary.inconclusive_checks == 0
+    assert any("no copy reached" in e.message for e in held.events)
+    ready_at = held.status.canary.ready_at
+    assert ready_at is not None
+    sim.status = held.status
+    sim.now = ready_at + timedelta(seconds=61)
+    counted = decide(replace(sim.observation(), analysis=no_copies_yet(sim.now)))
+    assert counted.status.canary is not None
+    assert counted.status.canary.inconclusive_checks == 1, "a target never reached counts"

@@ -22,7 +22,7 @@ import math
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from modeldeploy.api import CanaryStatus, Phase, Verdict, duration_seconds
+from modeldeploy.api import AnalysisStatus, CanaryStatus, Phase, Verdict, duration_seconds
 from modeldeploy.rollout import canary as canary_strategy
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
@@ -143,6 +143,24 @@ class Shadowed:
         return self.follow_up.start(m, f", after its shadow passed ({why})")
 
 
+def before_first_copies(m: Machine, analysis: AnalysisStatus) -> bool:
+    """Whether an analysis saw no request only because the copies have not started: the
+    stable pods learn the target when the kubelet refreshes their mounted NAME-mirror.
+    Such analyses are not counted, until rollout.progressDeadline after the shadow's pods
+    were ready (a target never reached is then inconclusive, as for a canary)."""
+    canary = m.status.canary
+    assert canary is not None
+    if analysis.verdict != Verdict.NO_DATA or analysis.requests not in (None, 0.0):
+        return False
+    if canary.shadow_passes or canary.failed_checks or canary.inconclusive_checks:
+        return False  # copies arrived before: a gap now is the shadow's own
+    assert canary.ready_at is not None
+    deadline = canary.ready_at + timedelta(
+        seconds=duration_seconds(m.o.spec.rollout.progress_deadline)
+    )
+    return analysis.at < deadline
+
+
 def waiting(m: Machine) -> Decision:
     """The shadow's pods start; no copy is sent before they are ready."""
     canary = m.status.canary
@@ -184,6 +202,16 @@ def mirroring(m: Machine, shadowed: Shadowed) -> Decision:
     settings = m.o.spec.strategy.shadow_settings()
     needed = settings.analyses
     analysis = m.fresh_analysis()
+    if analysis is not None and before_first_copies(m, analysis):
+        m.status.last_analysis = analysis
+        canary.last_step_at = max(m.o.now, analysis.at)
+        m.event(
+            Reason.ANALYSIS_INCONCLUSIVE,
+            f"shadow analysis held, not counted toward inconclusiveLimit: no copy reached "
+            f"shadow {canary.version} yet (the stable pods read NAME-mirror when the kubelet "
+            f"refreshes it, within about a minute)",
+        )
+        analysis = None
     if analysis is not None:
         m.status.last_analysis = analysis
         ended = m.judge(analysis, f"shadow analysis {canary.shadow_passes + 1}/{needed}")
