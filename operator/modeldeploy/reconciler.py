@@ -525,7 +525,9 @@ class Reconciler:
             desired.append(self._deployment(md, uid, Track.CANARY, decision.canary))
         if md.spec.strategy.shadows():
             desired.append(
-                resources.mirror_config_map(name, namespace, uid, decision.mirror_percent)
+                resources.mirror_config_map(
+                    name, namespace, uid, decision.mirror_percent, md.spec.model.name
+                )
             )
         if md.spec.autoscaling is not None:
             desired.append(

@@ -181,12 +181,18 @@ def mirror_config_map_name(name: str) -> str:
     return f"{name}-mirror"
 
 
-def mirror_config_map(name: str, namespace: str, uid: str, percent: float | None) -> dict[str, Any]:
+def mirror_config_map(
+    name: str, namespace: str, uid: str, percent: float | None, model: str | None = None
+) -> dict[str, Any]:
     """The mirror target the pods re-read at run time: the canary track's Service while a
-    shadow runs (`percent` of live requests), nothing otherwise."""
+    shadow runs (`percent` of live requests, to the name `model` the shadow serves),
+    nothing otherwise."""
     target: dict[str, Any] = {}
     if percent is not None:
-        target = {"url": f"http://{name}-canary.{namespace}.svc:80", "percent": percent}
+        url = f"http://{name}-canary.{namespace}.svc:80"
+        target = {"url": url, "percent": percent}
+        if model is not None:
+            target["model"] = model
     return with_hash(
         {
             "apiVersion": "v1",

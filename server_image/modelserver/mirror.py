@@ -19,6 +19,7 @@ import re
 import time
 from collections import deque
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import numpy.typing as npt
 import orjson
@@ -55,6 +56,13 @@ shadow's pods as they come and go (the Service balances connections, not request
 RETRY_SECONDS = 0.5
 """After a failed connection attempt, the wait before the next one of the same slot."""
 _VERSIONED_V2 = re.compile(rb"(/v2/models/[^/]+)/versions/[^/]+(/infer)")
+_MODEL_IN_PATH = re.compile(rb"^(/v[12]/models/)[^/:]+")
+
+
+def _renamed(path: bytes, model: str) -> bytes:
+    """The path with the shadow's model name in place of the stable's."""
+    name = quote(model, safe="").encode()
+    return _MODEL_IN_PATH.sub(lambda found: found[1] + name, path, count=1)
 
 
 class Copy(NamedTuple):
@@ -161,6 +169,8 @@ class Mirror:
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         if b"/versions/" in path:
             path = _VERSIONED_V2.sub(rb"\1\2", path)
+        if target.model is not None:
+            path = _renamed(path, target.model)
         if scope["query_string"]:
             path += b"?" + scope["query_string"]
         return Copy(

@@ -1,7 +1,9 @@
 """Where to mirror and how much: the JSON file the operator mounts from a ConfigMap.
 
-`{"url": "http://NAME-canary.NAMESPACE.svc:80", "percent": 25}`. A missing file, `{}`,
-a null url or a percent of 0 mean no mirroring. The kubelet replaces a mounted
+`{"url": "http://NAME-canary.NAMESPACE.svc:80", "percent": 25, "model": "fraud"}`;
+`model`, optional, is the name the shadow serves its model under, when a new revision
+renamed it (copies then go to that name's path). A missing file, `{}`, a null url or a
+percent of 0 mean no mirroring. The kubelet replaces a mounted
 ConfigMap's file by swapping a symlink, so the file is read again every few seconds
 rather than watched.
 """
@@ -32,6 +34,8 @@ class MirrorTarget:
     port: int
     share: Fraction
     """Of the requests answered 200, the share to copy: 0 < share <= 1, exact."""
+    model: str | None = None
+    """The shadow's model name, when copies must go to another name's path."""
 
     @property
     def address(self) -> tuple[str, int]:
@@ -65,9 +69,12 @@ def parse_mirror_config(content: bytes) -> MirrorTarget | None:
     if not isinstance(url, str):
         raise InvalidMirrorConfig(f"url must be a string or null, got {url!r:.60}")
     host, port = _address(url)
+    model = config.get("model")
+    if model is not None and (not isinstance(model, str) or not model or "/" in model):
+        raise InvalidMirrorConfig(f"model must be a model name, got {model!r:.60}")
     # The number as written (25, 12.5, 33.3), exactly: the sampling adds it up without drift.
     share = Fraction(str(percent)) / 100
-    return MirrorTarget(host, port, share)
+    return MirrorTarget(host, port, share, model)
 
 
 def _address(url: str) -> tuple[str, int]:

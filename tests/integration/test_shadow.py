@@ -95,7 +95,8 @@ def test_a_shadow_that_disagrees_is_rejected_and_never_served_clients(
 
     wait_for(lambda: in_shadow(objects, "shady"), 60, "the shadow's pods")
     target = wait_for(lambda: mirror_target(objects, "shady") or None, 30, "the mirror target")
-    assert target == {"url": f"http://shady-canary.{objects.namespace}.svc:80", "percent": 50}
+    url = f"http://shady-canary.{objects.namespace}.svc:80"
+    assert target == {"url": url, "percent": 50, "model": "fraud-detector"}
     assert client_tracks(objects, "shady") == "stable", "clients never reach a shadow"
 
     entry = wait_for(lambda: objects.outcome("shady", "2.0.0"), 60, "the rejection")

@@ -4,6 +4,7 @@ from fractions import Fraction
 
 import pytest
 
+from modelserver.mirror import _renamed
 from modelserver.mirror_config import InvalidMirrorConfig, MirrorTarget, parse_mirror_config
 
 
@@ -69,3 +70,26 @@ def test_no_url_or_a_share_of_zero_is_off(content: bytes):
 def test_an_invalid_file_says_what_is_wrong(content: bytes, reason: str):
     with pytest.raises(InvalidMirrorConfig, match=reason):
         parse_mirror_config(content)
+
+
+def test_the_shadows_model_name_comes_with_the_target():
+    content = b'{"url": "http://s:80", "percent": 50, "model": "fraud-v2"}'
+    assert parse_mirror_config(content) == MirrorTarget("s", 80, Fraction(1, 2), "fraud-v2")
+
+
+@pytest.mark.parametrize("model", [b'""', b"7", b'"a/b"'])
+def test_a_model_that_is_no_name_is_refused(model: bytes):
+    content = b'{"url": "http://s:80", "percent": 50, "model": ' + model + b"}"
+    with pytest.raises(InvalidMirrorConfig, match="model must be a model name"):
+        parse_mirror_config(content)
+
+
+@pytest.mark.parametrize(
+    ("path", "renamed"),
+    [
+        (b"/v2/models/fraud/infer", b"/v2/models/fraud-v2/infer"),
+        (b"/v1/models/fraud:predict", b"/v1/models/fraud-v2:predict"),
+    ],
+)
+def test_copies_go_to_the_shadows_model_name(path: bytes, renamed: bytes):
+    assert _renamed(path, "fraud-v2") == renamed

@@ -4,6 +4,7 @@ rejection with the values of its failing analysis."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,11 +139,13 @@ def test_an_operator_upgrade_changes_no_revision_and_mounts_nothing_without_a_sh
 
 
 def test_the_mirror_config_names_the_shadows_service_only_while_it_runs():
-    on = resources.mirror_config_map("fraud", "ml", "uid", 25.0)
+    on = resources.mirror_config_map("fraud", "ml", "uid", 25.0, "fraud-detector")
     assert on["metadata"]["name"] == "fraud-mirror"
-    assert on["data"]["mirror.json"] == (
-        '{"percent": 25.0, "url": "http://fraud-canary.ml.svc:80"}'
-    )
+    assert json.loads(on["data"]["mirror.json"]) == {
+        "url": "http://fraud-canary.ml.svc:80",
+        "percent": 25.0,
+        "model": "fraud-detector",
+    }
     off = resources.mirror_config_map("fraud", "ml", "uid", None)
     assert off["data"]["mirror.json"] == "{}"
 
