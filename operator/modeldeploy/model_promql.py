@@ -50,6 +50,12 @@ FEEDBACK_SCORE_BUCKETS = "modelserver_feedback_score_bucket"
 FEEDBACK_ERROR_SUM = "modelserver_feedback_absolute_error_sum"
 FEEDBACK_ERROR_COUNT = "modelserver_feedback_absolute_error_count"
 """Histogram sum and count (regressors): absolute error of labelled rows."""
+SHADOW_ROWS = "modelserver_shadow_rows_total"
+"""Counter (a shadow's): mirrored rows compared with the stable's answer, by `result`
+(agree, disagree; unmatched: a reference that did not fit)."""
+SHADOW_DIFFERENCE_SUM = "modelserver_shadow_absolute_difference_sum"
+SHADOW_DIFFERENCE_COUNT = "modelserver_shadow_absolute_difference_count"
+"""Histogram sum and count (a shadow regressor's): |shadow value - stable value| per row."""
 MODEL_INFO = "modelserver_model_info"
 """Gauge, always 1; its `task` label is regression, binary or multiclass."""
 PROFILE_FEATURE_SHARES = "modelserver_profile_feature_share"
@@ -190,9 +196,31 @@ def feedback_error_both(
     canary: QueryContext, stable: QueryContext | None, at: float | None = None
 ) -> str:
     """Absolute error summed over labelled rows, and their count, per track (`part`)."""
+    return _sum_and_count(FEEDBACK_ERROR_SUM, FEEDBACK_ERROR_COUNT, canary, stable, at)
+
+
+def shadow_rows(shadow: QueryContext) -> str:
+    """A shadow's compared rows by result, one window."""
+    return _increase(SHADOW_ROWS, (RESULT,), shadow, None)
+
+
+def shadow_difference(shadow: QueryContext) -> str:
+    """A shadow's absolute differences summed over its compared rows, and their count
+    (`part`), one window."""
+    return _sum_and_count(SHADOW_DIFFERENCE_SUM, SHADOW_DIFFERENCE_COUNT, shadow, None, None)
+
+
+def _sum_and_count(
+    sum_metric: str,
+    count_metric: str,
+    canary: QueryContext,
+    stable: QueryContext | None,
+    at: float | None,
+) -> str:
+    """A histogram's sum and count per track in one query, told apart by `part`."""
     halves = [
         f'label_replace({_both_tracks(metric, (), canary, stable, at)}, "{PART}", "{part}", "", "")'
-        for metric, part in ((FEEDBACK_ERROR_SUM, "sum"), (FEEDBACK_ERROR_COUNT, "count"))
+        for metric, part in ((sum_metric, "sum"), (count_metric, "count"))
     ]
     return " or ".join(halves)
 

@@ -12,41 +12,20 @@ the canary track, over the analysis window.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 
 from modeldeploy import api
 from modeldeploy import model_promql as mq
 from modeldeploy.analysis import PrometheusClient, QueryFailed, describe, judge
 from modeldeploy.model_checks import ModelChecks, result_of
-from modeldeploy.promql import SELECTOR, QueryContext, render
+from modeldeploy.promql import QueryContext
 
 Verdict = api.Verdict
 
 AGREEMENT_CHECK = "shadow-agreement"
 DIFFERENCE_CHECK = "shadow-mean-abs-diff"
-SHADOW_ROWS = "modelserver_shadow_rows_total"
-SHADOW_DIFFERENCE_SUM = "modelserver_shadow_absolute_difference_sum"
-SHADOW_DIFFERENCE_COUNT = "modelserver_shadow_absolute_difference_count"
 AGREE = "agree"
 DISAGREE = "disagree"
-
-
-def _window_sum(metric: str, by: str | None, context: QueryContext) -> str:
-    grouping = f" by ({by})" if by else ""
-    series = f'{metric}{{{SELECTOR}, {mq.VERSION}="{{{{ version }}}}"}}'
-    return render(f"sum{grouping} (increase({series}[{{{{ interval }}}}]))", context)
-
-
-def agreement_query(context: QueryContext) -> str:
-    return _window_sum(SHADOW_ROWS, mq.RESULT, context)
-
-
-def difference_queries(context: QueryContext) -> tuple[str, str]:
-    return (
-        _window_sum(SHADOW_DIFFERENCE_SUM, None, context),
-        _window_sum(SHADOW_DIFFERENCE_COUNT, None, context),
-    )
 
 
 def _too_few(compared: float, min_rows: int) -> str:
@@ -109,11 +88,11 @@ def judge_difference(
     )
 
 
-def _single(samples: list[mq.Sample] | QueryFailed) -> mq.Sample | QueryFailed | None:
-    """The one sample of a `sum` without grouping; None when no series exists yet."""
+def _part(samples: list[mq.Sample] | QueryFailed, part: str) -> mq.Sample | QueryFailed | None:
+    """The `part` (sum or count) of a sum-and-count answer; None when no series exists yet."""
     if isinstance(samples, QueryFailed):
         return samples
-    return samples[0] if samples else None
+    return next((sample for sample in samples if sample.labels.get(mq.PART) == part), None)
 
 
 async def shadow_checks(
@@ -122,12 +101,12 @@ async def shadow_checks(
     """The agreement checks `spec` asks for, on the shadow's window."""
     checks: list[api.CheckResult] = []
     if spec.min_agreement is not None:
-        query = agreement_query(shadow)
+        query = mq.shadow_rows(shadow)
         checks.append(judge_agreement(spec, query, await client.vector(query)))
     if spec.max_mean_abs_diff is not None:
-        sum_query, count_query = difference_queries(shadow)
-        total, count = await asyncio.gather(client.vector(sum_query), client.vector(count_query))
-        checks.append(judge_difference(spec, sum_query, _single(total), _single(count)))
+        query = mq.shadow_difference(shadow)
+        both = await client.vector(query)
+        checks.append(judge_difference(spec, query, _part(both, "sum"), _part(both, "count")))
     return tuple(checks)
 
 

@@ -5,12 +5,11 @@ shadow's agreement from a scripted Prometheus shaped like the server's counters.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from modeldeploy import shadow_checks
+from modeldeploy import model_promql as mq
 from tests.integration.operator_harness import (
     Objects,
     model_deployment,
@@ -18,20 +17,13 @@ from tests.integration.operator_harness import (
     operator,
     wait_for,
 )
+from tests.integration.test_model_gates import prometheus
 from tests.support.scripted_prometheus import ScriptedPrometheus
 
 pytestmark = pytest.mark.integration
-__all__ = ["objects", "operator"]  # fixtures used by the tests below
+__all__ = ["objects", "operator", "prometheus"]  # fixtures used by the tests below
 
 TRACK = "modeldeploy.dev/track"
-
-
-@pytest.fixture
-def prometheus() -> Iterator[ScriptedPrometheus]:
-    with ScriptedPrometheus() as prom:
-        prom.healthy()
-        prom.healthy("stable")
-        yield prom
 
 
 def deploy(objects: Objects, name: str, prom: ScriptedPrometheus, kind: str) -> None:
@@ -54,7 +46,7 @@ def deploy(objects: Objects, name: str, prom: ScriptedPrometheus, kind: str) -> 
 
 def agreement(prom: ScriptedPrometheus, agree: float, disagree: float) -> None:
     prom.set_series(
-        shadow_checks.SHADOW_ROWS,
+        mq.SHADOW_ROWS,
         series=[
             ({"track": "canary", "result": "agree"}, agree),
             ({"track": "canary", "result": "disagree"}, disagree),
@@ -113,7 +105,7 @@ def test_a_shadow_that_disagrees_is_rejected_and_never_served_clients(
     assert any(
         'track="canary"' in q and 'model_version="2.0.0"' in q
         for q in prometheus.queries
-        if shadow_checks.SHADOW_ROWS in q
+        if mq.SHADOW_ROWS in q
     )
 
 

@@ -235,9 +235,10 @@ class RunChecker:
             Reason.REPLACING,
             Reason.SHADOW_STARTED,
         }
-        if Reason.SHADOW_PASSED in reasons and not was_shadow_promoted(reasons):
-            # No follow-up and no promotion without the shadow's verdicts (the follow-up
-            # starts in the same reconcile, so count before it resets the run).
+        if Reason.SHADOW_PASSED in reasons and Reason.STEP_PROMOTED not in reasons:
+            # No follow-up and no promotion without the shadow's verdicts, unless a user moved
+            # it on (promote-step); the follow-up starts in the same reconcile, so count
+            # before it resets the run.
             judged = [*self.since_start, tick.verdict]
             passes = [t for t in judged if t == Verdict.PASS]
             assert len(passes) >= o.spec.strategy.shadow_settings().analyses
@@ -300,11 +301,6 @@ class RunChecker:
         for exclude_none in (False, True):
             stored = roundtrip(o.status, exclude_none=exclude_none)
             assert snapshot(decide(dataclasses.replace(o, status=stored))) == snapshot(d)
-
-
-def was_shadow_promoted(reasons: set[Reason]) -> bool:
-    """A user moved the shadow on (promote-step) instead of its verdicts."""
-    return Reason.STEP_PROMOTED in reasons
 
 
 def _aborted(decision: Decision) -> bool:

@@ -4,13 +4,15 @@ rejection with the values of its failing analysis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from modeldeploy import model_promql as mq
 from modeldeploy import resources, shadow_checks
-from modeldeploy.analysis import QueryFailed
+from modeldeploy.analysis import PrometheusClient, QueryFailed
 from modeldeploy.api import AnalysisStatus, CheckResult, ShadowStrategy, Verdict
 from modeldeploy.model_promql import Sample
 from modeldeploy.promql import QueryContext
@@ -161,7 +163,7 @@ def rows(**counts: float) -> list[Sample]:
 
 def test_agreement_is_the_share_of_compared_rows_that_agree():
     spec = ShadowStrategy(min_agreement=0.95, min_rows=100)
-    query = shadow_checks.agreement_query(CONTEXT)
+    query = mq.shadow_rows(CONTEXT)
     assert 'track="canary"' in query
     assert 'model_version="2"' in query
     passing = shadow_checks.judge_agreement(spec, query, rows(agree=980, disagree=20, unmatched=5))
@@ -178,7 +180,7 @@ def test_agreement_is_the_share_of_compared_rows_that_agree():
 
 def test_mean_absolute_difference_is_sum_over_count():
     spec = ShadowStrategy(max_mean_abs_diff=1.5, min_rows=10)
-    query, _ = shadow_checks.difference_queries(CONTEXT)
+    query = mq.shadow_difference(CONTEXT)
     close = shadow_checks.judge_difference(spec, query, Sample({}, 12.0), Sample({}, 20.0))
     assert (close.verdict, close.value) == (Verdict.PASS, 0.6)
     far = shadow_checks.judge_difference(spec, query, Sample({}, 80.0), Sample({}, 20.0))
@@ -211,3 +213,26 @@ def test_analyses_before_the_first_copy_are_held_until_the_progress_deadline():
     counted = decide(replace(sim.observation(), analysis=no_copies_yet(sim.now)))
     assert counted.status.canary is not None
     assert counted.status.canary.inconclusive_checks == 1, "a target never reached counts"
+
+
+class OneAnswer:
+    """A Prometheus that answers every vector query with the same samples."""
+
+    def __init__(self, samples: list[Sample]) -> None:
+        self.samples = samples
+        self.queries: list[str] = []
+
+    async def vector(self, promql: str) -> list[Sample]:
+        self.queries.append(promql)
+        return self.samples
+
+
+def test_the_difference_comes_from_one_query_told_apart_by_part():
+    spec = ShadowStrategy(max_mean_abs_diff=1.5, min_rows=10)
+    prometheus = OneAnswer(
+        [Sample({"part": "count", "track": "canary"}, 20.0), Sample({"part": "sum"}, 12.0)]
+    )
+    client = cast(PrometheusClient, prometheus)
+    (check,) = asyncio.run(shadow_checks.shadow_checks(client, spec, CONTEXT))
+    assert (check.name, check.verdict, check.value) == ("shadow-mean-abs-diff", Verdict.PASS, 0.6)
+    assert prometheus.queries == [mq.shadow_difference(CONTEXT)]
