@@ -27,6 +27,7 @@ from subprocess import Popen
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
+from scripts.bench_server.harness_types import ResultLike, ServerLike
 
 from modelserver.protos import open_inference_pb2 as pb
 
@@ -41,27 +42,12 @@ worker processes gets work on each of them (a connection stays with one)."""
 WARM_UP_SECONDS = 1
 
 
-class ServerLike(Protocol):
-    @property
-    def label(self) -> str: ...
-    @property
-    def port(self) -> int: ...
+class GrpcServerLike(ServerLike, Protocol):
     @property
     def grpc_port(self) -> int: ...
 
 
-class ResultLike(Protocol):
-    @property
-    def requests_per_second(self) -> float: ...
-    @property
-    def p99_ms(self) -> float: ...
-    @property
-    def cpu_percent(self) -> float: ...
-    @property
-    def errors(self) -> int: ...
-
-
-S = TypeVar("S", bound=ServerLike)
+S = TypeVar("S", bound=GrpcServerLike)
 R = TypeVar("R", bound=ResultLike)
 
 

@@ -30,12 +30,13 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 import httptools
 import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+from scripts.bench_server.harness_types import ResultLike, ServerLike
 
 from modelserver.metrics import MIRROR_REQUESTS_TOTAL
 
@@ -43,24 +44,6 @@ POINTS = ((1, 8), (100, 8))
 """(rows, concurrency) at which the stable with mirroring is compared with one without."""
 RESULTS = ("sent", "dropped", "failed")
 MODEL_NAME = "xgb-classifier"
-
-
-class ServerLike(Protocol):
-    @property
-    def label(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-
-
-class ResultLike(Protocol):
-    @property
-    def requests_per_second(self) -> float: ...
-    @property
-    def p99_ms(self) -> float: ...
-    @property
-    def cpu_percent(self) -> float: ...
-    @property
-    def errors(self) -> int: ...
 
 
 S = TypeVar("S", bound=ServerLike)
