@@ -1116,6 +1116,7 @@ class StrategyType(StrEnum):
     BLUE_GREEN = "blueGreen"
     DIRECT = "direct"
     SHADOW = "shadow"
+    EXPERIMENT = "experiment"
 
 
 _POST_PROMOTION_RULE = "duration(self.postPromotionAnalysis) <= duration(self.scaleDownDelay)"
@@ -1259,6 +1260,154 @@ class ShadowStrategy(ApiModel):
         return self
 
 
+VARIANT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_VARIANTS = 4
+CONTROL = "control"
+"""The experiment arm the stable serves."""
+
+
+class ExperimentVariant(ApiModel):
+    name: Annotated[str, StringConstraints(pattern=VARIANT_NAME_PATTERN, max_length=20)] = Field(
+        description=(
+            "The variant's name: its Deployment and Service are NAME-v-VARIANT, its responses "
+            "carry x-model-variant: VARIANT, and that header pins a request to it."
+        )
+    )
+    model: ModelSpec = Field(description="The model the variant serves.")
+    weight: int = Field(
+        ge=1, le=99, description="Percent of live traffic the variant gets; control keeps the rest."
+    )
+
+
+class ExperimentQuality(StrEnum):
+    ACCURACY = "accuracy"
+
+
+_METRIC_KIND_RULE = (
+    "(has(self.successQuery) && has(self.totalQuery) && !has(self.quality)) || "
+    "(!has(self.successQuery) && !has(self.totalQuery) && has(self.quality))"
+)
+_METRIC_KIND_MESSAGE = (
+    "strategy.experiment.metric: set successQuery and totalQuery (a business metric such as "
+    "conversions), or quality (from ground-truth feedback), not both"
+)
+
+
+class ExperimentMetric(ApiModel):
+    """What each arm is judged on: successes out of trials, both counted per arm."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(cel(_METRIC_KIND_RULE, _METRIC_KIND_MESSAGE))
+    )
+
+    success_query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description=(
+            "PromQL counting one arm's successes since the experiment started; {{ variant }} "
+            "(control or the variant's name), {{ track }}, {{ interval }} (the time since all "
+            "arms were ready), {{ namespace }} and {{ name }} are filled in per arm."
+        ),
+    )
+    total_query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="PromQL counting the same arm's trials (requests), with the same placeholders.",
+    )
+    quality: ExperimentQuality | None = Field(
+        default=None,
+        description=(
+            "accuracy: correct predictions out of the labelled rows of each arm, from the "
+            "server's feedback counters (docs/analysis.md)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ExperimentMetric:
+        queries = (self.success_query is not None, self.total_query is not None)
+        if not ((all(queries) and self.quality is None) or (not any(queries) and self.quality)):
+            raise ValueError(_METRIC_KIND_MESSAGE)
+        return self
+
+
+_VARIANT_RULES = (
+    cel(
+        f"self.variants.all(v, v.name != '{CONTROL}')",
+        f"strategy.experiment.variants: '{CONTROL}' names the stable's arm; pick another name",
+    ),
+    cel(
+        "self.variants.all(a, self.variants.exists_one(b, b.name == a.name))",
+        "strategy.experiment.variants: every variant needs a name of its own",
+    ),
+    cel(
+        "self.variants.map(v, v.weight).sum() < 100",
+        "strategy.experiment.variants: the weights must add up to less than 100, so that "
+        "control keeps some traffic to compare with",
+    ),
+)
+
+
+class ExperimentStrategy(ApiModel):
+    """An A/B experiment: the stable (control) and up to four variants share live traffic by
+    weight, and after `duration` each variant's success rate is compared with control's."""
+
+    model_config = ConfigDict(json_schema_extra=validations(*_VARIANT_RULES))
+
+    variants: list[ExperimentVariant] = Field(
+        min_length=1, max_length=MAX_VARIANTS, description="The variants compared with control."
+    )
+    duration: TimerDuration = Field(
+        default="1h", description="How long the arms share traffic before the verdict."
+    )
+    max_duration: TimerDuration | None = Field(
+        default=None,
+        description=(
+            "While an arm has fewer than minSamples after duration, the experiment runs on "
+            "until this long (default three times duration); then the arms short of samples "
+            "end InsufficientData."
+        ),
+    )
+    min_samples: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000_000,
+        description="Fewest trials (requests) per arm, control included, for a verdict.",
+    )
+    metric: ExperimentMetric = Field(description="What the arms are compared on.")
+    significance: float = Field(
+        default=0.05,
+        ge=0.0001,
+        le=0.5,
+        description=(
+            "Largest Holm-corrected p-value that counts as a difference; the confidence "
+            "intervals are at 1 - significance."
+        ),
+    )
+    min_effect: float = Field(
+        default=0,
+        ge=0,
+        le=1,
+        description=(
+            "Smallest absolute difference of success rates that matters: a significant "
+            "difference below it is NoSignificantDifference."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _variants(self) -> ExperimentStrategy:
+        names = [v.name for v in self.variants]
+        if CONTROL in names:
+            raise ValueError(_VARIANT_RULES[0]["message"])
+        if len(set(names)) != len(names):
+            raise ValueError(_VARIANT_RULES[1]["message"])
+        if sum(v.weight for v in self.variants) >= 100:
+            raise ValueError(_VARIANT_RULES[2]["message"])
+        return self
+
+    def max_duration_seconds(self) -> float:
+        if self.max_duration is not None:
+            return max(duration_seconds(self.max_duration), duration_seconds(self.duration))
+        return 3 * duration_seconds(self.duration)
+
+
 _STRATEGY_BLOCK_RULES = (
     cel(
         "!has(self.blueGreen) || (has(self.type) && self.type == 'blueGreen')",
@@ -1267,6 +1416,10 @@ _STRATEGY_BLOCK_RULES = (
     cel(
         "!has(self.direct) || (has(self.type) && self.type == 'direct')",
         "strategy.direct is set only with strategy.type direct",
+    ),
+    cel(
+        "(has(self.type) && self.type == 'experiment') == has(self.experiment)",
+        "strategy.experiment is set exactly when strategy.type is experiment",
     ),
 )
 
@@ -1279,7 +1432,9 @@ class StrategySpec(ApiModel):
         description=(
             "canary (traffic shifted step by step), blueGreen (the new version previewed at "
             "full size, then all traffic switched at once), direct (replaced in place, then "
-            "judged) or shadow (a mirrored copy of live traffic judged, then promoted)."
+            "judged), shadow (a mirrored copy of live traffic judged, then promoted) or "
+            "experiment (variants share traffic with the stable and are compared with it; "
+            "a new model is rolled out as a canary)."
         ),
     )
     blue_green: BlueGreenStrategy | None = Field(
@@ -1293,6 +1448,13 @@ class StrategySpec(ApiModel):
             "the shadow passes). docs/operator.md explains mirroring and its checks."
         ),
     )
+    experiment: ExperimentStrategy | None = Field(
+        default=None,
+        description=(
+            "Settings of the experiment strategy (type experiment); docs/operator.md explains "
+            "the statistics."
+        ),
+    )
 
     @model_validator(mode="after")
     def _block_matches_type(self) -> StrategySpec:
@@ -1300,6 +1462,8 @@ class StrategySpec(ApiModel):
             raise ValueError(_STRATEGY_BLOCK_RULES[0]["message"])
         if self.direct is not None and self.type != StrategyType.DIRECT:
             raise ValueError(_STRATEGY_BLOCK_RULES[1]["message"])
+        if (self.type == StrategyType.EXPERIMENT) != (self.experiment is not None):
+            raise ValueError(_STRATEGY_BLOCK_RULES[2]["message"])
         return self
 
     def blue_green_settings(self) -> BlueGreenStrategy:
@@ -1496,6 +1660,7 @@ class Phase(StrEnum):
     AVAILABLE = "Available"
     PROGRESSING = "Progressing"
     PROMOTING = "Promoting"
+    EXPERIMENTING = "Experimenting"
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
 
@@ -1702,6 +1867,94 @@ class SLOStatus(StatusModel):
     )
 
 
+class ExperimentPhase(StrEnum):
+    RUNNING = "Running"
+    CONCLUDED = "Concluded"
+    STOPPED = "Stopped"
+
+
+class ArmState(StrEnum):
+    RUNNING = "Running"
+    CUT = "Cut"
+
+
+class ArmStatus(StatusModel):
+    """One arm of an experiment: its pods, its traffic and, once judged, its numbers."""
+
+    name: str = Field(description="control, or the variant's name.")
+    version: str = Field(description="Model version the arm serves.")
+    revision: str = Field(default="", description="Hash of the arm's pod-shaping spec.")
+    weight: int = Field(default=0, description="Percent of live traffic the arm should get.")
+    actual_weight: int | None = Field(
+        default=None, description="Percent the router achieved (replicas router: pod ratio)."
+    )
+    replicas: int = Field(default=0, description="Pods the arm's Deployment has.")
+    ready_replicas: int = Field(default=0, description="Ready pods of the arm.")
+    state: ArmState = Field(
+        default=ArmState.RUNNING,
+        description="Running, or Cut: it failed its SLO checks and its traffic went to control.",
+    )
+    reason: str = Field(default="", description="Why the arm was cut.")
+    failed_checks: int = Field(default=0, description="Failed SLO analyses of the arm so far.")
+    successes: int | None = Field(default=None, description="Successes counted for the arm.")
+    samples: int | None = Field(default=None, description="Trials (requests) counted.")
+    rate: float | None = Field(default=None, description="successes / samples.")
+    rate_low: float | None = Field(default=None, description="Wilson interval, low end.")
+    rate_high: float | None = Field(default=None, description="Wilson interval, high end.")
+    difference: float | None = Field(default=None, description="rate - control's rate.")
+    difference_low: float | None = Field(
+        default=None, description="Newcombe interval of the difference, low end."
+    )
+    difference_high: float | None = Field(
+        default=None, description="Newcombe interval of the difference, high end."
+    )
+    p_value: float | None = Field(
+        default=None, description="Two-sided p-value of the two-proportion z-test vs control."
+    )
+    adjusted_p_value: float | None = Field(
+        default=None, description="The p-value after Holm's correction across the variants."
+    )
+    outcome: str | None = Field(
+        default=None,
+        description="Better, Worse, NoSignificantDifference or InsufficientData (variants).",
+    )
+
+
+class ExperimentStatus(StatusModel):
+    id: str = Field(
+        description="Hash of the experiment block and the control's revision it ran against."
+    )
+    attempt: int = Field(default=1, description="Runs of this experiment (retries add one).")
+    phase: ExperimentPhase = Field(description="Running, Concluded or Stopped.")
+    message: str = Field(default="", description="Where it stands, or its verdict, in words.")
+    started_at: datetime = Field(description="When the variants were started.")
+    ready_at: datetime | None = Field(
+        default=None, description="When every arm had ready pods; the counting window starts."
+    )
+    ends_at: datetime | None = Field(
+        default=None, description="When the verdict is due (ready_at + duration)."
+    )
+    concluded_at: datetime | None = Field(default=None, description="When it ended.")
+    last_analysis_at: datetime | None = Field(
+        default=None, description="When the arms' SLO checks last ran."
+    )
+    metric: str = Field(default="", description="What the arms were compared on.")
+    control: ArmStatus = Field(description="The stable's arm.")
+    variants: list[ArmStatus] = Field(
+        default_factory=list, max_length=MAX_VARIANTS, description="The variants' arms."
+    )
+    winner: str | None = Field(
+        default=None, description="The Better variant with the highest rate, if any."
+    )
+    winner_patch: str | None = Field(
+        default=None,
+        description=(
+            "The JSON merge patch of the ModelDeployment that makes the winner the model "
+            "(rolled out as a canary); kubectl modeldeploy apply-winner applies it."
+        ),
+    )
+
+
 class HistoryEntry(StatusModel):
     revision: str = Field(description="Revision the entry is about.")
     version: str = Field(description="Model version of that revision.")
@@ -1754,6 +2007,10 @@ class ModelDeploymentStatus(StatusModel):
         default=None,
         description="A rolled-back revision that is not retried until the spec changes or retry.",
     )
+    experiment: ExperimentStatus | None = Field(
+        default=None,
+        description="strategy experiment: the arms, their numbers and the verdict of the last run.",
+    )
     paused_by_request: bool = Field(
         default=False,
         description="Paused by the modeldeploy.dev/pause annotation until modeldeploy.dev/resume.",
@@ -1795,6 +2052,19 @@ NAME_RULE = cel(
     f"&& self.metadata.name.matches('{NAME_PATTERN}')",
     _NAME_MESSAGE,
 )
+MAX_CHILD_NAME_LENGTH = 63
+VARIANT_INFIX = "-v-"
+_VARIANT_NAME_FITS_MESSAGE = (
+    "strategy.experiment.variants: a variant's Deployment and Service are named "
+    f"NAME{VARIANT_INFIX}VARIANT, which must fit in {MAX_CHILD_NAME_LENGTH} characters; "
+    "shorten the variant's name"
+)
+VARIANT_NAME_RULE = cel(
+    "!has(self.spec.strategy) || !has(self.spec.strategy.experiment) || "
+    "self.spec.strategy.experiment.variants.all(v, self.metadata.name.size() + "
+    f"v.name.size() + {len(VARIANT_INFIX)} <= {MAX_CHILD_NAME_LENGTH})",
+    _VARIANT_NAME_FITS_MESSAGE,
+)
 
 
 class ObjectMeta(StatusModel):
@@ -1823,6 +2093,16 @@ class ModelDeployment(BaseModel):
         if len(metadata.name) > MAX_NAME_LENGTH or not re.fullmatch(NAME_PATTERN, metadata.name):
             raise ValueError(_NAME_MESSAGE)
         return metadata
+
+    @model_validator(mode="after")
+    def _variant_names_fit(self) -> ModelDeployment:
+        experiment = self.spec.strategy.experiment
+        if experiment is not None and any(
+            len(self.metadata.name) + len(VARIANT_INFIX) + len(v.name) > MAX_CHILD_NAME_LENGTH
+            for v in experiment.variants
+        ):
+            raise ValueError(_VARIANT_NAME_FITS_MESSAGE)
+        return self
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

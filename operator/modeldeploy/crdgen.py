@@ -199,7 +199,7 @@ def build_crd() -> dict[str, Any]:
                                 "as canaries judged by Prometheus and rolled back on SLA breach."
                             ),
                             "required": ["spec"],
-                            "x-kubernetes-validations": [api.NAME_RULE],
+                            "x-kubernetes-validations": [api.NAME_RULE, api.VARIANT_NAME_RULE],
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",
