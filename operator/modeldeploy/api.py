@@ -348,6 +348,7 @@ OPERATOR_ENV = (
     "MODELSERVER_FEEDBACK_KEY_FILE",
     "MODELSERVER_FEEDBACK_KEY",
     "MODELSERVER_MIRROR_CONFIG_FILE",
+    "MODELSERVER_VARIANT",
 )
 _RESERVED_ENV_MESSAGE = (
     "server.env may not set variables the operator sets (" + ", ".join(OPERATOR_ENV) + "), "

@@ -185,6 +185,11 @@ def feedback_rows_both(
     return _both_tracks(FEEDBACK_ROWS, (RESULT,), canary, stable, at)
 
 
+def feedback_rows(context: QueryContext) -> str:
+    """One track's labelled rows by result (correct, incorrect, scored) in the window."""
+    return _increase(FEEDBACK_ROWS, (RESULT,), context, None)
+
+
 def feedback_score_buckets_both(
     canary: QueryContext, stable: QueryContext | None, at: float | None = None
 ) -> str:

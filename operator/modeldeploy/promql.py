@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
 
 from modeldeploy import api
 
@@ -88,10 +87,12 @@ class QueryContext:
 
     namespace: str
     name: str
-    track: Literal["canary", "stable"]
+    track: str  # stable, canary, or an experiment variant's v-VARIANT
     interval: str
     model: str
     version: str
+    # The experiment arm (control or a variant's name); empty outside experiments.
+    variant: str = ""
 
 
 class TemplateError(ValueError):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from modeldeploy import (
     analysis,
+    experiment_reading,
     legacy,
     metrics,
     monitoring,
@@ -32,6 +33,7 @@ from modeldeploy import (
 )
 from modeldeploy.api import (
     API_VERSION,
+    CONTROL,
     KIND,
     AnalysisStatus,
     CheckResult,
@@ -46,6 +48,7 @@ from modeldeploy.api import (
 )
 from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, KubeError, ObjectRef, resource_version
+from modeldeploy.merge_patch import merge_patch
 from modeldeploy.model_checks import ModelChecks, model_checks
 from modeldeploy.promql import QueryContext
 from modeldeploy.rollout import (
@@ -63,6 +66,8 @@ from modeldeploy.rollout import (
     decide,
     set_condition,
 )
+from modeldeploy.rollout.experiment import ExperimentDue, experiment_due, experiments
+from modeldeploy.rollout.model import ArmCount, ExperimentReading
 from modeldeploy.rollout.shadow import in_shadow
 from modeldeploy.routers import router_for
 from modeldeploy.shadow_checks import with_shadow_checks
@@ -87,19 +92,6 @@ class SecretsOff(Exception):
 
 class ChildConflict(Exception):
     """A child's name is taken by an object this ModelDeployment does not control."""
-
-
-def merge_patch(old: Any, new: Any) -> Any:
-    """The JSON merge patch (RFC 7386) that turns `old` into `new`."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return new
-    patch: dict[str, Any] = {key: None for key in old if key not in new}
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif old[key] != value:
-            patch[key] = merge_patch(old[key], value)
-    return patch
 
 
 def observe_track(deployment: dict[str, Any] | None) -> TrackObservation:
@@ -263,6 +255,14 @@ class Reconciler:
         first = md.status.stable is None
         stable_dep = None if first else await self._deployment_of(namespace, f"{name}-stable")
         canary_dep = None if first else await self._deployment_of(namespace, f"{name}-canary")
+        variants = {
+            variant: observe_track(
+                await self._deployment_of(
+                    namespace, resources.deployment_name(name, resources.variant_track(variant))
+                )
+            )
+            for variant in ([] if first else _variant_names(md))
+        }
         observation = Observation(
             spec=md.spec,
             generation=metadata.get("generation", 0),
@@ -275,6 +275,7 @@ class Reconciler:
             now=now,
             invalid_spec=invalid_spec,
             name=name,
+            variants=variants,
         )
         if _checking(md):
             result = await self._offline_check(md)
@@ -285,6 +286,10 @@ class Reconciler:
         if analysis_due(observation):
             verdict = await self._analyse(md, analysis_track(observation))
             observation = dataclasses.replace(observation, analysis=verdict)
+        due = experiment_due(observation)
+        if due is not None:
+            reading = await self._read_experiment(md, due, now)
+            observation = dataclasses.replace(observation, experiment=reading)
         decision = decide(observation)
         if monitoring.monitoring_due(md.spec, decision.status, now):
             await self._monitor(md, decision, now)
@@ -310,6 +315,10 @@ class Reconciler:
         else:
             updated = await self._record(body, ref, decision, now)
             await self._apply_children(md, uid, decision, children, existing)
+        wanted = {plan.name for plan in decision.variants}
+        for variant, track in variants.items():
+            if track.exists and variant not in wanted:
+                await self._retire_variant(namespace, name, variant, uid)
         await self._announce(md, ref, decision)
         self._export(md, decision)
         return decision.requeue_after, updated
@@ -394,6 +403,71 @@ class Reconciler:
         except Exception as error:
             log.exception("analysis of %s/%s failed", md.metadata.namespace, md.metadata.name)
             return _backend_error(f"the analysis failed: {type(error).__name__}", now)
+
+    async def _read_experiment(
+        self, md: ModelDeployment, due: ExperimentDue, now: datetime
+    ) -> ExperimentReading:
+        """Each running variant's SLO analysis of the last interval and, when the verdict
+        is due, every arm's counts since counting began. Never raises: a failure becomes
+        an Error analysis or an arm's problem, which hold the experiment."""
+        experiment = md.status.experiment
+        settings = md.spec.strategy.experiment
+        assert experiment is not None
+        assert settings is not None
+        arms = {arm.name: arm for arm in (experiment.control, *experiment.variants)}
+        try:
+            client = await self._prometheus(md)
+        except (SecretsOff, KubeError) as error:
+            client, unusable = None, str(error)
+        else:
+            unusable = (
+                "no Prometheus configured: set spec.analysis.prometheus.url or start the "
+                "operator with --default-prometheus-url"
+            )
+        counted = [CONTROL, *due.guardrails] if due.counts else []
+        if client is None:
+            return ExperimentReading(
+                at=now,
+                guardrails={v: _backend_error(unusable, now) for v in due.guardrails},
+                counts={arm: ArmCount(problem=unusable) for arm in counted} if due.counts else None,
+            )
+        # SLO checks only: a variant is a different model on purpose, so drift against
+        # control is no reason to cut it, and quality is what the verdict compares.
+        slo = md.spec.analysis.model_copy(update={"drift": None, "quality": None})
+        interval = md.spec.rollout.interval
+        window = experiment_reading.window(due.window_seconds)
+        try:
+            async with client:
+                guardrails = {
+                    variant: await analysis.analyse(
+                        client,
+                        slo,
+                        experiment_reading.arm_context(md, arms[variant], interval),
+                        now,
+                    )
+                    for variant in due.guardrails
+                }
+                counts = {
+                    arm: await experiment_reading.count_arm(
+                        client,
+                        settings.metric,
+                        experiment_reading.arm_context(md, arms[arm], window),
+                    )
+                    for arm in counted
+                }
+        except Exception as error:
+            log.exception(
+                "experiment reading of %s/%s failed", md.metadata.namespace, md.metadata.name
+            )
+            problem = f"the reading failed: {type(error).__name__}"
+            return ExperimentReading(
+                at=now,
+                guardrails={v: _backend_error(problem, now) for v in due.guardrails},
+                counts={arm: ArmCount(problem=problem) for arm in counted} if due.counts else None,
+            )
+        return ExperimentReading(
+            at=now, guardrails=guardrails, counts=counts if due.counts else None
+        )
 
     async def _monitor(self, md: ModelDeployment, decision: Decision, now: datetime) -> None:
         """One monitoring pass of the stable; its results join the decision's status,
@@ -523,6 +597,10 @@ class Reconciler:
             desired.append(self._deployment(md, uid, Track.STABLE, decision.stable))
         if decision.canary is not None:
             desired.append(self._deployment(md, uid, Track.CANARY, decision.canary))
+        for variant in decision.variants:
+            track = resources.variant_track(variant.name)
+            desired.append(resources.service(name, namespace, uid, track))
+            desired.append(self._deployment(md, uid, track, variant.plan, variant.name))
         if md.spec.strategy.shadows():
             desired.append(
                 resources.mirror_config_map(
@@ -535,12 +613,13 @@ class Reconciler:
             )
         if decision.validation_attempt is not None:
             desired.append(self._validation_job(md, uid, decision, decision.validation_attempt))
-        desired += [
-            resources.owned(route, name, uid)
-            for route in router.routes(
-                name, namespace, md.spec, decision.weight, decision.live_tracks
-            )
-        ]
+        if decision.variants:
+            weights = {variant.name: variant.weight for variant in decision.variants}
+            weights = {CONTROL: 100 - sum(weights.values()), **weights}
+            routes = router.experiment_routes(name, namespace, md.spec, weights)
+        else:
+            routes = router.routes(name, namespace, md.spec, decision.weight, decision.live_tracks)
+        desired += [resources.owned(route, name, uid) for route in routes]
         return desired
 
     def _validation_job(
@@ -662,10 +741,19 @@ class Reconciler:
             )
 
     def _deployment(
-        self, md: ModelDeployment, uid: str, track: Track, plan: TrackPlan
+        self,
+        md: ModelDeployment,
+        uid: str,
+        track: str,
+        plan: TrackPlan,
+        variant: str | None = None,
     ) -> dict[str, Any]:
+        """A track's Deployment. Under strategy experiment the stable's pods name their arm
+        (control) in metrics and answers, as each variant's pods name theirs."""
         # With autoscaling the HPA owns the stable's size; the operator stops applying it.
         autoscaled = md.spec.autoscaling is not None and track == Track.STABLE
+        if track == Track.STABLE and experiments(md.spec):
+            variant = CONTROL
         return resources.deployment(
             md.metadata.name,
             md.metadata.namespace,
@@ -675,7 +763,8 @@ class Reconciler:
             plan.template,
             None if autoscaled else plan.replicas,
             feedback=self._signs_feedback(md),
-            mirror=md.spec.strategy.shadows(),
+            mirror=md.spec.strategy.shadows() and track in (Track.STABLE, Track.CANARY),
+            variant=variant,
         )
 
     def _signs_feedback(self, md: ModelDeployment) -> bool:
@@ -748,6 +837,16 @@ class Reconciler:
         }
         await self.kube.apply(size, manager=HANDOVER_MANAGER)
         return manifest
+
+    async def _retire_variant(self, namespace: str, name: str, variant: str, uid: str) -> None:
+        """An experiment variant that must no longer run: its Service first (no request is
+        routed to pods on their way out), then its Deployment, whose absence ends this."""
+        child = resources.deployment_name(name, resources.variant_track(variant))
+        service = await self.kube.get("v1", "Service", namespace, child)
+        if service is not None and controlled_by(service, uid):
+            await self.kube.delete("v1", "Service", namespace, child)
+        self.memory.forget(("Service", namespace, child))
+        await self._delete_if_owned("apps/v1", "Deployment", namespace, child, uid)
 
     async def _delete_if_owned(
         self, api_version: str, kind: str, namespace: str, name: str, uid: str
@@ -842,6 +941,15 @@ class Reconciler:
 # A canary's pods are looked at once they have had this long to start: pulling an image
 # and loading a model take a while, and most canaries never need the extra read.
 POD_CHECK_AFTER_SECONDS = 10.0
+
+
+def _variant_names(md: ModelDeployment) -> list[str]:
+    """Variants whose Deployments may exist: the last experiment's and the spec's."""
+    names = [arm.name for arm in md.status.experiment.variants] if md.status.experiment else []
+    settings = md.spec.strategy.experiment
+    if settings is not None:
+        names += [v.name for v in settings.variants if v.name not in names]
+    return names
 
 
 def _checking(md: ModelDeployment) -> bool:

@@ -15,13 +15,14 @@ import contextlib
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
 
 from modeldeploy.api import (
     API_VERSION,
+    CONTROL,
     KIND,
     AddedLater,
     AutoscalingSpec,
@@ -91,6 +92,14 @@ def template_of(spec: ModelDeploymentSpec, default_image: str) -> TrackTemplate:
 
 def deployment_name(name: str, track: str) -> str:
     return f"{name}-{track}"
+
+
+VARIANT_TRACK_PREFIX = "v-"
+
+
+def variant_track(variant: str) -> str:
+    """An experiment variant's track: its Deployment and Service are NAME-v-VARIANT."""
+    return f"{VARIANT_TRACK_PREFIX}{variant}"
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -238,6 +247,7 @@ def server_env(
     profile_uri: str | None = None,
     feedback: bool = False,
     mirror: bool = False,
+    variant: str | None = None,
 ) -> list[dict[str, Any]]:
     model = template.model
     env: list[dict[str, Any]] = [
@@ -275,6 +285,8 @@ def server_env(
     if mirror:
         mirror_file = f"{MIRROR_MOUNT}/{MIRROR_ITEM}"
         env.append({"name": "MODELSERVER_MIRROR_CONFIG_FILE", "value": mirror_file})
+    if variant is not None:
+        env.append({"name": "MODELSERVER_VARIANT", "value": variant})
     # api.ServerSpec refuses user entries that repeat a name or reuse one of these.
     return env + [
         extra.model_dump(by_alias=True, exclude_none=True) for extra in template.server.env
@@ -318,9 +330,11 @@ def pod_template(
     template: TrackTemplate,
     feedback: bool = False,
     mirror: bool = False,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """A track's pods; with `feedback` they sign prediction tokens with NAME-feedback's key,
-    with `mirror` they copy requests to the target NAME-mirror names (a shadow)."""
+    with `mirror` they copy requests to the target NAME-mirror names (a shadow), with
+    `variant` they name the experiment arm they serve in metrics and answers."""
     server = template.server
     model_uri, model_volume = model_location(template.model.uri)
     profile = template.model.profile
@@ -366,7 +380,9 @@ def pod_template(
             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": server_env(name, track, template, model_uri, profile_uri, feedback, mirror),
+        "env": server_env(
+            name, track, template, model_uri, profile_uri, feedback, mirror, variant
+        ),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS, startup_failures),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
@@ -431,6 +447,7 @@ def deployment(
     replicas: int | None,
     feedback: bool = False,
     mirror: bool = False,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """A track's Deployment; `replicas` None leaves its size to a HorizontalPodAutoscaler."""
     labels = track_labels(name, track, revision, template.model.version)
@@ -449,7 +466,9 @@ def deployment(
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
                 },
-                "template": pod_template(name, track, revision, template, feedback, mirror),
+                "template": pod_template(
+                    name, track, revision, template, feedback, mirror, variant
+                ),
             },
         }
     )
@@ -563,10 +582,7 @@ def http_route(
 ) -> dict[str, Any]:
     """Weighted HTTPRoute over the per-track Services, weight 0 for a track that may not
     serve (both 0: the gateway answers 500); owner reference added by the caller."""
-    gateway = spec.traffic.gateway_api
-    assert gateway is not None, "the gatewayAPI router needs traffic.gatewayAPI"
-    match = {"path": {"type": "PathPrefix", "value": gateway.path_prefix}}
-    return _route("HTTPRoute", name, namespace, spec, match, 80, weight, live_tracks)
+    return _route("HTTPRoute", name, namespace, spec, _track_weights(name, weight, live_tracks))
 
 
 GRPC_SERVICE = "inference.GRPCInferenceService"
@@ -582,8 +598,36 @@ def grpc_route(
 ) -> dict[str, Any]:
     """The GRPCRoute beside http_route's HTTPRoute: the same Gateways, hostnames and split,
     for the V2 gRPC service; each call is routed by weight, as each HTTP request is."""
-    match = {"method": {"type": "Exact", "service": GRPC_SERVICE}}
-    return _route("GRPCRoute", name, namespace, spec, match, GRPC_PORT, weight, live_tracks)
+    return _route("GRPCRoute", name, namespace, spec, _track_weights(name, weight, live_tracks))
+
+
+VARIANT_HEADER = "x-model-variant"
+"""Names the experiment arm: clients send it to pin a request, servers answer with it."""
+
+
+def experiment_routes(
+    name: str, namespace: str, spec: ModelDeploymentSpec, weights: Mapping[str, int]
+) -> list[dict[str, Any]]:
+    """An experiment's HTTPRoute and GRPCRoute: a request whose x-model-variant header names
+    an arm goes to that arm; every other is split by `weights` (by arm: control or a
+    variant's name). Arms with weight 0 (pods not ready) take no request, pinned or not."""
+    backends = {_arm_service(name, arm): share for arm, share in weights.items()}
+    pinned = {arm: _arm_service(name, arm) for arm, share in weights.items() if share > 0}
+    return [
+        _route(kind, name, namespace, spec, backends, pinned)
+        for kind in ("HTTPRoute", "GRPCRoute")
+    ]
+
+
+def _arm_service(name: str, arm: str) -> str:
+    return f"{name}-stable" if arm == CONTROL else deployment_name(name, variant_track(arm))
+
+
+def _track_weights(name: str, weight: int, live_tracks: Sequence[str]) -> dict[str, int]:
+    return {
+        f"{name}-stable": 100 - weight if "stable" in live_tracks else 0,
+        f"{name}-canary": weight if "canary" in live_tracks else 0,
+    }
 
 
 def _route(
@@ -591,34 +635,39 @@ def _route(
     name: str,
     namespace: str,
     spec: ModelDeploymentSpec,
-    match: dict[str, Any],
-    port: int,
-    weight: int,
-    live_tracks: Sequence[str],
+    backends: Mapping[str, int],
+    pinned: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """A route of `kind` over `backends` (Service name: weight), after one rule per pinned
+    arm (header value: Service name)."""
     gateway = spec.traffic.gateway_api
     assert gateway is not None, "the gatewayAPI router needs traffic.gatewayAPI"
+    if kind == "HTTPRoute":
+        match: dict[str, Any] = {"path": {"type": "PathPrefix", "value": gateway.path_prefix}}
+        port = 80
+    else:
+        match = {"method": {"type": "Exact", "service": GRPC_SERVICE}}
+        port = GRPC_PORT
+    rules: list[dict[str, Any]] = [
+        {
+            "matches": [
+                {**match, "headers": [{"type": "Exact", "name": VARIANT_HEADER, "value": arm}]}
+            ],
+            "backendRefs": [{"name": service_name, "port": port}],
+        }
+        for arm, service_name in (pinned or {}).items()
+    ]
+    rules.append(
+        {
+            "matches": [match],
+            "backendRefs": [
+                {"name": service_name, "port": port, "weight": share}
+                for service_name, share in backends.items()
+            ],
+        }
+    )
     parent_refs = [ref.model_dump(by_alias=True, exclude_none=True) for ref in gateway.parent_refs]
-    route_spec: dict[str, Any] = {
-        "parentRefs": parent_refs,
-        "rules": [
-            {
-                "matches": [match],
-                "backendRefs": [
-                    {
-                        "name": f"{name}-stable",
-                        "port": port,
-                        "weight": 100 - weight if "stable" in live_tracks else 0,
-                    },
-                    {
-                        "name": f"{name}-canary",
-                        "port": port,
-                        "weight": weight if "canary" in live_tracks else 0,
-                    },
-                ],
-            }
-        ],
-    }
+    route_spec: dict[str, Any] = {"parentRefs": parent_refs, "rules": rules}
     if gateway.hostnames:
         route_spec["hostnames"] = list(gateway.hostnames)
     return {

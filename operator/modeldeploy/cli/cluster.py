@@ -79,6 +79,11 @@ def explain_api_error(status: int, reason: str, body: object, action: str, targe
             f"CRD is not installed {where}. Install it with "
             "`kubectl apply --server-side -f crds/` or the modeldeploy Helm chart."
         )
+    if status == 409:
+        return (
+            f"could not {action}: it changed after the plugin read it (409 Conflict) {where}; "
+            f"run the command again to decide on what it is now. {message}"
+        )
     if status == 404:
         details = answer.get("details") or {}
         name = details.get("name")
@@ -262,6 +267,23 @@ class Cluster:
                 PLURAL,
                 name,
                 {"metadata": {"annotations": {annotation: value}}},
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        return patched
+
+    def merge_patch(self, name: str, patch: Json) -> Json:
+        """A JSON merge patch of the object: a null member removes that field."""
+        patched: Json = self._call(
+            f"patch modeldeployment {name} in namespace {self.namespace}",
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
                 _request_timeout=REQUEST_TIMEOUT,
             ),
         )

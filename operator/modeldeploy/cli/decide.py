@@ -3,7 +3,9 @@
 A verb that changes something sets one of the operator's manual-request annotations to
 a new value; the operator acts on each value once. A verb that cannot change anything
 (promoting with no canary, resuming what is not paused) is refused with the reason,
-like `kubectl argo rollouts` refuses, instead of leaving a request that does nothing."""
+like `kubectl argo rollouts` refuses, instead of leaving a request that does nothing.
+abort and retry act on an experiment too: abort stops a running one (control keeps
+serving), retry runs a finished one again."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 
+from modeldeploy.cli.experiment import Experiment
+from modeldeploy.cli.experiment_view import progress_words, result_words
 from modeldeploy.cli.names import (
     ABORT_ANNOTATION,
     PAUSE_ANNOTATION,
@@ -24,6 +28,7 @@ from modeldeploy.cli.text import utc_stamp
 
 PROMOTING = "Promoting"
 ROLLED_BACK = "RolledBack"
+AVAILABLE = "Available"
 
 
 class Verb(StrEnum):
@@ -97,7 +102,21 @@ def _ref(rollout: Rollout) -> str:
     return f"modeldeployment {rollout.name} in {rollout.namespace}"
 
 
+def _running_experiment(rollout: Rollout) -> Experiment | None:
+    experiment = rollout.experiment
+    if rollout.canary is not None or experiment is None or not experiment.running:
+        return None
+    return experiment
+
+
 def _no_canary(rollout: Rollout, what: str) -> Refusal:
+    if _running_experiment(rollout) is not None:
+        return Refusal(
+            f"{_ref(rollout)} runs an experiment, not a canary: there are no steps to "
+            f"{what}. It ends with its verdict; `kubectl modeldeploy abort {rollout.name}` "
+            f"stops it now, and once it concluded `kubectl modeldeploy apply-winner "
+            f"{rollout.name}` makes its winner the model."
+        )
     if rollout.phase == ROLLED_BACK:
         return Refusal(
             f"{_ref(rollout)} has no canary to {what}: {rollout.message or 'it was rolled back'}. "
@@ -163,6 +182,15 @@ def _promote_full(rollout: Rollout) -> _Said | Refusal:
 
 
 def _abort(rollout: Rollout) -> _Said | Refusal:
+    experiment = _running_experiment(rollout)
+    if experiment is not None:
+        variants = ", ".join(v.name for v in experiment.variants if not v.cut) or "none left"
+        stable = rollout.stable.version if rollout.stable else experiment.control.version
+        return (
+            f"abort requested: the experiment stops before its verdict; its variants "
+            f"({variants}) get no more traffic and control {stable} serves all of it",
+            (),
+        )
     canary = rollout.canary
     if canary is None:
         return _no_canary(rollout, "abort")
@@ -181,6 +209,9 @@ def _abort(rollout: Rollout) -> _Said | Refusal:
 
 
 def _retry(rollout: Rollout) -> _Said | Refusal:
+    experiment = rollout.experiment
+    if rollout.rejected_revision is None and experiment is not None and rollout.canary is None:
+        return _retry_experiment(rollout, experiment)
     if rollout.canary is not None:
         return Refusal(
             f"nothing to retry: {_ref(rollout)} has canary {rollout.canary.version} running "
@@ -205,6 +236,31 @@ def _retry(rollout: Rollout) -> _Said | Refusal:
         else (f"revision {rollout.rejected_revision}")
     )
     return f"retry requested: rolled-back {named} starts a new canary", ()
+
+
+def _retry_experiment(rollout: Rollout, experiment: Experiment) -> _Said | Refusal:
+    """The operator runs a finished experiment again while the spec still asks for one
+    and the stable serves the spec's model."""
+    if experiment.running:
+        return Refusal(
+            f"nothing to retry: the experiment of {_ref(rollout)} is running "
+            f"(attempt {experiment.attempt}); `kubectl modeldeploy abort {rollout.name}` stops it."
+        )
+    if not rollout.experiments:
+        return Refusal(
+            f"nothing to retry: {_ref(rollout)} has no rolled-back revision, and its spec no "
+            f"longer runs an experiment (strategy.type {rollout.strategy_type})."
+        )
+    if rollout.phase != AVAILABLE:
+        return Refusal(
+            f"{_ref(rollout)} cannot run its experiment again now (phase {rollout.phase}): "
+            "an experiment runs while the stable serves the spec's model."
+        )
+    return (
+        f"retry requested: the {experiment.phase.lower()} experiment runs again as attempt "
+        f"{experiment.attempt + 1}, with fresh counts; its last results are replaced",
+        (),
+    )
 
 
 def _pause(rollout: Rollout) -> _Said | Refusal:
@@ -297,13 +353,21 @@ def progress_line(rollout: Rollout) -> str:
             if wait.deadline is not None:
                 # absolute, so the line stays the same (and unprinted) while the wait lasts
                 line += f" (not counted as inconclusive until {utc_stamp(wait.deadline)})"
+    experiment = _running_experiment(rollout)
+    if experiment is not None:
+        line += f", {progress_words(experiment)}"
+        if rollout.paused_by:
+            line += f", paused by {rollout.paused_by}"
     return f"{line}: {rollout.message}" if rollout.message else line
 
 
 def result_line(rollout: Rollout, result: Result) -> str:
     """The last line `status` prints: the verdict and the operator's words for it."""
     if result == Result.SUCCEEDED:
-        return f"{rollout.name}: generation {rollout.generation} is rolled out: {rollout.message}"
+        return (
+            f"{rollout.name}: generation {rollout.generation} is rolled out: {rollout.message}"
+            f"{result_words(rollout)}"
+        )
     stalled = rollout.conditions.get("Stalled") or {}
     reason = stalled.get("reason") or rollout.phase
     return f"{rollout.name}: failed ({reason}): {rollout.message}"

@@ -42,6 +42,12 @@ from modeldeploy.cli.view import (
     history_rows,
     list_rows,
 )
+from modeldeploy.cli.winner import (
+    applied_lines,
+    precondition,
+    refuse_to_apply,
+    winner_patch,
+)
 
 INTERRUPTED = 130
 PIPE_WIDTH = 200
@@ -105,8 +111,8 @@ def build_parser() -> Parser:
     promote.add_argument("name")
     promote.add_argument("--full", action="store_true", help="skip every remaining step")
     for name, summary in (
-        ("abort", "roll the canary back now"),
-        ("retry", "try a rolled-back revision again"),
+        ("abort", "roll the canary back now, or stop a running experiment"),
+        ("retry", "try a rolled-back revision again, or run a finished experiment again"),
         ("pause", "hold canaries at their step (this one and later ones)"),
         ("resume", "lift a pause request"),
         ("history", "show the last outcomes (status.history)"),
@@ -123,7 +129,25 @@ def build_parser() -> Parser:
         default=0.0,
         help="how long to wait, e.g. 30m (default 0: no limit)",
     )
-    listing = verb("list", "list ModelDeployments with phase, versions, step and weights")
+    winner = verb(
+        "apply-winner",
+        "make a concluded experiment's winner the model (status.experiment.winnerPatch), "
+        "rolled out as a canary",
+    )
+    winner.add_argument("name")
+    winner.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the patch only (for a manifest in Git), change nothing",
+    )
+    winner.add_argument(
+        "--force",
+        action="store_true",
+        help="patch an object a GitOps tool or Helm applies (its next sync reverts it)",
+    )
+    listing = verb(
+        "list", "list ModelDeployments with phase, versions, step, weights and experiment"
+    )
     listing.add_argument("-A", "--all-namespaces", action="store_true")
     return parser
 
@@ -172,6 +196,8 @@ def run(args: argparse.Namespace, cluster: Cluster, console: Console) -> int:
         return history(cluster, args.name, console)
     if verb == "list":
         return listing(cluster, args.all_namespaces, console)
+    if verb == "apply-winner":
+        return apply_winner(cluster, args.name, args.dry_run, args.force, console)
     chosen = Verb.PROMOTE_FULL if verb == "promote" and args.full else Verb(verb)
     return request(cluster, args.name, chosen, console)
 
@@ -188,6 +214,27 @@ def request(cluster: Cluster, name: str, verb: Verb, console: Console) -> int:
     console.print(said, soft_wrap=True)
     for note in planned.notes:
         console.print(Text(f"note: {note}"), soft_wrap=True)
+    return Result.SUCCEEDED
+
+
+def apply_winner(cluster: Cluster, name: str, dry_run: bool, force: bool, console: Console) -> int:
+    """Apply the concluded experiment's winnerPatch as a merge patch; --dry-run prints it."""
+    md = cluster.get(name)
+    planned = winner_patch(Rollout.of(md))
+    if isinstance(planned, Refusal):
+        print(f"refused: {planned.message}", file=sys.stderr)
+        return Result.FAILED
+    if dry_run:
+        # only the patch, so that it can be piped or saved as it is
+        print(planned.text, flush=True)
+        return Result.SUCCEEDED
+    refused = refuse_to_apply(md, planned, force)
+    if refused is not None:
+        print(f"refused: {refused.message}", file=sys.stderr)
+        return Result.FAILED
+    patched = cluster.merge_patch(name, precondition(planned, md))
+    for line in applied_lines(md, patched, planned):
+        console.print(Text(line), soft_wrap=True)
     return Result.SUCCEEDED
 
 

@@ -8,7 +8,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from modeldeploy.cli.view import Field, Tone, View, tree_lines
+from modeldeploy.cli.shapes import Cell, Field, Grid, Tone
+from modeldeploy.cli.view import View, tree_lines
 
 STYLES = {
     Tone.GOOD: "green",
@@ -82,8 +83,26 @@ def events_table(view: View) -> RenderableType:
     return Group(Text("Events:", style="bold"), table)
 
 
+def cell_text(cell: Cell) -> Text:
+    return status_text(cell.text, cell.tone) if cell.text else Text("")
+
+
+def grid_table(grid: Grid) -> RenderableType:
+    """A titled table of cells; only the columns the grid lets wrap do."""
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold")
+    for column in grid.columns:
+        table.add_column(column, no_wrap=column not in grid.wrap)
+    for row in grid.rows:
+        table.add_row(*(cell_text(cell) for cell in row))
+    return Group(Text(grid.title, style="bold"), table)
+
+
 def view_renderable(view: View, width: int) -> RenderableType:
     parts: list[RenderableType] = [summary_table(view.summary), Text(""), tree_table(view, width)]
+    if view.experiment:
+        parts += [Text(""), summary_table(view.experiment)]
+    for grid in view.arms:
+        parts += [Text(""), grid_table(grid)]
     if view.monitoring:
         parts += [Text(""), Text("Monitoring:", style="bold"), summary_table(view.monitoring)]
     return Group(*parts, Text(""), events_table(view))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from modeldeploy.cli.experiment import Experiment, significance_of
 from modeldeploy.cli.names import MANUAL_ANNOTATIONS, PAUSE_ANNOTATION, RESUME_ANNOTATION
 from modeldeploy.cli.text import parse_duration, parse_time
 
@@ -95,6 +96,10 @@ class Rollout:
     drift: Json | None = None
     slo: Json | None = None
     shadow_analyses: int = DEFAULT_SHADOW_ANALYSES
+    strategy_type: str = "canary"
+    experiment: Experiment | None = None
+    significance: float | None = None
+    """The spec's experiment significance, while the spec runs an experiment."""
 
     @classmethod
     def of(cls, obj: Json) -> Rollout:
@@ -109,9 +114,13 @@ class Rollout:
             str(c.get("type")): c for c in status.get("conditions") or [] if isinstance(c, dict)
         }
         analysis = status.get("lastAnalysis")
-        shadow = _dict(_dict(spec.get("strategy")).get("shadow"))
+        strategy = _dict(spec.get("strategy"))
+        shadow = _dict(strategy.get("shadow"))
         return cls(
             shadow_analyses=_int(shadow.get("analyses"), DEFAULT_SHADOW_ANALYSES),
+            strategy_type=str(strategy.get("type") or "canary"),
+            experiment=Experiment.of(status.get("experiment")),
+            significance=significance_of(spec),
             name=str(meta.get("name", "")),
             namespace=str(meta.get("namespace", "")),
             uid=str(meta.get("uid", "")),
@@ -175,6 +184,11 @@ class Rollout:
             return False
         observed = condition.get("observedGeneration", self.observed_generation)
         return self.generation is None or observed == self.generation
+
+    @property
+    def experiments(self) -> bool:
+        """Whether the spec runs an experiment (its status may be of an earlier spec)."""
+        return self.strategy_type == "experiment"
 
     def step_text(self, canary: Canary) -> str:
         if canary.shadow_passes is not None:

@@ -1,20 +1,23 @@
 """What `get`, `history` and `list` show, built from API objects: pure, no I/O.
 
-`get` shows a summary, a tree, what monitoring found and recent events. The tree follows
-`kubectl argo rollouts get`: the ModelDeployment, its Deployments (stable first) with
-their pods, and the last analysis with each check's value, bounds and verdict.
-Monitoring (spec.monitoring: status.drift and status.slo) is about the serving stable,
-not the rollout, so it is a section of its own. Rendering (colours, tree guides) is
-`render.py`'s job; a `Tone` here says what a status means, not how it looks."""
+`get` shows a summary, a tree, the experiment (status.experiment), what monitoring found
+and recent events. The tree follows `kubectl argo rollouts get`: the ModelDeployment, its
+Deployments (stable first, then canary, then an experiment's variants NAME-v-VARIANT)
+with their pods, and the last analysis with each check's value, bounds and verdict.
+The experiment's arms and verdict (`experiment_view`) and monitoring (spec.monitoring:
+status.drift and status.slo, about the serving stable, not the rollout) are sections of
+their own. Rendering (colours, tree guides) is `render.py`'s job; a `Tone` here says what
+a status means, not how it looks."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from modeldeploy.cli.experiment import list_text
+from modeldeploy.cli.experiment_view import experiment_fields, experiment_grids, root_info
 from modeldeploy.cli.names import (
     FEATURE_DRIFT_CHECK,
     REFERENCE_SUFFIX,
@@ -22,6 +25,7 @@ from modeldeploy.cli.names import (
     TRACK_LABEL,
     VERSION_LABEL,
 )
+from modeldeploy.cli.shapes import Field, Grid, Tone
 from modeldeploy.cli.state import Canary, FeedbackWait, Json, Rollout
 from modeldeploy.cli.text import (
     age_since,
@@ -37,19 +41,12 @@ RECENT_EVENTS = 8
 TRACK_ORDER = ("stable", "canary")
 
 
-class Tone(StrEnum):
-    GOOD = "good"
-    BUSY = "busy"
-    PAUSED = "paused"
-    BAD = "bad"
-    QUIET = "quiet"
-
-
 PHASE_TONES = {
     "Available": Tone.GOOD,
     "Pending": Tone.BUSY,
     "Progressing": Tone.BUSY,
     "Promoting": Tone.BUSY,
+    "Experimenting": Tone.BUSY,
     "RolledBack": Tone.BAD,
     "Failed": Tone.BAD,
 }
@@ -83,13 +80,6 @@ class Node:
 
 
 @dataclass(frozen=True)
-class Field:
-    label: str
-    value: str
-    tone: Tone | None = None
-
-
-@dataclass(frozen=True)
 class EventRow:
     age: str
     type: str
@@ -103,15 +93,22 @@ class View:
     tree: Node
     events: tuple[EventRow, ...] = field(default=())
     monitoring: tuple[Field, ...] = field(default=())
+    experiment: tuple[Field, ...] = field(default=())
+    """status.experiment: where it stands or its verdict, and its winner."""
+    arms: tuple[Grid, ...] = field(default=())
+    """The experiment's arms: their traffic while it runs, their numbers once judged."""
 
 
 def build_view(snapshot: Snapshot, now: datetime) -> View:
     rollout = Rollout.of(snapshot.md)
+    experiment = rollout.experiment
     return View(
         summary=summary(rollout, now),
         tree=tree(rollout, snapshot, now),
         events=recent_events(snapshot.events, rollout.uid, now),
         monitoring=monitoring(rollout, now),
+        experiment=() if experiment is None else tuple(experiment_fields(rollout, experiment, now)),
+        arms=() if experiment is None else experiment_grids(rollout, experiment),
     )
 
 
@@ -248,6 +245,9 @@ def tree(rollout: Rollout, snapshot: Snapshot, now: datetime) -> Node:
 
 def _root_info(rollout: Rollout) -> str:
     canary = rollout.canary
+    experiment = rollout.experiment
+    if canary is None and experiment is not None and experiment.running:
+        return root_info(experiment)
     if canary is None:
         return f"serving {rollout.stable.version}" if rollout.stable else ""
     if canary.shadow_passes is not None:
@@ -592,7 +592,17 @@ def history_rows(md: Json, now: datetime) -> list[tuple[str, ...]]:
     return rows
 
 
-LIST_COLUMNS = ("NAME", "PHASE", "STABLE", "CANARY", "STEP", "WEIGHT", "ACHIEVED", "AGE")
+LIST_COLUMNS = (
+    "NAME",
+    "PHASE",
+    "STABLE",
+    "CANARY",
+    "STEP",
+    "WEIGHT",
+    "ACHIEVED",
+    "EXPERIMENT",
+    "AGE",
+)
 
 
 def list_row(md: Json, now: datetime, with_namespace: bool) -> tuple[str, ...]:
@@ -607,6 +617,7 @@ def list_row(md: Json, now: datetime, with_namespace: bool) -> tuple[str, ...]:
         rollout.step_text(canary) if canary else "",
         f"{canary.weight}%" if canary else "",
         percent(canary.actual_weight) if canary else "",
+        list_text(rollout.experiment) if rollout.experiment else "",
         age_since(rollout.created, now),
     )
     return (rollout.namespace, *row) if with_namespace else row

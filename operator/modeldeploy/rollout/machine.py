@@ -40,6 +40,12 @@ from modeldeploy.rollout.conditions import (
     set_condition,
 )
 from modeldeploy.rollout.direct import Direct
+from modeldeploy.rollout.experiment import (
+    experiment_step,
+    experiments,
+    manual_request,
+    stop_if_out_of_place,
+)
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
     STABLE_RECHECK_SECONDS,
@@ -72,6 +78,8 @@ _STRATEGIES: dict[StrategyType, Strategy] = {
     StrategyType.CANARY: Canary(),
     StrategyType.BLUE_GREEN: BlueGreen(),
     StrategyType.DIRECT: Direct(),
+    # A new model under an experiment strategy is rolled out as a canary.
+    StrategyType.EXPERIMENT: Canary(),
 }
 # Type shadow: the promotion follows the shadow, as a canary's follows its last step.
 _SHADOWED: dict[StrategyType, Strategy] = {
@@ -197,6 +205,8 @@ class Machine:
             reason, message = Reason.ROLLED_BACK, status.message
         elif status.phase == Phase.PROMOTING:
             reason, message = Reason.PROMOTING, status.message
+        elif status.phase == Phase.EXPERIMENTING:
+            reason, message = Reason.EXPERIMENTING, status.message
         elif status.canary is not None and (
             self.paused() or self.progressing_reason() == Reason.PAUSED
         ):
@@ -221,7 +231,7 @@ class Machine:
         weight: int,
         requeue: float | None,
         *,
-        live_tracks: tuple[Track, ...] | None = None,
+        live_tracks: tuple[str, ...] | None = None,
         stable_replicas: int | None = None,
         mirror_percent: float | None = None,
     ) -> Decision:
@@ -674,6 +684,9 @@ class Machine:
         for annotation in pending:
             self.handle(annotation)
         self.pause_or_resume(pending)
+        experimented = manual_request(self, pending)
+        if experimented is not None:
+            return experimented
         current = in_canary and canary is not None and canary.revision == self.o.revision
         if ABORT_ANNOTATION in pending and current:
             return self.roll_back(Reason.ABORTED, f"aborted by {ABORT_ANNOTATION}")
@@ -737,6 +750,7 @@ def decide(observation: Observation) -> Decision:
     manual = b.manual()
     if manual is not None:
         return manual
+    stop_if_out_of_place(b)
 
     canary = b.status.canary
     if canary is not None and b.status.phase == Phase.PROMOTING:
@@ -749,7 +763,7 @@ def decide(observation: Observation) -> Decision:
     if first_rejected and observation.revision == stable.revision:
         return b.hold_rejected_first()
     if observation.revision == stable.revision:
-        return b.steady()
+        return experiment_step(b) if experiments(observation.spec) else b.steady()
     if observation.revision == b.status.rejected_revision:
         return b.steady()
     if b.status.phase == Phase.PENDING or first_rejected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
@@ -81,6 +82,12 @@ class Reason(StrEnum):
     VALIDATION_INCONCLUSIVE = "ValidationInconclusive"
     INVALID_SPEC = "InvalidSpec"
     COMPLETE = "Complete"
+    EXPERIMENT_STARTED = "ExperimentStarted"
+    EXPERIMENT_READY = "ExperimentReady"
+    EXPERIMENTING = "Experimenting"
+    VARIANT_CUT = "VariantCut"
+    EXPERIMENT_CONCLUDED = "ExperimentConcluded"
+    EXPERIMENT_STOPPED = "ExperimentStopped"
 
 
 class Gate(Enum):
@@ -124,6 +131,27 @@ class TrackObservation:
 
 
 @dataclass(frozen=True)
+class ArmCount:
+    """One experiment arm's successes and trials since it started counting, as Prometheus
+    answered; `problem` says why they could not be read."""
+
+    successes: float | None = None
+    total: float | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentReading:
+    """What the shell read for a running experiment when `experiment_due` asked."""
+
+    at: datetime
+    # The SLO analysis of each variant's last interval, by variant name.
+    guardrails: Mapping[str, AnalysisStatus] = field(default_factory=dict)
+    # Each arm's counts (control included), by arm name; None when the verdict is not due.
+    counts: Mapping[str, ArmCount] | None = None
+
+
+@dataclass(frozen=True)
 class Observation:
     spec: ModelDeploymentSpec
     generation: int
@@ -145,6 +173,9 @@ class Observation:
     validation: ValidationResult | None = None
     # The ModelDeployment's name: the offline check's Job is named after it.
     name: str = "model"
+    # The experiment variants' Deployments, by variant name (those the status or spec names).
+    variants: Mapping[str, TrackObservation] = field(default_factory=dict)
+    experiment: ExperimentReading | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,15 @@ class TrackPlan:
     revision: str
     template: TrackTemplate
     replicas: int
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """An experiment variant's Deployment and Service, and its share of live traffic now."""
+
+    name: str
+    plan: TrackPlan
+    weight: int
 
 
 @dataclass(frozen=True)
@@ -181,13 +221,16 @@ class Decision:
     outcome: Outcome | None = None  # set when a canary ended in this decision
     # Tracks the clients' Service (or route) reaches: both by default (the replicas router
     # splits by pods); one while a blue-green preview or switch keeps live traffic off the
-    # other; none while a first revision waits for its offline check.
-    live_tracks: tuple[Track, ...] = (Track.STABLE, Track.CANARY)
+    # other; none while a first revision waits for its offline check; the stable and the
+    # variants' tracks during an experiment.
+    live_tracks: tuple[str, ...] = (Track.STABLE, Track.CANARY)
     # The offline check's Job that must exist now (its attempt), if one runs.
     validation_attempt: int | None = None
     # Share of live requests the stable copies to the canary track's pods (a shadow);
     # None: no copies.
     mirror_percent: float | None = None
+    # An experiment's variants that must run now; any other variant's children go.
+    variants: tuple[VariantPlan, ...] = ()
 
 
 def wanted_replicas(o: Observation) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,3 +35,18 @@ class Router(Protocol):
         live_tracks: Sequence[str] = ("stable", "canary"),
     ) -> list[dict[str, Any]]:
         """Extra objects that carry the split (empty when pods alone do)."""
+
+    def arm_replicas(self, control: int, weight: int, control_weight: int) -> int:
+        """Pods of an experiment variant that should take `weight` percent of the traffic
+        while control's `control` pods take `control_weight` percent."""
+
+    def achieved_weights(
+        self, weights: Mapping[str, int], ready: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Each experiment arm's share of traffic that the ready pods actually give, from
+        the wanted `weights` and `ready` pods, both by arm name."""
+
+    def experiment_routes(
+        self, name: str, namespace: str, spec: ModelDeploymentSpec, weights: Mapping[str, int]
+    ) -> list[dict[str, Any]]:
+        """Extra objects that carry an experiment's split by arm (empty when pods alone do)."""

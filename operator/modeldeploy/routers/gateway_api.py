@@ -6,11 +6,11 @@ canary gets pods in proportion to its share so it can carry it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modeldeploy.api import ModelDeploymentSpec
-from modeldeploy.resources import grpc_route, http_route
+from modeldeploy.resources import experiment_routes, grpc_route, http_route
 from modeldeploy.routers.base import TrackReplicas
 
 
@@ -38,3 +38,17 @@ class GatewayAPIRouter:
             http_route(name, namespace, spec, weight, live_tracks),
             grpc_route(name, namespace, spec, weight, live_tracks),
         ]
+
+    def arm_replicas(self, control: int, weight: int, control_weight: int) -> int:
+        # The route splits exactly; the pods only need to carry their share.
+        return max(1, math.ceil(control * weight / 100)) if control > 0 else 0
+
+    def achieved_weights(
+        self, weights: Mapping[str, int], ready: Mapping[str, int]
+    ) -> dict[str, int]:
+        return {arm: weight if ready.get(arm, 0) else 0 for arm, weight in weights.items()}
+
+    def experiment_routes(
+        self, name: str, namespace: str, spec: ModelDeploymentSpec, weights: Mapping[str, int]
+    ) -> list[dict[str, Any]]:
+        return experiment_routes(name, namespace, spec, weights)

@@ -10,7 +10,7 @@ take all of its traffic, whatever the step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -48,5 +48,24 @@ class ReplicasRouter:
         spec: ModelDeploymentSpec,
         weight: int,
         live_tracks: Sequence[str] = ("stable", "canary"),
+    ) -> list[dict[str, Any]]:
+        return []
+
+    def arm_replicas(self, control: int, weight: int, control_weight: int) -> int:
+        # Pods in the ratio of the weights; at least one, so the arm is measured at all.
+        if control <= 0 or control_weight <= 0:
+            return 0
+        return max(1, round(control * weight / control_weight))
+
+    def achieved_weights(
+        self, weights: Mapping[str, int], ready: Mapping[str, int]
+    ) -> dict[str, int]:
+        serving = sum(ready.get(arm, 0) for arm in weights)
+        return {
+            arm: round(100 * ready.get(arm, 0) / serving) if serving else 0 for arm in weights
+        }
+
+    def experiment_routes(
+        self, name: str, namespace: str, spec: ModelDeploymentSpec, weights: Mapping[str, int]
     ) -> list[dict[str, Any]]:
         return []
