@@ -56,6 +56,7 @@ def create_app(
         model_version=settings.model_version,
         track=settings.track,
         modeldeployment=settings.deployment,
+        variant=settings.variant,
         model_format=model.format,
         task=str(model.task),
         sha256=loaded.sha256,
@@ -71,7 +72,14 @@ def create_app(
     key = read_feedback_key(settings)
     signer, feedback = None, None
     if key is not None:
-        signer = TokenSigner(key, settings.model_version, settings.track, model.task, model.classes)
+        signer = TokenSigner(
+            key,
+            settings.model_version,
+            settings.track,
+            model.task,
+            model.classes,
+            variant=settings.variant,
+        )
         feedback = Feedback(key, settings, FeedbackMetrics(registry, metrics.base))
     mirror = None
     if settings.mirror_config_file is not None:

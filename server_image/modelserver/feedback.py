@@ -208,10 +208,11 @@ def _class_key(label: Any) -> tuple[str, Any]:
 
 
 class FeedbackMetrics:
-    """Quality counters, labelled with the version and track that made each prediction."""
+    """Quality counters, labelled with the version, track and variant that made each
+    prediction."""
 
     def __init__(self, registry: CollectorRegistry, base: tuple[str, ...]) -> None:
-        self._model, _, _, self._deployment = base
+        self._model, _, _, self._deployment, _ = base
         self._rows = Counter(
             FEEDBACK_ROWS_TOTAL,
             "Labelled rows by result: correct or incorrect (classifiers), scored (regressors).",
@@ -263,7 +264,7 @@ class FeedbackMetrics:
 
     def count(self, item: LabelledToken, remembered: int) -> None:
         token = item.token
-        base = (self._model, token.model_version, token.track, self._deployment)
+        base = (self._model, token.model_version, token.track, self._deployment, token.variant)
         self._remembered.set(remembered)
         if token.classes is None:
             self._rows.labels(*base, RESULT_SCORED).inc(token.rows)

@@ -54,6 +54,8 @@ CLIENT_GONE = 499
 """Recorded for a call cancelled before its answer (the client went away, its deadline
 passed, or the drain's time ran out), as REST records a client that went away."""
 _OK = 200
+VARIANT_METADATA = "x-model-variant"
+"""As REST's header: the experiment arm that answered."""
 
 
 class GrpcServer:
@@ -61,6 +63,9 @@ class GrpcServer:
         self._service = service
         self._model_input = ModelInput.of(service.loaded.model)
         self._metadata = metadata_response(model_metadata(service))
+        variant = service.settings.variant
+        self._answer_metadata = ((VARIANT_METADATA, variant),) if variant else ()
+        """Initial metadata of every ModelInfer answer: the experiment arm, if any."""
         self._server: grpc.aio.Server | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._restore_signals: Callable[[], None] | None = None
@@ -162,6 +167,8 @@ class GrpcServer:
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
             metrics.record_request(ENDPOINT_V2_INFER, status_code, seconds, PROTOCOL_GRPC)
+        if self._answer_metadata:
+            await context.send_initial_metadata(self._answer_metadata)
         if status_code != _OK:
             await context.abort(GRPC_STATUS[status_code], message)
         return answer

@@ -41,6 +41,8 @@ _BINARY_EXTENSION_HEADER = b"inference-header-content-length"
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 ID_HEADER = b"inference-id"
+VARIANT_HEADER = b"x-model-variant"
+"""The experiment arm that answered, so that clients can attribute outcomes to it."""
 # Characters of an id that go into its header as they are; others are percent-encoded.
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%") + " "
 # What proxies log for a client that went away before the answer; it gets no response.
@@ -72,6 +74,11 @@ def id_header(request_id: str) -> tuple[bytes, bytes]:
     if request_id.isascii() and request_id.isprintable() and "%" not in request_id:
         return ID_HEADER, request_id.encode()
     return ID_HEADER, quote(request_id, safe=_HEADER_SAFE).encode()
+
+
+def variant_headers(variant: str) -> tuple[tuple[bytes, bytes], ...]:
+    """x-model-variant when the server serves an experiment arm, else nothing."""
+    return ((VARIANT_HEADER, variant.encode()),) if variant else ()
 
 
 def json_bytes(content: Any) -> bytes:
@@ -124,6 +131,8 @@ class InferenceService:
         self._ids = None if signer is None else RequestIds()
         self._mirror = mirror
         self._shadow = shadow
+        self.answer_headers = variant_headers(settings.variant)
+        """Headers of every inference answer, encoded once."""
         self.ready = False
         """True from the start of serving until shutdown begins."""
 
@@ -166,7 +175,9 @@ class InferenceService:
         try:
             answer = await self._answer(scope, receive, path_match, codec)
             status_code, body, request_id, header_length, copy = answer
-            headers = [] if request_id is None else [id_header(request_id)]
+            headers = list(self.answer_headers)
+            if request_id is not None:
+                headers.append(id_header(request_id))
             if header_length is None:
                 await _send(send, status_code, body, _JSON, *headers)
             else:
@@ -183,7 +194,7 @@ class InferenceService:
 
     async def method_not_allowed(self, method: str, send: Send, endpoint: str) -> None:
         body = json_bytes({"error": f"{method} not allowed; use POST"})
-        await _send(send, 405, body, _JSON, (b"allow", b"POST"))
+        await _send(send, 405, body, _JSON, (b"allow", b"POST"), *self.answer_headers)
         self.metrics.record_request(endpoint, 405, 0.0)
 
     async def _answer(

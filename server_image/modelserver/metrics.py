@@ -50,7 +50,9 @@ MIRROR_QUEUE_DEPTH = "modelserver_mirror_queue_depth"
 SHADOW_ROWS_TOTAL = "modelserver_shadow_rows_total"
 SHADOW_ABSOLUTE_DIFFERENCE = "modelserver_shadow_absolute_difference"
 
-BASE_LABELS = ("model", "model_version", "track", "modeldeployment")
+# `variant` is the experiment arm (settings.variant), empty outside experiments: Prometheus
+# treats an empty label as absent, so queries that do not name it match as before.
+BASE_LABELS = ("model", "model_version", "track", "modeldeployment", "variant")
 
 ENDPOINT_V2_INFER = "v2_infer"
 ENDPOINT_V1_PREDICT = "v1_predict"
@@ -138,12 +140,13 @@ class ServerMetrics:
         model_version: str,
         track: str,
         modeldeployment: str,
+        variant: str,
         model_format: str,
         task: str,
         sha256: str,
         prediction_buckets: Sequence[float],
     ) -> None:
-        base = (model, model_version, track, modeldeployment)
+        base = (model, model_version, track, modeldeployment, variant)
         self._requests = Counter(
             REQUESTS_TOTAL,
             "Inference requests by endpoint, protocol (rest, grpc), HTTP status code and"

@@ -4,7 +4,8 @@ later on any pod of the ModelDeployment (docs/server.md, "Feedback").
 A token is `v1.<payload>.<signature>`, both parts base64url without padding; the
 signature is HMAC-SHA256 of `v1.<payload>` with the deployment's key. The payload is
 JSON: the response's id (`id`), the model version (`v`) and track (`t`) that answered,
-the issue time in Unix seconds (`at`) and the predicted outputs of all its rows:
+in an experiment the variant (`a`, the arm; absent outside experiments), the issue time in
+Unix seconds (`at`) and the predicted outputs of all its rows:
 
 - classifiers: the classes (`c`) and each row's predicted class as its position among
   them (`p`: one byte per row, two beyond 256 classes); binary classifiers with
@@ -54,6 +55,8 @@ class TokenContent:
     scores: npt.NDArray[np.float64] | None
     """Binary classifiers with probabilities: each row's positive-class probability."""
     signature: bytes
+    variant: str = ""
+    """The experiment arm that answered; empty outside experiments."""
 
     @property
     def rows(self) -> int:
@@ -76,10 +79,18 @@ class TokenSigner:
     """Signs the predictions of one served model."""
 
     def __init__(
-        self, key: bytes, model_version: str, track: str, task: Task, classes: list[Any] | None
+        self,
+        key: bytes,
+        model_version: str,
+        track: str,
+        task: Task,
+        classes: list[Any] | None,
+        variant: str = "",
     ) -> None:
         self._key = key
         self._header: dict[str, Any] = {"v": model_version, "t": track}
+        if variant:
+            self._header["a"] = variant
         self._classes: npt.NDArray[Any] | None = None
         if task is not Task.REGRESSION:
             assert classes is not None  # classifiers have classes
@@ -171,6 +182,7 @@ def _content(payload_bytes: bytes, signature: bytes) -> TokenContent:
             predicted=predicted,
             scores=scores,
             signature=signature,
+            variant=str(payload.get("a", "")),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise TokenRejected(f"the token's content is not readable: {error}", 403) from error

@@ -88,6 +88,8 @@ def model_metadata(service: InferenceService) -> ModelMetadata:
             "classes": model.classes,
             "accepts_missing_values": model.accepts_missing,
             "sha256": service.loaded.sha256,
+            # Only in experiments: which arm this pod serves.
+            **({"variant": settings.variant} if settings.variant else {}),
         },
     )
 

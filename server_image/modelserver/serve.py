@@ -32,12 +32,13 @@ def serve(settings: Settings) -> None:
         check_port_free(settings.host, settings.grpc_port)
     loaded = load_configured_model(settings)
     log.info(
-        "serving %s version %s on the %s track of ModelDeployment %s/%s",
+        "serving %s version %s on the %s track of ModelDeployment %s/%s%s",
         settings.model_name,
         settings.model_version,
         settings.track,
         settings.namespace or "-",
         settings.deployment,
+        f", experiment variant {settings.variant}" if settings.variant else "",
     )
     options = {
         "host": settings.host,

@@ -1,6 +1,7 @@
 """Configuration from command-line flags and MODELSERVER_* environment variables."""
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -15,7 +16,18 @@ from pydantic_settings import (
 )
 
 ModelFormat = Literal["xgboost", "sklearn", "sklearn-joblib"]
-Track = Literal["stable", "canary"]
+
+ROLLOUT_TRACKS = ("stable", "canary")
+VARIANT_TRACK_PREFIX = "v-"
+"""The track of an experiment variant's pods is `v-<variant>`."""
+CONTROL_VARIANT = "control"
+"""The variant of the stable's pods while an experiment runs."""
+# A variant's name: DNS-label-like, and short, as it becomes part of resource names.
+_VARIANT_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,18}[a-z0-9])?")
+_VARIANT_NAME_RULE = (
+    "1 to 20 lowercase letters, digits and '-', starting with a letter and ending with a"
+    " letter or digit"
+)
 
 # Formats whose loading can run code that ships inside the artifact.
 UNSAFE_FORMATS: frozenset[str] = frozenset({"sklearn-joblib"})
@@ -139,7 +151,16 @@ class Settings(BaseSettings):
         default="info", description="Log level of the server and uvicorn."
     )
 
-    track: Track = Field(default="stable", description="Metric label: stable or canary.")
+    track: str = Field(
+        default="stable",
+        description="Metric label: stable, canary, or v-<variant> on an experiment variant's pods.",
+    )
+    variant: str = Field(
+        default="",
+        description="Experiment arm served (control on the stable's pods, else the variant's"
+        " name): metric label `variant` and response header x-model-variant; default: none,"
+        " or <variant> of a v-<variant> track.",
+    )
     deployment: str = Field(
         default="", description="Metric label modeldeployment; default: the model name."
     )
@@ -240,8 +261,42 @@ class Settings(BaseSettings):
             raise ValueError("must be 64 hexadecimal characters")
         return digest
 
+    @field_validator("track")
+    @classmethod
+    def _check_track(cls, value: str) -> str:
+        if value in ROLLOUT_TRACKS:
+            return value
+        if value.startswith(VARIANT_TRACK_PREFIX) and is_variant_name(
+            value.removeprefix(VARIANT_TRACK_PREFIX)
+        ):
+            return value
+        raise ValueError(
+            f"{value!r} is not a track; expected stable, canary or v-<variant>, the variant's"
+            f" name being {_VARIANT_NAME_RULE}"
+        )
+
+    @field_validator("variant")
+    @classmethod
+    def _check_variant(cls, value: str) -> str:
+        if value == "" or is_variant_name(value):
+            return value
+        raise ValueError(
+            f"{value!r} is not a variant name; expected {CONTROL_VARIANT} or a variant's name,"
+            f" {_VARIANT_NAME_RULE} (or nothing, outside experiments)"
+        )
+
     @model_validator(mode="after")
     def _fill_defaults_and_check_policy(self) -> "Settings":
+        if self.track.startswith(VARIANT_TRACK_PREFIX):
+            track_variant = self.track.removeprefix(VARIANT_TRACK_PREFIX)
+            if not self.variant:
+                self.variant = track_variant
+            elif self.variant != track_variant:
+                raise ValueError(
+                    f"variant {self.variant!r} does not match track {self.track!r}: a"
+                    f" variant's pods serve track v-<variant>; set MODELSERVER_VARIANT to"
+                    f" {track_variant!r} or leave it unset"
+                )
         if not self.model_name:
             self.model_name = PurePosixPath(urlparse(self.model_uri).path).name.split(".")[0]
         if not self.deployment:
@@ -271,3 +326,7 @@ class Settings(BaseSettings):
                 " MODELSERVER_FEEDBACK_KEY, not both"
             )
         return self
+
+
+def is_variant_name(name: str) -> bool:
+    return _VARIANT_NAME.fullmatch(name) is not None

@@ -278,6 +278,7 @@ def test_a_model_that_fails_is_internal_and_counted_as_a_500(tmp_path: Path):
             "model_version": "1",
             "track": "stable",
             "modeldeployment": "model",
+            "variant": "",
             **labels,
         },
     )

@@ -17,6 +17,7 @@ LABELS = {
     "model_version": "2.1.0",
     "track": "canary",
     "modeldeployment": "fraud-md",
+    "variant": "",
 }
 
 

@@ -29,6 +29,7 @@ LABELS = {
     "model_version": "7",
     "track": "canary",
     "modeldeployment": "xgb-classifier",
+    "variant": "",
 }
 
 
