@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 NOW = "2026-03-01T12:00:00Z"
 UID = "7d1c0a52-0000-4000-8000-000000000001"
@@ -221,3 +224,188 @@ def event(
         "lastTimestamp": at,
         "count": count,
     }
+
+
+WINNER_PATCH = (
+    '{"spec":{"model":{"uri":"https://models.example.com/fraud/1.1.0-deeper/model.ubj",'
+    '"version":"1.1.0-deeper"},"strategy":{"experiment":null,"type":"canary"}}}'
+)
+CUT_REASON = "3 failed SLO analyses; last: error-rate 0.2 > max 0.01"
+
+
+def arm(
+    name: str,
+    version: str,
+    weight: int,
+    actual: int | None,
+    ready: int = 1,
+    replicas: int = 1,
+    cut: str | None = None,
+    **numbers: float | int | str,
+) -> dict[str, Any]:
+    """An arm of status.experiment; `numbers` in the API's spelling (rateLow, pValue...)."""
+    status: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "revision": f"{name[:4]}000000",
+        "weight": weight,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "state": "Cut" if cut else "Running",
+        "reason": cut or "",
+        "failedChecks": 3 if cut else 0,
+        **numbers,
+    }
+    if actual is not None:
+        status["actualWeight"] = actual
+    return status
+
+
+def running_arms() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """control and two variants while counting: fresh was cut by its SLO checks."""
+    control = arm("control", "1.0.0", 80, 79, ready=3, replicas=3)
+    deeper = arm("deeper", "1.1.0-deeper", 20, 21)
+    fresh = arm("fresh", "1.1.0-fresh", 0, 0, cut=CUT_REASON)
+    return control, [deeper, fresh]
+
+
+def judged_arms() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The arms once concluded: deeper converts better, fresh was cut before the verdict."""
+    control = arm(
+        "control",
+        "1.0.0",
+        100,
+        100,
+        ready=3,
+        replicas=3,
+        successes=412,
+        samples=10000,
+        rate=0.0412,
+        rateLow=0.03746,
+        rateHigh=0.04531,
+    )
+    deeper = arm(
+        "deeper",
+        "1.1.0-deeper",
+        0,
+        0,
+        successes=493,
+        samples=10000,
+        rate=0.0493,
+        rateLow=0.04518,
+        rateHigh=0.05377,
+        difference=0.0081,
+        differenceLow=0.00247,
+        differenceHigh=0.01374,
+        pValue=0.00511,
+        adjustedPValue=0.01022,
+        outcome="Better",
+    )
+    fresh = arm("fresh", "1.1.0-fresh", 0, 0, cut=CUT_REASON)
+    return control, [deeper, fresh]
+
+
+def experiment_spec() -> dict[str, Any]:
+    return {
+        "type": "experiment",
+        "experiment": {
+            "variants": [
+                {"name": "deeper", "weight": 20, "model": {"version": "1.1.0-deeper"}},
+                {"name": "fresh", "weight": 20, "model": {"version": "1.1.0-fresh"}},
+            ],
+            "duration": "3h",
+            "minSamples": 5000,
+            "significance": 0.05,
+            "metric": {"successQuery": "...", "totalQuery": "..."},
+        },
+    }
+
+
+def experimenting(
+    experiment_phase: str = "Running",
+    arms: tuple[dict[str, Any], list[dict[str, Any]]] | None = None,
+    winner: str | None = None,
+    message: str = "counting until 2026-03-01T15:00:00+00:00",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A ModelDeployment whose stable (1.0.0, the spec's model) is control of an
+    experiment: running (phase Experimenting), or ended (phase Available)."""
+    ended = experiment_phase != "Running"
+    control, variants = arms or (judged_arms() if ended else running_arms())
+    obj = md(
+        phase="Available" if ended else "Experimenting",
+        message="stable 1.0.0 serves all traffic"
+        if ended
+        else "experiment (counting until 2026-03-01T15:00:00+00:00): control 1.0.0 79%, "
+        "deeper 1.1.0-deeper 21% (1 ready)",
+        conditions=[
+            condition("Available", "True", "StableReady"),
+            condition(
+                "Ready", "True" if ended else "False", "Complete" if ended else "Experimenting"
+            ),
+            condition(
+                "Reconciling",
+                "False" if ended else "True",
+                "Complete" if ended else "Experimenting",
+            ),
+        ],
+        **overrides,
+    )
+    obj["spec"]["model"] = {
+        "name": "fraud-detector",
+        "version": "1.0.0",
+        "uri": "https://models.example.com/fraud/1.0.0/model.ubj",
+    }
+    obj["spec"]["strategy"] = experiment_spec()
+    experiment: dict[str, Any] = {
+        "id": "3f9a0c1d2e",
+        "attempt": 1,
+        "phase": experiment_phase,
+        "message": message,
+        "startedAt": "2026-03-01T11:50:00Z",
+        "readyAt": "2026-03-01T12:00:00Z" if not ended else "2026-03-01T08:00:00Z",
+        "endsAt": "2026-03-01T15:00:00Z" if not ended else "2026-03-01T11:00:00Z",
+        "metric": "successQuery / totalQuery",
+        "control": control,
+        "variants": variants,
+    }
+    if ended:
+        experiment["startedAt"] = "2026-03-01T07:50:00Z"
+        experiment["concludedAt"] = "2026-03-01T11:30:00Z"
+    if winner is not None:
+        experiment["winner"] = winner
+        experiment["winnerPatch"] = WINNER_PATCH
+    obj["status"]["experiment"] = experiment
+    return obj
+
+
+def concluded(winner: str | None = "deeper", **overrides: Any) -> dict[str, Any]:
+    message = (
+        "deeper wins: deeper Better (0.0493 vs control 0.0412, p=0.0102 after Holm). Control "
+        "serves all traffic; apply status.experiment.winnerPatch (kubectl modeldeploy "
+        "apply-winner) to roll it out"
+        if winner
+        else "no winner: deeper NoSignificantDifference (0.0421 vs control 0.0412, p=0.61 "
+        "after Holm). Control serves all traffic"
+    )
+    return experimenting("Concluded", winner=winner, message=message, **overrides)
+
+
+def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
+    """One context per server, named after it, each with its own namespace `ns-NAME`."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": n, "cluster": {"server": url}} for n, url in servers.items()],
+                "users": [{"name": "u", "user": {"token": "t0ken"}}],
+                "contexts": [
+                    {"name": n, "context": {"cluster": n, "user": "u", "namespace": f"ns-{n}"}}
+                    for n in servers
+                ],
+                "current-context": current,
+            }
+        )
+    )
+    return path

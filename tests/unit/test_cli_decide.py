@@ -19,7 +19,7 @@ from modeldeploy.cli.decide import (
     rollout_result,
 )
 from modeldeploy.cli.state import Rollout
-from tests.unit.cli_objects import canary_status, condition, md
+from tests.unit.cli_objects import canary_status, concluded, condition, experimenting, md
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -273,3 +273,81 @@ def test_an_object_without_status_reads_as_pending():
     assert rollout.steps == (10, 25, 50)
     assert rollout_result(rollout) is None
     assert "no canary to promote (phase Pending)" in refused(Verb.PROMOTE_STEP, fresh)
+
+
+def test_abort_stops_a_running_experiment_and_control_keeps_serving():
+    request = planned(Verb.ABORT, experimenting())
+    assert request.annotation == "modeldeploy.dev/abort"
+    assert request.said == (
+        "abort requested: the experiment stops before its verdict; its variants (deeper) get "
+        "no more traffic and control 1.0.0 serves all of it"
+    )
+
+
+@pytest.mark.parametrize("verb", [Verb.PROMOTE_STEP, Verb.PROMOTE_FULL])
+def test_promote_during_an_experiment_says_it_has_no_steps_and_what_does_end_it(verb):
+    message = refused(verb, experimenting())
+    assert "runs an experiment, not a canary: there are no steps to promote" in message
+    assert "`kubectl modeldeploy abort fraud` stops it now" in message
+    assert "`kubectl modeldeploy apply-winner fraud`" in message
+
+
+def test_abort_of_a_finished_experiment_is_refused():
+    assert "has no canary to abort (phase Available" in refused(Verb.ABORT, concluded())
+
+
+def test_retry_runs_a_finished_experiment_again():
+    request = planned(Verb.RETRY, concluded())
+    assert request.annotation == "modeldeploy.dev/retry"
+    assert request.said == (
+        "retry requested: the concluded experiment runs again as attempt 2, with fresh counts; "
+        "its last results are replaced"
+    )
+    stopped = experimenting("Stopped", message="stopped: aborted by modeldeploy.dev/abort")
+    assert "the stopped experiment runs again as attempt 2" in planned(Verb.RETRY, stopped).said
+
+
+def test_retry_of_an_experiment_refuses_while_it_runs_or_once_the_spec_moved_on():
+    assert "the experiment of modeldeployment fraud in ml is running (attempt 1)" in refused(
+        Verb.RETRY, experimenting()
+    )
+    moved_on = concluded()
+    moved_on["spec"]["strategy"] = {"type": "canary"}
+    assert "no longer runs an experiment (strategy.type canary)" in refused(Verb.RETRY, moved_on)
+
+
+def test_a_rolled_back_revision_is_what_retry_retries_even_after_an_experiment():
+    history = [{"revision": "b2c3d4e5f6", "version": "2.0.0", "outcome": "RolledBack"}]
+    obj = concluded(rejected="b2c3d4e5f6", history=history)
+    obj["status"]["phase"] = "RolledBack"
+    assert (
+        "rolled-back 2.0.0 (revision b2c3d4e5f6) starts a new canary"
+        in planned(Verb.RETRY, obj).said
+    )
+
+
+def test_status_follows_a_running_experiment_and_ends_with_its_verdict():
+    running = Rollout.of(experimenting())
+    assert rollout_result(running) is None
+    assert progress_line(running) == (
+        "fraud: Experimenting, experiment attempt 1, verdict due 2026-03-01 15:00:00 UTC at the "
+        "earliest, cut: fresh (3 failed SLO analyses; last: error-rate 0.2 > max 0.01): "
+        "experiment (counting until 2026-03-01T15:00:00+00:00): control 1.0.0 79%, deeper "
+        "1.1.0-deeper 21% (1 ready)"
+    )
+    done = Rollout.of(concluded())
+    assert rollout_result(done) == Result.SUCCEEDED
+    line = result_line(done, Result.SUCCEEDED)
+    assert line.startswith(
+        "fraud: generation 2 is rolled out: stable 1.0.0 serves all traffic; experiment "
+        "Concluded: deeper wins: deeper Better"
+    )
+    assert line.endswith("; `kubectl modeldeploy apply-winner fraud` rolls deeper out")
+    no_winner = result_line(Rollout.of(concluded(winner=None)), Result.SUCCEEDED)
+    assert "experiment Concluded: no winner: " in no_winner
+    assert "apply-winner" not in no_winner
+
+
+def test_a_paused_experiment_says_so_in_the_status_line():
+    line = progress_line(Rollout.of(experimenting(paused_by_request=True)))
+    assert ", paused by modeldeploy.dev/pause: " in line

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from modeldeploy.cli.main import main
 from tests.support import LocalServer, Reply, Request
 from tests.support.processes import free_port
-from tests.unit.cli_objects import md
+from tests.unit.cli_objects import md, write_kubeconfig
 
 MD_PATH = "/apis/modeldeploy.dev/v1alpha1/namespaces/{ns}/modeldeployments/fraud"
 
@@ -52,26 +51,6 @@ def api() -> Iterator[FakeApiServer]:
     fake = FakeApiServer()
     with fake.server:
         yield fake
-
-
-def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
-    """One context per server, named after it, each with its own namespace `ns-NAME`."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": n, "cluster": {"server": url}} for n, url in servers.items()],
-                "users": [{"name": "u", "user": {"token": "t0ken"}}],
-                "contexts": [
-                    {"name": n, "context": {"cluster": n, "user": "u", "namespace": f"ns-{n}"}}
-                    for n in servers
-                ],
-                "current-context": current,
-            }
-        )
-    )
-    return path
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import ast
 import sys
 from pathlib import Path
 
-from modeldeploy import api, model_checks, monitoring, resources, rollout
-from modeldeploy.cli import names, state
+from modeldeploy import api, experiment_stats, model_checks, monitoring, resources, rollout
+from modeldeploy.cli import experiment, experiment_view, names, state
 from modeldeploy.rollout import shadow
 
 CLI = Path(names.__file__).parent
@@ -50,6 +50,18 @@ def test_the_shadow_default_is_the_operators():
     analyses = api.ShadowStrategy.model_fields["analyses"].default
     assert analyses == state.DEFAULT_SHADOW_ANALYSES
     assert shadow.SHADOW_STAGE == "Shadow"  # what the plugin and the Argo CD script read
+
+
+def test_the_experiment_names_and_default_are_the_operators():
+    assert experiment.CONTROL == api.CONTROL
+    phases = (experiment.RUNNING, experiment.CONCLUDED, experiment.STOPPED)
+    assert phases == tuple(api.ExperimentPhase)
+    assert experiment.CUT == api.ArmState.CUT
+    assert experiment.BETTER == experiment_stats.Outcome.BETTER
+    assert set(experiment_view.OUTCOME_TONES) == set(experiment_stats.Outcome)
+    significance = api.ExperimentStrategy.model_fields["significance"].default
+    assert significance == experiment.DEFAULT_SIGNIFICANCE
+    assert resources.variant_track("deeper") == "v-deeper"  # the tree sorts these last
 
 
 def imported_modules(path: Path) -> set[str]:

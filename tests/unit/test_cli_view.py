@@ -7,12 +7,11 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from modeldeploy.cli.render import plain_lines, view_renderable
+from modeldeploy.cli.shapes import Field, Tone
 from modeldeploy.cli.view import (
-    Field,
     Node,
     Row,
     Snapshot,
-    Tone,
     build_view,
     history_rows,
     list_rows,
@@ -278,8 +277,8 @@ def test_list_rows_show_versions_step_and_weights():
     steady = md(phase="Available")
     steady["metadata"]["name"] = "churn"
     assert list_rows([walking, steady], NOW, with_namespace=True) == [
-        ("ml", "churn", "Available", "1.0.0", "", "", "", "", "60m"),
-        ("ml", "fraud", "Progressing", "1.0.0", "2.0.0", "2/3", "50%", "?", "60m"),
+        ("ml", "churn", "Available", "1.0.0", "", "", "", "", "", "60m"),
+        ("ml", "fraud", "Progressing", "1.0.0", "2.0.0", "2/3", "50%", "?", "", "60m"),
     ]
 
 

@@ -39,7 +39,8 @@ def status_text(status: str, tone: Tone | None) -> Text:
 def summary_table(fields: Sequence[Field]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+    # fold a value too long for a line (a patch has no spaces) instead of cutting it
+    table.add_column(overflow="fold")
     for item in fields:
         value = status_text(item.value, item.tone) if item.tone else Text(item.value)
         table.add_row(f"{item.label}:", value)
