@@ -32,6 +32,8 @@ from modeldeploy.rollout import (
     analysis_due,
     decide,
 )
+from modeldeploy.rollout.experiment import ExperimentDue, experiment_due
+from modeldeploy.rollout.model import ArmCount, ExperimentReading
 from modeldeploy.validation import ValidationResult
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -195,6 +197,14 @@ class Simulator:
     canary_pod_problem: str | None = None
     # What the offline check's Job reports once it ran (None: it still runs).
     validation: ValidationResult | None = None
+    # Experiment variants' Deployments, by variant name.
+    variants: dict[str, FakeTrack] = field(default_factory=dict)
+    # Scripted SLO verdicts per variant (Pass once a variant's script runs out).
+    guardrails: dict[str, deque[Verdict]] = field(default_factory=dict)
+    # What Prometheus would count per arm when the verdict is due, from the window.
+    arm_counts: Callable[[ExperimentDue], dict[str, ArmCount]] | None = None
+    # Variants whose pods never become ready.
+    broken_variants: set[str] = field(default_factory=set)
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -229,6 +239,7 @@ class Simulator:
             invalid_spec=self.invalid_spec,
             canary_pod_problem=self.canary_pod_problem,
             validation=self.validation,
+            variants={name: track.observe() for name, track in self.variants.items()},
         )
 
     def step(self, *, persist: bool = True, apply: bool = True) -> Tick:
@@ -242,6 +253,9 @@ class Simulator:
             assert observation.status.canary is not None
             step = observation.status.canary.step
             observation = dataclasses.replace(observation, analysis=analysis(verdict, self.now))
+        due = experiment_due(observation)
+        if due is not None:
+            observation = dataclasses.replace(observation, experiment=self.reading(due))
         decision = decide(observation)
         tick = Tick(observation, decision, verdict, step)
         if persist:
@@ -266,17 +280,37 @@ class Simulator:
         self.apply(decision)
         return tick
 
+    def reading(self, due: ExperimentDue) -> ExperimentReading:
+        guardrails = {}
+        for name in due.guardrails:
+            script = self.guardrails.get(name)
+            verdict = script.popleft() if script else Verdict.PASS
+            guardrails[name] = analysis(verdict, self.now)
+        counts = None
+        if due.counts:
+            assert self.arm_counts is not None, "the verdict is due: script arm_counts"
+            counts = self.arm_counts(due)
+        return ExperimentReading(at=self.now, guardrails=guardrails, counts=counts)
+
     def apply(self, decision: Decision) -> None:
         self.stable.apply(decision.stable, self.stable_ready_after)
         canary = decision.canary
         broken = canary is not None and canary.revision in self.broken
         self.canary.apply(canary, None if broken else self.canary_ready_after)
+        planned = {variant.name: variant.plan for variant in decision.variants}
+        for name in planned.keys() - self.variants.keys():
+            self.variants[name] = FakeTrack()
+        for name, track in self.variants.items():
+            ready_after = None if name in self.broken_variants else self.canary_ready_after
+            track.apply(planned.get(name), ready_after)
 
     def advance(self, requeue_after: float | None) -> None:
         seconds = POLL if requeue_after is None else max(1.0, requeue_after)
         self.now += timedelta(seconds=seconds)
         self.stable.tick()
         self.canary.tick()
+        for track in self.variants.values():
+            track.tick()
 
     # -- runs ------------------------------------------------------------------------
 
