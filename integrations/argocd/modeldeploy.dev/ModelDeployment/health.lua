@@ -21,11 +21,54 @@ local function text(value, fallback)
   return tostring(value)
 end
 
--- "weight 20% (actual 17%)": the share the operator set and the share the router achieved.
+-- "weight 20% (actual 17%)": the share the operator set and the share the router achieved,
+-- for a canary or an experiment's arm.
 local function weights(canary)
   local words = "weight " .. text(canary.weight, "0") .. "%"
   if canary.actualWeight ~= nil then
     words = words .. " (actual " .. tostring(canary.actualWeight) .. "%)"
+  end
+  return words
+end
+
+-- "deeper 2.2.0 weight 20% (actual 21%)", or "fresh 2.2.1 cut (why)": one arm of an
+-- experiment (status.experiment.control or .variants).
+local function arm_words(arm)
+  local words = text(arm.name, "?") .. " " .. text(arm.version, "?") .. " "
+  if arm.state == "Cut" then
+    return words .. "cut (" .. text(arm.reason, "failed its SLO checks") .. ")"
+  end
+  return words .. weights(arm)
+end
+
+-- The running experiment: each arm's share of traffic, then where it stands.
+local function experiment_words(experiment)
+  local arms = {}
+  if experiment.control ~= nil then
+    table.insert(arms, arm_words(experiment.control))
+  end
+  for _, arm in ipairs(experiment.variants or {}) do
+    table.insert(arms, arm_words(arm))
+  end
+  local words = "experiment " .. text(experiment.phase, "Running") .. " (attempt "
+    .. text(experiment.attempt, "1") .. "): " .. table.concat(arms, ", ")
+  if experiment.message ~= nil and experiment.message ~= "" then
+    words = words .. "; " .. tostring(experiment.message)
+  end
+  return words
+end
+
+-- The verdict of the spec's finished experiment, nil when there is none to tell: with
+-- GitOps the winner is rolled out by changing the manifest in Git as winnerPatch says.
+local function experiment_result(obj, status)
+  local experiment = status.experiment
+  local strategy = obj.spec and obj.spec.strategy
+  if experiment == nil or experiment.phase == "Running" or strategy == nil or strategy.type ~= "experiment" then
+    return nil
+  end
+  local words = "experiment " .. text(experiment.phase, "?") .. ": " .. text(experiment.message, "no message")
+  if experiment.winner ~= nil then
+    words = words .. " (under Argo CD: make winnerPatch's change in Git; self-heal would revert a live patch)"
   end
   return words
 end
@@ -147,6 +190,10 @@ local function health(obj)
   local phase = status.phase
   local message = text(status.message, phase)
   if phase == "Available" then
+    local result = experiment_result(obj, status)
+    if result ~= nil then
+      message = message .. "; " .. result
+    end
     local crossings = monitoring_crossings(status)
     if crossings ~= nil then
       message = message .. "; " .. crossings
@@ -178,6 +225,19 @@ local function health(obj)
       return "Progressing", message
     end
     return "Progressing", message .. "; canary " .. weights(status.canary)
+  elseif phase == "Experimenting" then
+    -- control and the variants share live traffic until the verdict; the spec's model
+    -- serves, so this is in progress, not a failure
+    if status.experiment == nil then
+      return "Progressing", message
+    end
+    local words = experiment_words(status.experiment)
+    local by = paused_by(obj, status)
+    if by ~= nil then
+      -- a paused experiment runs no analysis and reaches no verdict until resumed
+      return "Suspended", "paused by " .. by .. ": " .. words
+    end
+    return "Progressing", words
   elseif phase == "RolledBack" then
     local entry = rollback_of(status, status.rejectedRevision or status.revision)
     if entry == nil then

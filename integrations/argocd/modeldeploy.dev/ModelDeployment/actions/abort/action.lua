@@ -1,4 +1,4 @@
--- Roll the running canary back now.
+-- Roll the running canary back now, or stop a running experiment (control keeps serving).
 -- A request is an annotation whose every new value the operator acts on once. Argo CD
 -- self-heal leaves it in place because the manifest in Git does not set it.
 local os = require("os")

@@ -1,4 +1,4 @@
--- Try a rolled-back revision again.
+-- Try a rolled-back revision again, or run a finished experiment again.
 -- A request is an annotation whose every new value the operator acts on once. Argo CD
 -- self-heal leaves it in place because the manifest in Git does not set it.
 local os = require("os")
