@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
+from modeldeploy import api
 from modeldeploy.cli.decide import Refusal
 from modeldeploy.cli.main import main
 from modeldeploy.cli.state import Rollout
@@ -20,6 +22,7 @@ from modeldeploy.cli.winner import (
     refuse_to_apply,
     winner_patch,
 )
+from modeldeploy.rollout.experiment import winner_patch as operators_winner_patch
 from tests.support import LocalServer, Reply, Request
 from tests.unit.cli_objects import (
     WINNER_PATCH,
@@ -31,6 +34,10 @@ from tests.unit.cli_objects import (
 )
 
 MD_PATH = "/apis/modeldeploy.dev/v1alpha1/namespaces/ml/modeldeployments/fraud"
+CONCLUDED = (
+    Path(__file__).parents[2]
+    / "integrations/argocd/modeldeploy.dev/ModelDeployment/testdata/experiment_concluded.yaml"
+)
 
 
 def plan_of(obj: dict) -> WinnerPatch:
@@ -123,6 +130,22 @@ def test_merge_patch_null_removes_and_objects_merge():
     assert apply_merge_patch(target, patch) == {
         "spec": {"model": {"version": "2", "uri": "a"}, "strategy": {"type": "canary"}}
     }
+
+
+def test_the_operators_patch_applied_by_the_plugin_makes_the_winner_the_model():
+    obj = yaml.safe_load(CONCLUDED.read_text())
+    before = api.ModelDeployment.model_validate(obj)
+    experiment, settings = before.status.experiment, before.spec.strategy.experiment
+    assert experiment is not None
+    assert settings is not None
+    text = operators_winner_patch(before.spec, "deeper")
+    assert text == experiment.winner_patch
+    after = api.ModelDeployment.model_validate(apply_merge_patch(obj, json.loads(text)))
+    assert after.spec.model == settings.variants[0].model
+    assert (after.spec.strategy.type, after.spec.strategy.experiment) == ("canary", None)
+    # nothing else changes
+    unchanged = {"model": before.spec.model, "strategy": before.spec.strategy}
+    assert after.spec.model_copy(update=unchanged) == before.spec
 
 
 def applied_by_hand(obj: dict) -> dict:
