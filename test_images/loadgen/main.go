@@ -13,6 +13,11 @@
 //	    (and feedback answers by status); POST /stop ends the sending early. When the
 //	    sending ends, one summary line is printed; the results stay served for -linger,
 //	    then the program exits.
+//	    With -conversions "control=0.1,b=0.3" (and -seed), every 200 answer is a visit of
+//	    the arm its x-model-variant header names, and converts (an order) with that arm's
+//	    probability, drawn from a random stream of the arm's own seeded from -seed: a shop
+//	    whose customers buy more after some model's answers. GET /metrics serves
+//	    loadgen_visits_total and loadgen_orders_total by variant for Prometheus.
 //	loadgen serve-files -dir DIR [-listen :8000]
 //	    serve the files of DIR over HTTP, and /healthz
 //	loadgen receive PATH
@@ -29,8 +34,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log"
+	"math/rand"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -38,6 +45,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +98,7 @@ type record struct {
 	Error   string  `json:"error,omitempty"`
 	Detail  string  `json:"detail,omitempty"`
 	Version string  `json:"version,omitempty"` // model_version of a V2 inference answer
+	Variant string  `json:"variant,omitempty"` // the answer's x-model-variant header
 }
 
 type results struct {
@@ -114,6 +124,7 @@ type workload struct {
 	rows        []row
 	next        atomic.Uint64
 	feedbackURL string
+	shop        *shop
 }
 
 func (w *workload) pick() row {
@@ -179,6 +190,77 @@ func (r *recorder) snapshot(withRequests bool) results {
 	return out
 }
 
+// arm is one experiment arm's simulated customers: a conversion probability, its own
+// seeded random stream, and what was counted.
+type arm struct {
+	probability float64
+	draws       *rand.Rand
+	visits      int
+	orders      int
+}
+
+// shop turns answers into visits and orders by the variant that answered.
+type shop struct {
+	mu   sync.Mutex
+	arms map[string]*arm
+}
+
+func newShop(spec string, seed int64) (*shop, error) {
+	s := &shop{arms: map[string]*arm{}}
+	if spec == "" {
+		return s, nil
+	}
+	for _, part := range strings.Split(spec, ",") {
+		name, value, ok := strings.Cut(part, "=")
+		p, err := strconv.ParseFloat(value, 64)
+		if !ok || name == "" || err != nil || p < 0 || p > 1 {
+			return nil, fmt.Errorf("-conversions %q: write arm=probability pairs such as control=0.1,b=0.3", spec)
+		}
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(name))
+		s.arms[name] = &arm{probability: p, draws: rand.New(rand.NewSource(seed ^ int64(h.Sum64())))}
+	}
+	return s, nil
+}
+
+// visit counts one answer of `variant`; an arm not configured converts never.
+func (s *shop) visit(variant string) {
+	if variant == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.arms[variant]
+	if !ok {
+		a = &arm{}
+		s.arms[variant] = a
+	}
+	a.visits++
+	if a.draws != nil && a.draws.Float64() < a.probability {
+		a.orders++
+	}
+}
+
+func (s *shop) metrics(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.arms))
+	for name := range s.arms {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, metric := range []string{"visits", "orders"} {
+		fmt.Fprintf(w, "# TYPE loadgen_%s_total counter\n", metric)
+		for _, name := range names {
+			value := s.arms[name].visits
+			if metric == "orders" {
+				value = s.arms[name].orders
+			}
+			fmt.Fprintf(w, "loadgen_%s_total{variant=%q} %d\n", metric, name, value)
+		}
+	}
+}
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	target := fs.String("url", "", "URL to POST to")
@@ -190,11 +272,17 @@ func run(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 5*time.Second, "limit of one request, connect included")
 	listen := fs.String("listen", ":8080", "address of /results and /stop")
 	linger := fs.Duration("linger", 15*time.Minute, "serve the results this long after sending stopped")
+	conversions := fs.String("conversions", "", "arm=probability,...: orders per answer by x-model-variant")
+	seed := fs.Int64("seed", 1, "seed of the conversion draws")
 	_ = fs.Parse(args)
 	if *target == "" || *rate <= 0 {
 		return errors.New("run needs -url and a positive -rate")
 	}
-	work := &workload{rows: []row{{Body: json.RawMessage(*body)}}, feedbackURL: *feedbackURL}
+	customers, err := newShop(*conversions, *seed)
+	if err != nil {
+		return err
+	}
+	work := &workload{rows: []row{{Body: json.RawMessage(*body)}}, feedbackURL: *feedbackURL, shop: customers}
 	if *rowsFile != "" {
 		rows, err := readRows(*rowsFile)
 		if err != nil {
@@ -221,6 +309,10 @@ func run(ctx context.Context, args []string) error {
 	mux.HandleFunc("/results", func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(rec.snapshot(req.URL.Query().Get("requests") != "0"))
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		customers.metrics(w)
 	})
 	mux.HandleFunc("/stop", func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodPost {
@@ -330,6 +422,9 @@ func send(ctx context.Context, client *http.Client, rec *recorder, target string
 			r := work.pick()
 			outcome, token := one(client, target, r.Body)
 			rec.add(outcome)
+			if outcome.Status == http.StatusOK {
+				work.shop.visit(outcome.Variant)
+			}
 			if token != "" && len(r.Label) > 0 && work.feedbackURL != "" {
 				rec.addFeedback(feedback(client, work.feedbackURL, token, r.Label))
 			}
@@ -361,6 +456,7 @@ func one(client *http.Client, target string, body []byte) (record, string) {
 		answer, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
 		rec.Status = resp.StatusCode
+		rec.Variant = resp.Header.Get("x-model-variant")
 		if err == nil && resp.StatusCode == http.StatusOK {
 			var v2 struct {
 				ModelVersion string `json:"model_version"`

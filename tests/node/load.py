@@ -9,7 +9,7 @@ server's proxy. It stops sending by itself after ``duration`` and exits ``linger
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ class Outcome:
     status: int  # 0: no answer
     error: str  # "" (answered), "connect" (no connection), "request" (failed mid-request)
     version: str  # model_version of an answer that was served
+    variant: str = ""  # the experiment arm its x-model-variant header named (none outside)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class LoadPod:
                 status=r.get("status", 0),
                 error=r.get("error", ""),
                 version=r.get("version", ""),
+                variant=r.get("variant", ""),
             )
             for r in self.results()["requests"] or []
         ]
@@ -102,10 +104,14 @@ def start(
     name: str = "load",
     rows: Sequence[tuple[Any, Any]] | None = None,
     feedback: bool = False,
+    conversions: Mapping[str, float] | None = None,
+    seed: int = 1,
 ) -> LoadPod:
     """Load on the Service `service` (a ModelDeployment's name) of `namespace`: the sample
     row, or `rows` (bodies and labels) in turn; with `feedback` each answered row's label
-    goes back with its prediction token."""
+    goes back with its prediction token. With `conversions` (probability by experiment
+    arm) each answer is a visit that converts with its arm's probability, drawn with
+    `seed`; Prometheus scrapes loadgen_visits_total and loadgen_orders_total by variant."""
     base = f"http://{service}.{namespace}.svc.cluster.local/v2/models/{MODEL_NAME}"
     url = f"{base}/infer"
     linger = 900
@@ -119,6 +125,15 @@ def start(
         mounts = [{"name": "rows", "mountPath": ROWS_MOUNT, "readOnly": True}]
     if feedback:
         what += ["-feedback-url", f"{base}/feedback"]
+    annotations: dict[str, str] = {}
+    if conversions:
+        pairs = ",".join(f"{arm}={p:g}" for arm, p in conversions.items())
+        what += ["-conversions", pairs, "-seed", str(seed)]
+        annotations = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PORT),
+            "prometheus.io/path": "/metrics",
+        }
     container = {
         "name": "loadgen",
         "image": tier.images.loadgen,
@@ -143,7 +158,11 @@ def start(
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "loadgen"}},
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "loadgen"},
+            "annotations": annotations,
+        },
         "spec": placed(
             {
                 "containers": [container],

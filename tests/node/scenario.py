@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,9 +80,19 @@ class Scenario:
         duration: float = 600,
         rows: Sequence[tuple[Any, Any]] | None = None,
         feedback: bool = False,
+        conversions: Mapping[str, float] | None = None,
+        seed: int = 1,
     ) -> LoadPod:
         self.load = load_module.start(
-            self.tier, self.namespace, self.name, rate, duration, rows=rows, feedback=feedback
+            self.tier,
+            self.namespace,
+            self.name,
+            rate,
+            duration,
+            rows=rows,
+            feedback=feedback,
+            conversions=conversions,
+            seed=seed,
         )
         return self.load
 
