@@ -61,7 +61,7 @@ def test_a_running_experiment_shows_each_arms_weights_pods_and_a_cut_arm_with_it
 def test_a_running_experiment_says_since_when_it_counts_and_when_the_verdict_is_due():
     found = fields(view_of(experimenting()))
     assert found["Experiment"].value == "Running, attempt 1 (id 3f9a0c1d2e)"
-    assert found["Status"].value == "counting until 2026-03-01T15:00:00+00:00"
+    assert found["Message"].value == "counting until 2026-03-01T15:00:00+00:00"
     assert found["Metric"].value == (
         "successQuery / totalQuery; 95% intervals, p-values Holm-adjusted across the variants"
     )
@@ -129,7 +129,7 @@ def test_a_concluded_experiment_names_its_winner_the_command_that_applies_it_and
         "Concluded, attempt 1 (id 3f9a0c1d2e)",
         Tone.GOOD,
     )
-    assert found["Verdict"].value.startswith("deeper wins: deeper Better")
+    assert found["Message"].value.startswith("deeper wins: deeper Better")
     assert found["Ended"].value == "2026-03-01 11:30:00 UTC (60m ago)"
     assert found["Winner"].value == (
         "deeper (1.1.0-deeper): `kubectl modeldeploy apply-winner fraud` makes it the model, "
@@ -182,7 +182,7 @@ def test_a_stopped_experiment_shows_what_was_not_judged():
     )
     view = view_of(obj)
     found = fields(view)
-    assert (found["Experiment"].tone, found["Status"].value) == (
+    assert (found["Experiment"].tone, found["Message"].value) == (
         Tone.QUIET,
         "stopped: aborted by modeldeploy.dev/abort; control serves all traffic",
     )

@@ -48,8 +48,7 @@ def experiment_fields(rollout: Rollout, experiment: Experiment, now: datetime) -
         said += "; the spec no longer runs it"
     fields = [Field("Experiment", said, PHASE_TONES.get(experiment.phase, Tone.QUIET))]
     if experiment.message:
-        label = "Verdict" if experiment.phase == CONCLUDED else "Status"
-        fields.append(Field(label, experiment.message))
+        fields.append(Field("Message", experiment.message))
     if experiment.metric:
         fields.append(
             Field(

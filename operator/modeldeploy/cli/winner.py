@@ -172,9 +172,9 @@ def refuse_to_apply(obj: Json, plan: WinnerPatch, force: bool) -> Refusal | None
 def gitops_hint(plan: WinnerPatch) -> str:
     """How to make the same change to a manifest in a repository."""
     return (
-        f"set the winner's model in the manifest's spec as this JSON merge patch says: "
-        f"{plan.text}; `kubectl patch --local -f MANIFEST.yaml --type merge -p "
-        f"{shlex.quote(plan.text)} -o yaml` prints the manifest so changed (without its comments)"
+        f"`kubectl patch --local -f MANIFEST.yaml --type merge -p {shlex.quote(plan.text)} "
+        "-o yaml` prints the manifest with the winner's model (without its comments; "
+        "no cluster needed)"
     )
 
 
