@@ -380,9 +380,7 @@ def pod_template(
             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "env": server_env(
-            name, track, template, model_uri, profile_uri, feedback, mirror, variant
-        ),
+        "env": server_env(name, track, template, model_uri, profile_uri, feedback, mirror, variant),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS, startup_failures),
         "readinessProbe": _probe("/v2/health/ready", 5, 2),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
@@ -614,8 +612,7 @@ def experiment_routes(
     backends = {_arm_service(name, arm): share for arm, share in weights.items()}
     pinned = {arm: _arm_service(name, arm) for arm, share in weights.items() if share > 0}
     return [
-        _route(kind, name, namespace, spec, backends, pinned)
-        for kind in ("HTTPRoute", "GRPCRoute")
+        _route(kind, name, namespace, spec, backends, pinned) for kind in ("HTTPRoute", "GRPCRoute")
     ]
 
 

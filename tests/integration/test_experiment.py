@@ -75,6 +75,12 @@ def env_of(objects: Objects, deployment: str) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container["env"]}
 
 
+def stored(objects: Objects, name: str) -> dict[str, Any]:
+    found = objects.get("modeldeployment", name)
+    assert found is not None
+    return found
+
+
 def experiment(objects: Objects, name: str) -> dict[str, Any]:
     return dict(objects.status(name).get("experiment") or {})
 
@@ -88,7 +94,7 @@ def test_an_experiment_cuts_a_failing_variant_finds_the_better_one_and_offers_it
     conversions(prometheus, "deep", 1_400, 10_000)
     conversions(prometheus, "slow", 0, 0)
     deploy(objects, "shop", prometheus)
-    generation = objects.get("modeldeployment", "shop")["metadata"]["generation"]
+    generation = stored(objects, "shop")["metadata"]["generation"]
 
     wait_for(lambda: experiment(objects, "shop").get("readyAt"), 90, "the variants' pods")
     assert objects.status("shop")["phase"] == "Experimenting"
@@ -147,14 +153,14 @@ def test_an_experiment_cuts_a_failing_variant_finds_the_better_one_and_offers_it
     wait_for(lambda: objects.get("deployment", "shop-v-deep") is None, 30, "deep removed")
     wait_for(lambda: split() == {"shop-stable": 100, "shop-canary": 0}, 30, "all on control")
     assert objects.status("shop")["phase"] == "Available"
-    assert objects.get("modeldeployment", "shop")["metadata"]["generation"] == generation
+    assert stored(objects, "shop")["metadata"]["generation"] == generation
 
     # The patch in status makes the winner the model, rolled out as a canary.
     prometheus.healthy()
     objects.kubectl(
         "patch", "modeldeployment", "shop", "--type", "merge", "-p", done["winnerPatch"]
     )
-    spec = objects.get("modeldeployment", "shop")["spec"]
+    spec = stored(objects, "shop")["spec"]
     assert spec["model"]["version"] == "2.0.0-deep"
     assert spec["strategy"]["type"] == "canary"
     assert "experiment" not in spec["strategy"]

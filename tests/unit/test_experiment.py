@@ -60,9 +60,18 @@ def phase(sim: Simulator) -> str | None:
     return None if sim.status.experiment is None else str(sim.status.experiment.phase)
 
 
+def counting_started(sim: Simulator) -> bool:
+    return sim.status.experiment is not None and sim.status.experiment.ready_at is not None
+
+
+def variant_cut(sim: Simulator) -> bool:
+    experiment = sim.status.experiment
+    return experiment is not None and any(a.state == "Cut" for a in experiment.variants)
+
+
 def started(sim: Simulator) -> Simulator:
     sim.deployed()
-    sim.run(lambda s: s.status.experiment is not None and s.status.experiment.ready_at is not None)
+    sim.run(counting_started)
     return sim
 
 
@@ -80,7 +89,7 @@ def test_variants_start_once_control_serves_and_take_traffic_only_when_ready():
     assert begun.stable is not None
     assert begun.stable.replicas == 4, "control keeps its full size"
     assert sim.status.phase == "Experimenting"
-    ready = sim.run(lambda s: s.status.experiment is not None and s.status.experiment.ready_at)
+    ready = sim.run(counting_started)
     serving = ready[-1].decision
     assert "ExperimentReady" in reasons(serving)
     assert [v.weight for v in serving.variants] == [20, 20]
@@ -170,7 +179,7 @@ def test_no_verdict_before_duration_and_minimum_samples_then_insufficient_at_max
 def test_a_variant_that_fails_its_slo_checks_is_cut_early_and_the_rest_goes_on():
     sim = started(Simulator(experiment_spec()))
     sim.guardrails["b"] = deque([Verdict.FAIL] * 3)
-    ticks = sim.run(lambda s: any(a.state == "Cut" for a in s.status.experiment.variants))
+    ticks = sim.run(variant_cut)
     cut = ticks[-1].decision
     assert "VariantCut" in reasons(cut)
     assert [v.name for v in cut.variants] == ["a"], "its pods and traffic go"
@@ -194,6 +203,7 @@ def test_when_every_variant_is_cut_the_experiment_stops_with_control_serving():
     sim = started(Simulator(experiment_spec(("a", 30))))
     sim.guardrails["a"] = deque([Verdict.FAIL] * 3)
     ticks = sim.run(lambda s: phase(s) == "Stopped")
+    assert sim.status.experiment is not None
     assert "every variant was cut" in sim.status.experiment.message
     assert ticks[-1].decision.variants == ()
     assert sim.status.phase == "Available"
@@ -202,7 +212,7 @@ def test_when_every_variant_is_cut_the_experiment_stops_with_control_serving():
 def test_a_variant_whose_pods_never_get_ready_is_cut_at_the_progress_deadline():
     sim = Simulator(experiment_spec(), broken_variants={"b"})
     sim.deployed()
-    sim.run(lambda s: s.status.experiment is not None and s.status.experiment.ready_at)
+    sim.run(counting_started)
     experiment = sim.status.experiment
     assert experiment is not None
     assert experiment.variants[1].state == "Cut"

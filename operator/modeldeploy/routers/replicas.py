@@ -61,9 +61,7 @@ class ReplicasRouter:
         self, weights: Mapping[str, int], ready: Mapping[str, int]
     ) -> dict[str, int]:
         serving = sum(ready.get(arm, 0) for arm in weights)
-        return {
-            arm: round(100 * ready.get(arm, 0) / serving) if serving else 0 for arm in weights
-        }
+        return {arm: round(100 * ready.get(arm, 0) / serving) if serving else 0 for arm in weights}
 
     def experiment_routes(
         self, name: str, namespace: str, spec: ModelDeploymentSpec, weights: Mapping[str, int]
