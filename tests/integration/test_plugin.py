@@ -239,9 +239,14 @@ def test_kubectl_finds_the_plugin_and_names_what_is_missing(
         "STEP",
         "WEIGHT",
         "ACHIEVED",
+        "EXPERIMENT",
         "AGE",
     ]
     assert listed[1].split()[:2] == ["listed", "Pending"]  # no operator runs here
+
+    nothing = kubectl("modeldeploy", "apply-winner", "listed", "-n", namespace)
+    assert nothing.returncode == 1
+    assert "has no experiment in its status (strategy.type canary)" in nothing.stderr
 
     missing = kubectl("modeldeploy", "get", "nothere", "-n", namespace)
     assert missing.returncode == 3
