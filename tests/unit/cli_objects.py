@@ -382,8 +382,8 @@ def experimenting(
 def concluded(winner: str | None = "deeper", **overrides: Any) -> dict[str, Any]:
     message = (
         "deeper wins: deeper Better (0.0493 vs control 0.0412, p=0.0102 after Holm). Control "
-        "serves all traffic; apply status.experiment.winnerPatch (kubectl modeldeploy "
-        "apply-winner) to roll it out"
+        "serves all traffic; to roll it out, make status.experiment.winnerPatch's change in "
+        "Git, or run kubectl modeldeploy apply-winner"
         if winner
         else "no winner: deeper NoSignificantDifference (0.0421 vs control 0.0412, p=0.61 "
         "after Holm). Control serves all traffic"

@@ -410,8 +410,9 @@ def _conclude(m: Machine, experiment: ExperimentStatus, comparisons: list[Compar
         experiment.winner = winner.variant
         experiment.winner_patch = winner_patch(m.o.spec, winner.variant)
         experiment.message = (
-            f"{winner.variant} wins: {verdicts}. Control serves all traffic; apply "
-            "status.experiment.winnerPatch (kubectl modeldeploy apply-winner) to roll it out"
+            f"{winner.variant} wins: {verdicts}. Control serves all traffic; to roll it out, "
+            "make status.experiment.winnerPatch's change in Git, or run kubectl modeldeploy "
+            "apply-winner"
         )
     else:
         experiment.message = f"no winner: {verdicts}. Control serves all traffic"
