@@ -149,20 +149,11 @@ def waiting(m: Machine) -> Decision:
         m.condition("Progressing", True, Reason.PREVIEW_READY, m.status.message)
         m.event(Reason.PREVIEW_READY, m.status.message)
         return previewing(m)
-    deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
-    waited = (m.o.now - canary.started_at).total_seconds()
-    problem = m.o.canary_pod_problem
-    if waited >= deadline:
-        why = f": {problem}" if problem else ""
-        return m.roll_back(
-            Reason.PROGRESS_DEADLINE_EXCEEDED,
-            f"preview pods never became ready within {m.o.spec.rollout.progress_deadline} "
-            f"({m.o.canary.ready_replicas}/{replicas} ready){why}",
-        )
+    wait = m.unready("preview pods", m.o.canary.ready_replicas, replicas)
+    if isinstance(wait, Decision):
+        return wait
     m.note_pod_problem(canary, replicas)
-    return m.decision(
-        m.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited), live_tracks=PREVIEW
-    )
+    return m.decision(m.desired_plan(replicas), 0, wait, live_tracks=PREVIEW)
 
 
 def previewing(m: Machine) -> Decision:

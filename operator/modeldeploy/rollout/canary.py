@@ -26,7 +26,6 @@ from modeldeploy.api import (
     Phase,
     StableStatus,
     Verdict,
-    duration_seconds,
 )
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
@@ -165,22 +164,13 @@ def waiting(m: Machine) -> Decision:
         m.condition("Progressing", True, Reason.CANARY_READY, m.status.message)
         m.event(Reason.CANARY_READY, f"canary pods ready; {first_weight}% of traffic")
         return m.decision(m.desired_plan(replicas), first_weight, interval_seconds(m.o.spec))
-    deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
-    waited = (m.o.now - canary.started_at).total_seconds()
-    if waited >= deadline:
-        problem = m.o.canary_pod_problem
-        why = f": {problem}" if problem else ""
-        return m.roll_back(
-            Reason.PROGRESS_DEADLINE_EXCEEDED,
-            f"canary pods never became ready within {m.o.spec.rollout.progress_deadline} "
-            f"({m.o.canary.ready_replicas}/{replicas} ready){why}",
-        )
+    wait = m.unready("canary pods", m.o.canary.ready_replicas, replicas)
+    if isinstance(wait, Decision):
+        return wait
     m.note_pod_problem(canary, replicas)
     # Pods that become ready between two looks must not take live traffic unchecked.
     live = (Track.STABLE,) if gated else (Track.STABLE, Track.CANARY)
-    return m.decision(
-        m.desired_plan(replicas), 0, min(POLL_SECONDS, deadline - waited), live_tracks=live
-    )
+    return m.decision(m.desired_plan(replicas), 0, wait, live_tracks=live)
 
 
 def walking(m: Machine) -> Decision:

@@ -20,7 +20,6 @@ from modeldeploy.api import (
     PreviousStatus,
     StableStatus,
     Verdict,
-    duration_seconds,
 )
 from modeldeploy.rollout.model import (
     POLL_SECONDS,
@@ -102,16 +101,10 @@ def checking(m: Machine) -> Decision:
     assert canary is not None
     plan = m.desired_plan(CHECK_REPLICAS)
     if not m.o.canary.serving(canary.revision, CHECK_REPLICAS):
-        deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
-        waited = (m.o.now - canary.started_at).total_seconds()
-        if waited >= deadline:
-            return m.roll_back(
-                Reason.PROGRESS_DEADLINE_EXCEEDED,
-                f"the pod to check offline never became ready within "
-                f"{m.o.spec.rollout.progress_deadline}",
-            )
+        wait = m.unready("the pod to check offline", m.o.canary.ready_replicas, CHECK_REPLICAS)
+        if isinstance(wait, Decision):
+            return wait
         m.note_pod_problem(canary, CHECK_REPLICAS)
-        wait = min(POLL_SECONDS, deadline - waited)
         return m.decision(plan, 0, wait, live_tracks=(Track.STABLE,))
     gate = m.gate()
     if isinstance(gate, Rejection):
@@ -157,15 +150,10 @@ def waiting(m: Machine) -> Decision:
         m.condition("Progressing", True, Reason.REPLACED, m.status.message)
         m.event(Reason.REPLACED, f"every stable pod runs {canary.version}")
         return verifying(m)
-    deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
-    waited = (m.o.now - canary.started_at).total_seconds()
-    if waited >= deadline:
-        return m.roll_back(
-            Reason.PROGRESS_DEADLINE_EXCEEDED,
-            f"the new pods never became ready within {m.o.spec.rollout.progress_deadline} "
-            f"({m.o.stable.ready_replicas}/{wanted} ready)",
-        )
-    return m.decision(None, 0, min(POLL_SECONDS, deadline - waited))
+    wait = m.unready("the new pods", m.o.stable.ready_replicas, wanted)
+    if isinstance(wait, Decision):
+        return wait
+    return m.decision(None, 0, wait)
 
 
 def verifying(m: Machine) -> Decision:

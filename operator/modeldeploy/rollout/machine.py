@@ -603,6 +603,23 @@ class Machine:
         wait = timedelta(seconds=duration_seconds(quality.feedback_deadline))
         return canary.awaiting_feedback_since + wait
 
+    def unready(self, pods: str, ready: int, wanted: int) -> Decision | float:
+        """Pods of the revision under way that are not ready yet: a rollback once
+        rollout.progressDeadline has passed since it started, else how long to wait before
+        looking again."""
+        canary = self.status.canary
+        assert canary is not None
+        deadline = self.o.spec.rollout.progress_deadline
+        left = duration_seconds(deadline) - (self.o.now - canary.started_at).total_seconds()
+        if left > 0:
+            return min(POLL_SECONDS, left)
+        problem = self.o.canary_pod_problem
+        return self.roll_back(
+            Reason.PROGRESS_DEADLINE_EXCEEDED,
+            f"{pods} never became ready within {deadline} ({ready}/{wanted} ready)"
+            + (f": {problem}" if problem else ""),
+        )
+
     def roll_back(self, reason: Reason, message: str) -> Decision:
         canary = self.status.canary
         stable = self.status.stable

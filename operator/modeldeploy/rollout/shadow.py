@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from modeldeploy.api import AnalysisStatus, CanaryStatus, Phase, Verdict, duration_seconds
 from modeldeploy.rollout import canary as canary_strategy
 from modeldeploy.rollout.model import (
-    POLL_SECONDS,
     Decision,
     Observation,
     Reason,
@@ -182,17 +181,11 @@ def waiting(m: Machine) -> Decision:
             live_tracks=(Track.STABLE,),
             mirror_percent=percent,
         )
-    deadline = duration_seconds(m.o.spec.rollout.progress_deadline)
-    waited = (m.o.now - canary.started_at).total_seconds()
-    if waited >= deadline:
-        problem = m.o.canary_pod_problem
-        return m.roll_back(
-            Reason.PROGRESS_DEADLINE_EXCEEDED,
-            f"shadow pods never became ready within {m.o.spec.rollout.progress_deadline} "
-            f"({m.o.canary.ready_replicas}/{replicas} ready){f': {problem}' if problem else ''}",
-        )
+    wait = m.unready("shadow pods", m.o.canary.ready_replicas, replicas)
+    if isinstance(wait, Decision):
+        return wait
     m.note_pod_problem(canary, replicas)
-    return m.decision(plan, 0, min(POLL_SECONDS, deadline - waited), live_tracks=(Track.STABLE,))
+    return m.decision(plan, 0, wait, live_tracks=(Track.STABLE,))
 
 
 def mirroring(m: Machine, shadowed: Shadowed) -> Decision:
