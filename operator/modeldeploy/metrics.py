@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from modeldeploy.api import DriftStatus, SLOStatus
+from modeldeploy.api import ArmState, DriftStatus, ExperimentPhase, ExperimentStatus, SLOStatus
 
 RECONCILES = Counter(
     "modeldeploy_reconciles_total",
@@ -113,6 +113,17 @@ SLO_ERROR_BUDGET = Gauge(
     "spec.monitoring: share of the stable's error budget left (below 0: overspent).",
     ["namespace", "name"],
 )
+EXPERIMENT_ARM_WEIGHT = Gauge(
+    "modeldeploy_experiment_arm_weight",
+    "A running experiment's traffic % per arm (control or a variant), as the router achieved it.",
+    ["namespace", "name", "arm"],
+)
+EXPERIMENT_OUTCOMES = Counter(
+    "modeldeploy_experiment_outcomes_total",
+    "Judged experiment variants by outcome (Better, Worse, NoSignificantDifference, "
+    "InsufficientData) and variants cut by their SLO checks (Cut).",
+    ["namespace", "name", "outcome"],
+)
 
 _PER_OBJECT = (
     CANARY_STARTED,
@@ -130,6 +141,8 @@ _PER_OBJECT = (
     CHECK_RESULTS,
     PROMOTIONS,
     ROLLBACKS,
+    EXPERIMENT_ARM_WEIGHT,
+    EXPERIMENT_OUTCOMES,
 )
 
 
@@ -163,3 +176,29 @@ def export_monitoring(
         SLO_COMPLIANCE.labels(namespace, name).set(slo.compliance)
     if slo is not None and slo.error_budget_remaining is not None:
         SLO_ERROR_BUDGET.labels(namespace, name).set(slo.error_budget_remaining)
+
+
+def export_experiment(
+    namespace: str,
+    name: str,
+    before: ExperimentStatus | None,
+    after: ExperimentStatus | None,
+) -> None:
+    """Arm weights while an experiment runs; each arm's outcome (or cut) once, when it
+    appears in status."""
+    EXPERIMENT_ARM_WEIGHT.remove_by_labels({"namespace": namespace, "name": name})
+    if after is None:
+        return
+    if after.phase == ExperimentPhase.RUNNING:
+        for arm in (after.control, *after.variants):
+            if arm.state == ArmState.RUNNING:
+                EXPERIMENT_ARM_WEIGHT.labels(namespace, name, arm.name).set(arm.actual_weight or 0)
+    known = (
+        {}
+        if before is None or before.id != after.id or before.attempt != after.attempt
+        else {arm.name: (arm.state, arm.outcome) for arm in before.variants}
+    )
+    for arm in after.variants:
+        outcome = "Cut" if arm.state == ArmState.CUT else arm.outcome
+        if outcome is not None and known.get(arm.name) != (arm.state, arm.outcome):
+            EXPERIMENT_OUTCOMES.labels(namespace, name, outcome).inc()

@@ -920,6 +920,7 @@ class Reconciler:
         )
         if md.spec.monitoring is not None:
             metrics.export_monitoring(namespace, name, decision.status.drift, decision.status.slo)
+        metrics.export_experiment(namespace, name, md.status.experiment, decision.status.experiment)
         fresh = decision.status.last_analysis
         if fresh is not None and fresh != md.status.last_analysis:
             metrics.ANALYSES.labels(namespace, name, fresh.verdict).inc()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from prometheus_client import REGISTRY, generate_latest
 
 from modeldeploy import metrics
+from modeldeploy.api import Verdict
 from modeldeploy.health import Health
 from modeldeploy.scheduler import Scheduler
+from tests.unit.rollout_sim import Simulator
+from tests.unit.test_experiment import counting, experiment_spec, started
 
 
 def scraped_lines_naming(name: str) -> list[str]:
@@ -55,3 +59,34 @@ def test_a_canarys_series_go_when_it_ends() -> None:
     metrics.CANARY_READY.labels("ns", "md").set(1)
     metrics.forget_canary("ns", "md")
     assert scraped_lines_naming('name="md"') == []
+
+
+def test_an_experiments_arm_weights_show_while_it_runs_and_each_verdict_counts_once() -> None:
+    sim = started(Simulator(experiment_spec()))
+    sim.arm_counts = counting({"control": 0.10, "a": 0.13, "b": 0.10})
+    sim.guardrails["b"] = deque([Verdict.FAIL] * 3)
+    previous = sim.status.experiment
+    seen_running = False
+    for _ in range(100):
+        tick = sim.step()
+        after = tick.decision.status.experiment
+        metrics.export_experiment("ns", "shop", previous, after)
+        previous = after
+        if after is not None and after.phase == "Running":
+            weights = scraped_lines_naming('modeldeploy_experiment_arm_weight{arm="control"')
+            seen_running = seen_running or bool(weights)
+        if after is not None and after.phase == "Concluded":
+            break
+    for _ in range(3):  # later reconciles see the same verdict: nothing counts twice
+        metrics.export_experiment("ns", "shop", previous, previous)
+
+    def outcome(name: str) -> float | None:
+        labels = {"namespace": "ns", "name": "shop", "outcome": name}
+        return REGISTRY.get_sample_value("modeldeploy_experiment_outcomes_total", labels)
+
+    assert seen_running
+    assert scraped_lines_naming("modeldeploy_experiment_arm_weight{") == []
+    assert outcome("Better") == 1
+    assert outcome("Cut") == 1
+    metrics.forget_object("ns", "shop")
+    assert outcome("Better") is None
