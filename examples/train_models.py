@@ -6,6 +6,11 @@ Writes each artifact with a `<artifact>.sha256` file beside it (the hex digest o
   xgb-classifier.ubj               XGBoost binary classifier, breast cancer data, 30 features
   xgb-regressor.ubj                XGBoost regressor, diabetes data, 10 features
   sklearn-pipeline.skops           scaler + logistic regression (skops), iris, 3 classes
+  sklearn-categorical.skops        a pipeline fitted on a DataFrame (skops): scaled numbers
+                                   and a one-hot encoded text column `sex`; diabetes data,
+                                   binary (progression above the median)
+  xgb-categorical.ubj              XGBoost on the same DataFrame, `sex` a categorical feature
+  sample-columns-request.json      a V2 infer body of named columns (content_type pd) for both
   xgb-classifier-bad-features.ubj  like xgb-classifier but expects 20 features, so the
                                    stable's requests get 4xx from it (canary tests)
   xgb-classifier-slow.ubj          the same predictions as xgb-classifier from 600 times
@@ -17,9 +22,9 @@ Writes each artifact with a `<artifact>.sha256` file beside it (the hex digest o
                                    labels flipped: measurably less accurate (quality tests)
   sample-request.json              a V2 infer body with rows of the breast cancer data
 
-and, for every model but the bad-features and slow ones, its reference profile on its
-training data with its reference quality (`modelserver profile`, docs/server.md) as
-`<artifact>.profile.json`, with a .sha256 file too.
+and, for every model but the bad-features, slow and categorical ones, its reference
+profile on its training data with its reference quality (`modelserver profile`,
+docs/server.md) as `<artifact>.profile.json`, with a .sha256 file too.
 """
 
 import argparse
@@ -33,12 +38,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import skops.io
 import xgboost
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from modelserver.model import Model
 from modelserver.profile import profile_json
@@ -77,6 +84,56 @@ def train_regressor(features: npt.NDArray[np.float64], target: npt.NDArray[np.fl
 def train_pipeline(features: npt.NDArray[np.float64], labels: npt.NDArray[Any]) -> bytes:
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     return reproducible_skops(skops.io.dumps(pipeline.fit(features, labels)))
+
+
+def diabetes_table() -> tuple[pd.DataFrame, npt.NDArray[np.int64]]:
+    """The diabetes data as a DataFrame whose `sex` is text, and a binary target: disease
+    progression above the median."""
+    diabetes = load_diabetes(as_frame=True)
+    table = diabetes.data.copy()
+    # The data set codes sex as one of two scaled numbers; as text it is a category.
+    table["sex"] = pd.Series(np.where(table["sex"] > 0, "male", "female"), dtype=object)
+    target = diabetes.target.to_numpy()
+    return table, (target > np.median(target)).astype(np.int64)
+
+
+def train_categorical_pipeline(table: pd.DataFrame, labels: npt.NDArray[Any]) -> bytes:
+    """Numbers scaled, the text column one-hot encoded (an unknown category is an error),
+    selected by name: the pipeline takes a DataFrame only."""
+    numbers = [name for name in table.columns if name != "sex"]
+    columns = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), numbers),
+            ("sex", OneHotEncoder(handle_unknown="error"), ["sex"]),
+        ]
+    )
+    pipeline = make_pipeline(columns, LogisticRegression(max_iter=500))
+    return reproducible_skops(skops.io.dumps(pipeline.fit(table, labels)))
+
+
+def train_categorical_xgboost(table: pd.DataFrame, labels: npt.NDArray[Any]) -> bytes:
+    """XGBoost with `sex` a categorical feature; the model stores its categories."""
+    categorical = table.assign(sex=table["sex"].astype("category"))
+    classifier = xgboost.XGBClassifier(
+        n_estimators=50, max_depth=4, n_jobs=1, random_state=SEED, enable_categorical=True
+    )
+    return booster_bytes(classifier.fit(categorical, labels))
+
+
+def columns_request(table: pd.DataFrame) -> bytes:
+    """A V2 infer body with one input per column (MLServer's pandas convention)."""
+    rows = table.head(SAMPLE_ROWS)
+    inputs = [
+        {
+            "name": name,
+            "shape": [len(rows), 1],
+            "datatype": "BYTES" if name == "sex" else "FP64",
+            "data": rows[name].tolist(),
+        }
+        for name in rows.columns
+    ]
+    body = {"id": "sample-columns-request", "parameters": {"content_type": "pd"}, "inputs": inputs}
+    return json.dumps(body, indent=2).encode() + b"\n"
 
 
 def larger_tumours(features: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
@@ -241,6 +298,12 @@ def main() -> None:
         pipeline, load_skops(pipeline, []), iris.data, iris.target, list(iris.feature_names)
     )
     (output / "sample-request.json").write_bytes(sample_request(features))
+    table, progressed = diabetes_table()
+    write_with_digest(
+        output / "sklearn-categorical.skops", train_categorical_pipeline(table, progressed)
+    )
+    write_with_digest(output / "xgb-categorical.ubj", train_categorical_xgboost(table, progressed))
+    (output / "sample-columns-request.json").write_bytes(columns_request(table))
     print(f"sample models written to {output}")
 
 

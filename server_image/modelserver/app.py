@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
@@ -20,10 +21,10 @@ from modelserver.decoding import BodyDecoder
 from modelserver.feedback import Feedback, FeedbackMetrics, read_feedback_key
 from modelserver.grpc_server import GrpcServer
 from modelserver.inference import InferenceEndpoints, InferenceService, error_response
-from modelserver.loading import LoadedModel
+from modelserver.loading import LoadedModel, table_model
 from modelserver.metrics import ServerMetrics, default_prediction_buckets, render
 from modelserver.mirror import Mirror
-from modelserver.model import Prediction
+from modelserver.model import Features, Model, Prediction, model_columns
 from modelserver.prediction_token import TokenSigner
 from modelserver.profile_metrics import ProfileCounters
 from modelserver.routes_v2 import v2_router
@@ -37,7 +38,7 @@ from modelserver.schemas import (
 )
 from modelserver.settings import Settings
 from modelserver.shadow_compare import ShadowComparison
-from modelserver.tensors import ModelInput, Rows
+from modelserver.tensors import ModelInput
 
 # With several workers, each worker's pending profile counts reach the shared metric
 # files at least this often (a scrape of a worker flushes its own at once).
@@ -64,7 +65,9 @@ def create_app(
     )
     metrics.model_load_seconds.set(loaded.load_seconds)
     counters = _profile_counters(settings, loaded, registry, metrics)
-    predict = model.predict if counters is None else _counting(model.predict, counters)
+    predict = _predict_function(model)
+    if counters is not None:
+        predict = _counting(predict, counters)
     batcher = MicroBatcher(predict, settings.max_batch_rows, metrics.batch_rows.observe)
     decoder = BodyDecoder(
         ModelInput.of(model), settings.large_body_bytes, settings.decode_processes
@@ -157,14 +160,24 @@ def _profile_counters(
     )
 
 
-def _counting(
-    predict: Callable[[Rows], Prediction], counters: ProfileCounters
-) -> Callable[[Rows], Prediction]:
-    """The model's predict, counting every predicted block in the profile's bins (on the
-    predict thread, so off the event loop)."""
+def _predict_function(model: Model) -> Callable[[Features], Prediction]:
+    """What predicts a block of rows: the model's predict, or for a model that takes a
+    DataFrame its predict_frame (its requests decode to tables, never to arrays)."""
+    columns = model_columns(model)
+    if columns is not None and columns.frame:
+        return table_model(model).predict_frame
+    return model.predict
 
-    def predict_and_count(rows: Rows) -> Prediction:
+
+def _counting(
+    predict: Callable[[Features], Prediction], counters: ProfileCounters
+) -> Callable[[Features], Prediction]:
+    """The model's predict, counting every predicted block in the profile's bins (on the
+    predict thread, so off the event loop). Only models of arrays have a profile."""
+
+    def predict_and_count(rows: Features) -> Prediction:
         prediction = predict(rows)
+        assert isinstance(rows, np.ndarray)
         counters.observe(rows, prediction)
         return prediction
 

@@ -12,12 +12,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import numpy.typing as npt
 
-from modelserver.model import Prediction
+from modelserver.model import Features, Prediction
 
-PredictFunction = Callable[[npt.NDArray[np.floating]], Prediction]
-_Pending = tuple[npt.NDArray[np.floating], "asyncio.Future[Prediction]"]
+PredictFunction = Callable[[Features], Prediction]
+_Pending = tuple[Features, "asyncio.Future[Prediction]"]
 
 
 class MicroBatcher:
@@ -46,7 +45,7 @@ class MicroBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def predict(self, rows: npt.NDArray[np.floating]) -> Prediction:
+    async def predict(self, rows: Features) -> Prediction:
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         self._pending.append((rows, future))
         self._has_work.set()
@@ -63,7 +62,7 @@ class MicroBatcher:
                 continue
             self._on_batch(sum(len(rows) for rows, _ in batch))
             try:
-                merged = batch[0][0] if len(batch) == 1 else np.concatenate([r for r, _ in batch])
+                merged = batch[0][0] if len(batch) == 1 else _concatenate([r for r, _ in batch])
                 prediction = await loop.run_in_executor(self._executor, self._predict, merged)
             except Exception as error:
                 await self._predict_one_by_one(batch, error)
@@ -100,6 +99,16 @@ class MicroBatcher:
             else:
                 if not future.done():
                     future.set_result(prediction)
+
+
+def _concatenate(parts: list[Features]) -> Features:
+    """One block of the requests' rows: arrays, or tables for a model fitted on one (a
+    model takes one or the other, so a batch never mixes them)."""
+    if type(parts[0]) is np.ndarray:
+        return np.concatenate(parts)
+    from modelserver.frames import concatenate
+
+    return concatenate(parts)
 
 
 def _settle_with_error(future: "asyncio.Future[Prediction]", error: Exception) -> None:

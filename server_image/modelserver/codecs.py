@@ -13,7 +13,8 @@ import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from modelserver.model import Prediction
+from modelserver.columns import column_rows
+from modelserver.model import Features, Prediction
 from modelserver.outputs import BINARY_DATA_SIZE, RequestedOutputs, requested_outputs, v2_outputs
 from modelserver.raw_tensors import tensor_from_raw
 from modelserver.schemas import (
@@ -26,12 +27,11 @@ from modelserver.tensors import (
     BAD_REQUEST,
     InvalidInput,
     ModelInput,
-    Rows,
     array_rows,
     check_request_content_type,
     json_array,
     json_tensor_rows,
-    only_input,
+    takes_columns,
     v1_rows,
     v2_rows,
 )
@@ -42,7 +42,7 @@ _Body = TypeVar("_Body", bound=BaseModel)
 class Decoded(NamedTuple):
     """A checked request: its rows and what the answer must say besides the predictions."""
 
-    rows: Rows
+    rows: Features
     outputs: RequestedOutputs = RequestedOutputs(())
     """V2: the outputs requested."""
     request_id: str | None = None
@@ -129,6 +129,9 @@ def decode_v2(body: bytes, model: ModelInput) -> Decoded:
     if request.parameters:
         check_request_content_type(request.parameters)
     outputs = requested_outputs(request.outputs, request.parameters, model.outputs)
+    if takes_columns(request.inputs, request.parameters):
+        rows = column_rows([(tensor, tensor.data) for tensor in request.inputs], model)
+        return Decoded(rows, outputs, request.id)
     return Decoded(v2_rows(request, model), outputs, request.id)
 
 
@@ -154,14 +157,24 @@ def decode_v2_binary(body: bytes, model: ModelInput, header_length: int) -> Deco
     if request.parameters:
         check_request_content_type(request.parameters)
     outputs = requested_outputs(request.outputs, request.parameters, model.outputs)
-    tensor = only_input(request.inputs, model)
+    if takes_columns(request.inputs, request.parameters):
+        columns = [
+            (tensor, _json_data(tensor) if array is None else array)
+            for tensor, array in zip(request.inputs, arrays, strict=True)
+        ]
+        return Decoded(column_rows(columns, model), outputs, request.id)
+    tensor = request.inputs[0]
     array = arrays[0]
     if array is not None:
         rows = array_rows(tensor, array, model)
     else:
-        assert tensor.data is not None  # binary_inputs checked that it has data
-        rows = json_tensor_rows(tensor, tensor.data, model)
+        rows = json_tensor_rows(tensor, _json_data(tensor), model)
     return Decoded(rows, outputs, request.id)
+
+
+def _json_data(tensor: BinaryRequestInput) -> list[Any]:
+    assert tensor.data is not None  # binary_inputs checked that it has data
+    return tensor.data
 
 
 def binary_inputs(

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from google.protobuf.message import DecodeError
 
 from modelserver.codecs import TOKEN_FIELD, Decoded, Stamp
+from modelserver.columns import ColumnData, column_rows
 from modelserver.model import Prediction
 from modelserver.outputs import requested_outputs
 from modelserver.protos import open_inference_pb2 as pb
@@ -32,7 +33,7 @@ from modelserver.tensors import (
     array_rows,
     check_request_content_type,
     json_tensor_rows,
-    only_input,
+    takes_columns,
     v2_datatype,
 )
 
@@ -104,19 +105,41 @@ def decode_request(request: pb.ModelInferRequest, model: ModelInput) -> Decoded:
         )
         for tensor in request.inputs
     ]
-    header = only_input(headers, model)
+    if takes_columns(headers, parameters):
+        columns = [
+            (header, _values(tensor, raw[i] if raw else None, header))
+            for i, (header, tensor) in enumerate(zip(headers, request.inputs, strict=True))
+        ]
+        return Decoded(column_rows(columns, model), outputs, request.id or None)
+    header = headers[0]
     tensor = request.inputs[0]
     where = f"input {header.name!r}"
     if raw:
-        if tensor.HasField("contents"):
-            raise InvalidInput(
-                f"{where} has both contents and raw_input_contents; send one", BAD_REQUEST
-            )
+        _check_one_source(tensor, where)
         values = tensor_from_raw(raw[0], header.datatype, header.shape, where)
         rows = array_rows(header, values, model)
     else:
         rows = json_tensor_rows(header, _typed_values(tensor.contents, header, where), model)
     return Decoded(rows, outputs, request.id or None)
+
+
+def _values(
+    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, header: _TensorHeader
+) -> ColumnData:
+    """An input's values from its raw contents when the request has them, else from its
+    typed contents."""
+    where = f"input {header.name!r}"
+    if raw is None:
+        return _typed_values(tensor.contents, header, where)
+    _check_one_source(tensor, where)
+    return tensor_from_raw(raw, header.datatype, header.shape, where)
+
+
+def _check_one_source(tensor: pb.ModelInferRequest.InferInputTensor, where: str) -> None:
+    if tensor.HasField("contents"):
+        raise InvalidInput(
+            f"{where} has both contents and raw_input_contents; send one", BAD_REQUEST
+        )
 
 
 def _typed_values(

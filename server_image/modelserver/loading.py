@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from modelserver.fatal import StartupError
-from modelserver.model import Model, Prediction
+from modelserver.model import Model, Prediction, TableModel, model_columns
 from modelserver.profile import Profile, check_profile_fits, load_profile
 from modelserver.settings import Settings
 from modelserver.sources import fetch_model, verify_sha256
@@ -56,6 +56,7 @@ def load_configured_model(settings: Settings) -> LoadedModel:
             max_bytes=settings.download_max_bytes,
             retries=settings.download_retries,
         )
+        _check_profile_counts(model)
         check_profile_fits(profile, model, sha256)
     seconds = time.perf_counter() - started
     log.info(
@@ -94,7 +95,28 @@ def _load(settings: Settings, path: Path) -> Model:
 
 def warm_up(model: Model) -> Prediction:
     """Ready means a prediction has succeeded, not only that a file was read."""
+    columns = model_columns(model)
     try:
+        if columns is not None and columns.frame:
+            from modelserver.frames import example_table
+
+            return table_model(model).predict_frame(example_table(columns, model.input_dtype))
         return model.predict(np.zeros((1, model.n_features), dtype=model.input_dtype))
     except Exception as error:
         raise StartupError(f"model failed its warm-up prediction: {error}") from error
+
+
+def table_model(model: Model) -> TableModel:
+    """The model as one that predicts DataFrames (its columns say it does)."""
+    assert hasattr(model, "predict_frame"), "a model with columns.frame predicts DataFrames"
+    return model  # type: ignore[return-value]
+
+
+def _check_profile_counts(model: Model) -> None:
+    """Profiles bin rows of numbers; a model that takes a DataFrame gets none."""
+    columns = model_columns(model)
+    if columns is not None and columns.frame:
+        raise StartupError(
+            "a reference profile is not supported for a model that takes a DataFrame (named"
+            f" columns: {', '.join(columns.names)}); serve it without MODELSERVER_PROFILE_URI"
+        )

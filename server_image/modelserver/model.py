@@ -2,10 +2,13 @@
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
 
 
 class Task(StrEnum):
@@ -37,6 +40,47 @@ class Prediction:
         return np.asarray(self.probabilities.max(axis=1), dtype=np.float64)
 
 
+class ColumnKind(StrEnum):
+    """What a named column of the model holds."""
+
+    NUMBER = "number"
+    STRING = "string"
+    ANY = "any"
+    """Not known from the model (a column passed on to the estimator as it is)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A named input column of a model fitted on a table."""
+
+    name: str
+    kind: ColumnKind
+    categories: tuple[Any, ...] | None = None
+    """The only values the model takes, when it refuses others (an encoder that fails on
+    an unknown category)."""
+    categorical: bool = False
+    """The model wants the column as pandas' category dtype (XGBoost's categorical
+    features), not as plain values."""
+
+
+@dataclass(frozen=True)
+class ModelColumns:
+    """The named columns a model takes, in its order, and how it wants them."""
+
+    columns: tuple[Column, ...]
+    frame: bool
+    """predict_frame takes a DataFrame with these columns; otherwise a numeric
+    [rows, features] array in this order is what the model takes (predict)."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+
+Features: TypeAlias = "npt.NDArray[np.floating] | DataFrame"
+"""What one predict call takes: an array of rows, or a table for models fitted on one."""
+
+
 class Model(Protocol):
     format: str
     task: Task
@@ -51,3 +95,18 @@ class Model(Protocol):
         """The float type that predict wants, so requests are converted once."""
 
     def predict(self, rows: npt.NDArray[np.floating]) -> Prediction: ...
+
+
+class TableModel(Model, Protocol):
+    """A model that knows its named columns, and can predict a DataFrame of them."""
+
+    columns: ModelColumns | None
+
+    def predict_frame(self, frame: "DataFrame") -> Prediction: ...
+
+
+def model_columns(model: Model) -> ModelColumns | None:
+    """The named columns of a model that knows them; models that predate named columns
+    (and test doubles) have none."""
+    columns: ModelColumns | None = getattr(model, "columns", None)
+    return columns

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from modelserver import __version__
 from modelserver.feedback import Feedback
 from modelserver.inference import InferenceService, JSONResponse, NotFound, error_response
+from modelserver.model import Column, ColumnKind, model_columns
 from modelserver.protocol import is_draining
 from modelserver.schemas import (
     ErrorBody,
@@ -22,6 +23,7 @@ from modelserver.schemas import (
 )
 from modelserver.tensors import (
     OUTPUT_PREDICT,
+    TABLE_CONTENT,
     model_outputs,
     v2_datatype,
 )
@@ -70,28 +72,50 @@ def model_metadata(service: InferenceService) -> ModelMetadata:
                 shape=[-1, warm.probabilities.shape[1]],
             )
         )
+    number = "FP32" if model.input_dtype is np.float32 else "FP64"
+    columns = model_columns(model)
+    inputs = [TensorMetadata(name=INPUT_NAME, datatype=number, shape=[-1, model.n_features])]
+    parameters: dict[str, Any] = {
+        "task": str(model.task),
+        "feature_names": model.feature_names,
+        "classes": model.classes,
+        "accepts_missing_values": model.accepts_missing,
+        "sha256": service.loaded.sha256,
+    }
+    if columns is not None:
+        # Named columns: a table of one input per column (content_type pd) is taken too;
+        # a model that wants a DataFrame takes nothing else.
+        parameters["columns"] = [_column_metadata(column, number) for column in columns.columns]
+        if columns.frame:
+            parameters["content_type"] = TABLE_CONTENT
+            inputs = [
+                TensorMetadata(
+                    name=column.name,
+                    datatype="BYTES" if column.kind is ColumnKind.STRING else number,
+                    shape=[-1, 1],
+                )
+                for column in columns.columns
+            ]
+    if settings.variant:
+        parameters["variant"] = settings.variant  # only in experiments: the arm served
     return ModelMetadata(
         name=settings.model_name,
         versions=[settings.model_version],
         platform=model.format,
-        inputs=[
-            TensorMetadata(
-                name=INPUT_NAME,
-                datatype="FP32" if model.input_dtype is np.float32 else "FP64",
-                shape=[-1, model.n_features],
-            )
-        ],
+        inputs=inputs,
         outputs=tensors,
-        parameters={
-            "task": str(model.task),
-            "feature_names": model.feature_names,
-            "classes": model.classes,
-            "accepts_missing_values": model.accepts_missing,
-            "sha256": service.loaded.sha256,
-            # Only in experiments: which arm this pod serves.
-            **({"variant": settings.variant} if settings.variant else {}),
-        },
+        parameters=parameters,
     )
+
+
+def _column_metadata(column: Column, number: str) -> dict[str, Any]:
+    """A column's name, datatype (None when the model does not tell) and, when the model
+    takes no others, its categories."""
+    datatype = {ColumnKind.STRING: "BYTES", ColumnKind.NUMBER: number}.get(column.kind)
+    described: dict[str, Any] = {"name": column.name, "datatype": datatype}
+    if column.categories is not None:
+        described["categories"] = list(column.categories)
+    return described
 
 
 def v2_router(service: InferenceService, feedback: Feedback | None = None) -> APIRouter:

@@ -2,7 +2,7 @@
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
@@ -12,7 +12,11 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import get_tags
 
 from modelserver.fatal import StartupError
-from modelserver.model import Prediction, Task
+from modelserver.model import Features, Prediction, Task
+from modelserver.sklearn_columns import sklearn_columns
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
 
 
 class SklearnModel:
@@ -29,6 +33,7 @@ class SklearnModel:
         self.n_features = int(n_features)
         names = getattr(estimator, "feature_names_in_", None)
         self.feature_names: list[str] | None = None if names is None else [str(n) for n in names]
+        self.columns = sklearn_columns(estimator)
         self.accepts_missing: bool = get_tags(estimator).input_tags.allow_nan
         if is_classifier(estimator):
             classes = np.asarray(estimator.classes_)
@@ -42,6 +47,12 @@ class SklearnModel:
         )
 
     def predict(self, rows: npt.NDArray[np.floating]) -> Prediction:
+        return self._predict(rows)
+
+    def predict_frame(self, frame: "DataFrame") -> Prediction:
+        return self._predict(frame)
+
+    def _predict(self, rows: Features) -> Prediction:
         with warnings.catch_warnings():
             # Estimators fitted on a DataFrame warn about plain arrays; columns are positional.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")

@@ -7,12 +7,12 @@ the caller has to fix its request from the message alone.
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from modelserver.model import Model
+from modelserver.model import ColumnKind, Features, Model, ModelColumns, model_columns
 from modelserver.schemas import InferenceRequest
 
 OUTPUT_PREDICT = "predict"
@@ -50,7 +50,7 @@ def _floating(name: str, dtype: type[np.floating]) -> _Datatype:
     return _Datatype(name, "fiu", -largest, largest)
 
 
-_DATATYPES: dict[str, _Datatype] = {
+DATATYPES: dict[str, _Datatype] = {
     datatype.name: datatype
     for datatype in (
         _Datatype("BOOL", "b", 0, 1),
@@ -81,6 +81,8 @@ CONTENT_TYPE = "content_type"
 """The parameter of MLServer's codecs: how a tensor is meant (np: a numpy array)."""
 NUMPY_CONTENT = "np"
 STRING_CONTENT = "str"
+TABLE_CONTENT = "pd"
+"""A request whose inputs are the columns of a table (MLServer's pandas codec)."""
 
 
 class InvalidInput(Exception):
@@ -116,26 +118,54 @@ class ModelInput:
     input_dtype: type[np.floating]
     accepts_missing: bool
     outputs: tuple[str, ...]
+    columns: ModelColumns | None = None
+    """The model's named columns, when it knows them (named-column requests)."""
+    frame: bool = False
+    """The model predicts a DataFrame of its columns (ModelColumns.frame)."""
+    needs_names: bool = False
+    """A column holds strings, so one numeric tensor cannot carry the model's input."""
 
     @classmethod
     def of(cls, model: Model) -> "ModelInput":
+        columns = model_columns(model)
         return cls(
-            model.n_features, model.input_dtype, model.accepts_missing, tuple(model_outputs(model))
+            model.n_features,
+            model.input_dtype,
+            model.accepts_missing,
+            tuple(model_outputs(model)),
+            columns,
+            frame=columns is not None and columns.frame,
+            needs_names=columns is not None
+            and any(column.kind is ColumnKind.STRING for column in columns.columns),
         )
 
 
-def v2_rows(request: InferenceRequest, model: ModelInput) -> Rows:
-    tensor = only_input(request.inputs, model)
+def takes_columns(
+    inputs: Sequence[TensorHeader], request_parameters: dict[str, Any] | None
+) -> bool:
+    """Whether a request's inputs are the columns of a table, not one tensor of rows:
+    several inputs, or content_type pd on the request or its input (decided once per
+    request; the one-tensor path stays as it was)."""
+    if len(inputs) != 1:
+        return True
+    if request_parameters and request_parameters.get(CONTENT_TYPE) == TABLE_CONTENT:
+        return True
+    parameters = inputs[0].parameters
+    return parameters is not None and parameters.get(CONTENT_TYPE) == TABLE_CONTENT
+
+
+def v2_rows(request: InferenceRequest, model: ModelInput) -> Features:
+    tensor = request.inputs[0]
     return json_tensor_rows(tensor, tensor.data, model)
 
 
 def json_tensor_rows(
     tensor: TensorHeader, data: list[Any] | npt.NDArray[Any], model: ModelInput
-) -> Rows:
+) -> Features:
     """Rows from a tensor whose data came as values: JSON's, or gRPC's typed contents."""
     where = f"input {tensor.name!r}"
     datatype, shape = _checked_header(tensor, model, where)
-    values = _as_array(data, where)
+    values = as_array(data, where)
     if values.ndim == 1:
         if values.size != math.prod(shape):
             raise InvalidInput(
@@ -148,31 +178,28 @@ def json_tensor_rows(
             f"{where}: nested data has shape {list(values.shape)}, declared shape is {shape}",
             BAD_REQUEST,
         )
-    _check_kind(values, datatype, where, BAD_REQUEST)
-    _check_integer_range(values, datatype, where)
-    return _finite_rows(values, model, where, datatype)
+    check_kind(values, datatype, where, BAD_REQUEST)
+    check_integer_range(values, datatype, where)
+    return _model_rows(finite_rows(values, model, where, datatype), model)
 
 
-_Tensor = TypeVar("_Tensor", bound=TensorHeader)
-
-
-def only_input(inputs: Sequence[_Tensor], model: ModelInput) -> _Tensor:
-    """The one input tensor that every model of this server takes."""
-    if len(inputs) != 1:
-        raise InvalidInput(
-            f"expected exactly 1 input tensor of shape [rows, {model.n_features}],"
-            f" got {len(inputs)} inputs",
-            REJECTED,
-        )
-    return inputs[0]
-
-
-def array_rows(tensor: TensorHeader, values: npt.NDArray[Any], model: ModelInput) -> Rows:
+def array_rows(tensor: TensorHeader, values: npt.NDArray[Any], model: ModelInput) -> Features:
     """Rows from a tensor whose data came as raw bytes: `values` are of its datatype and in
     its shape already (raw_tensors.tensor_from_raw), so only the model's checks remain."""
     where = f"input {tensor.name!r}"
     datatype, _ = _checked_header(tensor, model, where)
-    return _finite_rows(values, model, where, datatype)
+    return _model_rows(finite_rows(values, model, where, datatype), model)
+
+
+def _model_rows(rows: Rows, model: ModelInput) -> Features:
+    """Rows as the model takes them: the array, or for a model fitted on a table of
+    numbers that wants one, that table (columns by position)."""
+    if not model.frame:
+        return rows
+    from modelserver.frames import table_of_rows  # pandas: for such models only
+
+    assert model.columns is not None
+    return table_of_rows(rows, model.columns)
 
 
 def _checked_header(
@@ -181,16 +208,18 @@ def _checked_header(
     """The tensor's datatype and shape, once they fit the protocol and the model."""
     if tensor.parameters:
         _check_input_content_type(tensor.parameters, where)
-    datatype = _DATATYPES.get(tensor.datatype)
+    if model.needs_names:
+        raise needs_named_columns(model, where)
+    datatype = DATATYPES.get(tensor.datatype)
     if datatype is None:
         if tensor.datatype in _UNSUPPORTED_DATATYPES:
             raise InvalidInput(
                 f"{where}: datatype {tensor.datatype} is not supported;"
-                f" supported: {', '.join(_DATATYPES)}",
+                f" supported: {', '.join(DATATYPES)}",
                 REJECTED,
             )
         raise InvalidInput(
-            f"{where}: unknown datatype {tensor.datatype!r}; supported: {', '.join(_DATATYPES)}",
+            f"{where}: unknown datatype {tensor.datatype!r}; supported: {', '.join(DATATYPES)}",
             BAD_REQUEST,
         )
     shape = tensor.shape
@@ -218,22 +247,43 @@ def _check_input_content_type(parameters: dict[str, Any], where: str) -> None:
             BAD_REQUEST,
         )
     raise InvalidInput(
-        f"{where}: content_type {content_type!r} is not supported: this model takes one"
-        f" numeric tensor of rows, content_type {NUMPY_CONTENT!r} (or none)",
+        f"{where}: content_type {content_type!r} is not supported: one tensor of rows is"
+        f" content_type {NUMPY_CONTENT!r} (or none), a table of one input per column"
+        f" {TABLE_CONTENT!r}",
         REJECTED,
     )
 
 
 def check_request_content_type(parameters: dict[str, Any]) -> None:
-    """The request's own content_type (MLServer's codec for the whole request)."""
-    _check_input_content_type(parameters, "request")
+    """The request's own content_type (MLServer's codec for the whole request): np, pd or
+    none."""
+    if parameters.get(CONTENT_TYPE) != TABLE_CONTENT:
+        _check_input_content_type(parameters, "request")
 
 
-def v1_rows(instances: list[Any], model: ModelInput) -> Rows:
+def needs_named_columns(model: ModelInput, where: str) -> InvalidInput:
+    assert model.columns is not None
+    return InvalidInput(
+        f"{where}: this model takes named columns, some of them strings, which one tensor"
+        f" of numbers cannot carry; send one input per column (content_type"
+        f" {TABLE_CONTENT!r}): {', '.join(model.columns.names)}",
+        REJECTED,
+    )
+
+
+def v1_rows(instances: list[Any], model: ModelInput) -> Features:
     where = "instances"
+    if model.needs_names:
+        assert model.columns is not None
+        raise InvalidInput(
+            f"instances: this model takes named columns, some of them strings, which V1 rows"
+            f" of numbers cannot carry; send them to V2 infer, one input per column:"
+            f" {', '.join(model.columns.names)}",
+            REJECTED,
+        )
     if not instances:
         raise InvalidInput("instances: at least one row is needed", REJECTED)
-    values = _as_array(instances, where)
+    values = as_array(instances, where)
     if values.ndim != 2:
         raise InvalidInput(
             f"instances: must be a list of rows (lists of {model.n_features} numbers)", REJECTED
@@ -245,11 +295,11 @@ def v1_rows(instances: list[Any], model: ModelInput) -> Rows:
             REJECTED,
         )
     # V1 declares no datatype: what the model cannot take is its own refusal.
-    _check_kind(values, _DATATYPES["FP64"], where, REJECTED)
-    return _finite_rows(values, model, where, None)
+    check_kind(values, DATATYPES["FP64"], where, REJECTED)
+    return _model_rows(finite_rows(values, model, where, None), model)
 
 
-def _as_array(data: list[Any] | npt.NDArray[Any], where: str) -> npt.NDArray[Any]:
+def as_array(data: list[Any] | npt.NDArray[Any], where: str) -> npt.NDArray[Any]:
     try:
         values = np.asarray(data)
     except (ValueError, TypeError) as error:
@@ -274,9 +324,7 @@ def _describe_odd_value(values: npt.NDArray[Any]) -> str:
     return "values of mixed types (integers beyond 63 bits with negative ones?)"
 
 
-def _check_kind(
-    values: npt.NDArray[Any], datatype: _Datatype, where: str, status_code: int
-) -> None:
+def check_kind(values: npt.NDArray[Any], datatype: _Datatype, where: str, status_code: int) -> None:
     kind = values.dtype.kind
     if kind in datatype.kinds:
         return
@@ -305,7 +353,7 @@ def _is_integral(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
         return np.asarray(np.isfinite(values) & (values == np.round(values)))
 
 
-def _check_integer_range(values: npt.NDArray[Any], datatype: _Datatype, where: str) -> None:
+def check_integer_range(values: npt.NDArray[Any], datatype: _Datatype, where: str) -> None:
     if datatype.kinds != "iu" or (values.min() >= datatype.low and values.max() <= datatype.high):
         return
     outside = (values < datatype.low) | (values > datatype.high)
@@ -322,7 +370,7 @@ def _first(values: npt.NDArray[Any], where: npt.NDArray[np.bool_]) -> str:
     return f"{values[row, column].item()!r} at row {row}, column {column}"
 
 
-def _finite_rows(
+def finite_rows(
     values: npt.NDArray[Any], model: ModelInput, where: str, declared: _Datatype | None
 ) -> Rows:
     with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
