@@ -1,10 +1,11 @@
 """The V2 protocol over gRPC: `inference.GRPCInferenceService` on --grpc-port.
 
-It runs in the process, and on the event loop, that serves REST, and answers through the
-same InferenceService: one model and micro-batcher, the same limits, refusals, ids and
-tokens, and the same metrics with protocol="grpc". A refusal's gRPC status is the one
-that stands for its HTTP status (GRPC_STATUS); the metrics' `code` keeps the HTTP status,
-so analyses count both protocols alike.
+It runs in the process, and on the event loop, that serves REST (grpc_connection.py
+speaks HTTP/2 there), and answers through the same InferenceService: one model and
+micro-batcher, the same limits, refusals, ids and tokens, and the same metrics with
+protocol="grpc". A refusal's gRPC status is the one that stands for its HTTP status
+(GRPC_STATUS); the metrics' `code` keeps the HTTP status, so analyses count both
+protocols alike.
 
 On SIGTERM the gRPC server drains as REST does, at the same moment: it stops taking new
 calls (clients are sent GOAWAY and go elsewhere) and those in flight may finish within
@@ -18,10 +19,9 @@ import socket
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TypeVar
 
-import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from modelserver import __version__
 from modelserver.codecs import Decoded
@@ -33,6 +33,7 @@ from modelserver.grpc_codec import (
     metadata_response,
     parse_request,
 )
+from modelserver.grpc_connection import GrpcConnection, GrpcError, Method, Service, Status
 from modelserver.inference import InferenceService, NotFound, refusal
 from modelserver.metrics import ENDPOINT_V2_INFER, PROTOCOL_GRPC
 from modelserver.protos import open_inference_pb2 as pb
@@ -43,57 +44,57 @@ log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 GRPC_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    500: grpc.StatusCode.INTERNAL,
+    400: Status.INVALID_ARGUMENT,
+    404: Status.NOT_FOUND,
+    413: Status.RESOURCE_EXHAUSTED,
+    422: Status.INVALID_ARGUMENT,
+    500: Status.INTERNAL,
 }
 """The gRPC status of each HTTP status that ModelInfer can answer with."""
 CLIENT_GONE = 499
 """Recorded for a call cancelled before its answer (the client went away, its deadline
 passed, or the drain's time ran out), as REST records a client that went away."""
 _OK = 200
-VARIANT_METADATA = "x-model-variant"
+VARIANT_METADATA = b"x-model-variant"
 """As REST's header: the experiment arm that answered."""
+_CLOSE_SECONDS = 5.0
+"""After the drain's time ran out: how long cancelled calls get to say so."""
 
 
 class GrpcServer:
     def __init__(self, service: InferenceService) -> None:
         self._service = service
         self._model_input = ModelInput.of(service.loaded.model)
-        self._metadata = metadata_response(model_metadata(service))
-        variant = service.settings.variant
-        self._answer_metadata = ((VARIANT_METADATA, variant),) if variant else ()
-        """Initial metadata of every ModelInfer answer: the experiment arm, if any."""
-        self._server: grpc.aio.Server | None = None
+        self._metadata = metadata_response(model_metadata(service)).SerializeToString()
+        self._listener: asyncio.Server | None = None
+        self._connections: set[GrpcConnection] = set()
         self._stopped: asyncio.Future[None] | None = None
         self._restore_signals: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Listen on --grpc-port; from now on SIGTERM and SIGINT begin the drain."""
         settings = self._service.settings
-        self._server = grpc.aio.server(
-            options=[
-                # A message above the limit but within twice it is read, refused with
-                # RESOURCE_EXHAUSTED and counted as a 413 here; the gRPC library refuses
-                # larger ones itself, before they reach the handler.
-                ("grpc.max_receive_message_length", 2 * settings.max_body_bytes),
-                # Workers share the port; a lone server must not share it by mistake.
-                ("grpc.so_reuseport", int(settings.workers > 1)),
-            ]
+        served = Service(
+            self._methods(),
+            # A message above the limit but within twice it is read, refused with
+            # RESOURCE_EXHAUSTED and counted as a 413 by ModelInfer; larger ones are
+            # refused as soon as their length arrives, before they are read.
+            max_message_bytes=2 * settings.max_body_bytes,
         )
-        self._server.add_generic_rpc_handlers((self._handlers(),))
         listening = address(settings.host, settings.grpc_port)
-        self._server.add_insecure_port(listening)
-        await self._server.start()
+        # Workers share the port; a lone server must not share it by mistake.
+        sock = _listening_socket(settings.host, settings.grpc_port, settings.workers > 1)
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            lambda: GrpcConnection(served, self._connections), sock=sock
+        )
         log.info("serving the V2 protocol over gRPC on %s", listening)
         self._restore_signals = _on_termination(self.begin_drain)
 
     def begin_drain(self) -> None:
-        if self._stopped is None and self._server is not None:
+        if self._stopped is None and self._listener is not None:
             grace = self._service.settings.graceful_timeout_seconds
-            self._stopped = asyncio.ensure_future(self._server.stop(grace))
+            self._stopped = asyncio.ensure_future(self._drain(self._listener, grace))
 
     async def stop(self) -> None:
         """Drain (if SIGTERM has not begun it) and wait until the last call has ended."""
@@ -103,60 +104,70 @@ class GrpcServer:
         if self._restore_signals is not None:
             self._restore_signals()
 
-    def _handlers(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "ServerLive": _unary(self._server_live, pb.ServerLiveRequest),
-                "ServerReady": _unary(self._server_ready, pb.ServerReadyRequest),
-                "ModelReady": _unary(self._model_ready, pb.ModelReadyRequest),
-                "ServerMetadata": _unary(self._server_metadata, pb.ServerMetadataRequest),
-                "ModelMetadata": _unary(self._model_metadata, pb.ModelMetadataRequest),
-                # Bytes in and out: the handler checks the size before parsing.
-                "ModelInfer": grpc.unary_unary_rpc_method_handler(self._model_infer),
-            },
-        )
+    async def _drain(self, listener: asyncio.Server, grace: float) -> None:
+        """Stop listening, let the calls in flight finish within `grace` seconds, then
+        cancel those still running and close every connection."""
+        listener.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.begin_drain()
+        closed = [connection.closed for connection in connections]
+        if closed:
+            _, running = await asyncio.wait(closed, timeout=grace)
+            for connection in connections:
+                connection.cancel_calls()
+            if running:
+                await asyncio.wait(running, timeout=_CLOSE_SECONDS)
+            for connection in connections:
+                connection.abort()
+        await listener.wait_closed()
 
-    async def _server_live(
-        self, _: pb.ServerLiveRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+    def _methods(self) -> dict[bytes, Method]:
+        variant = self._service.settings.variant
+        answer_metadata = ((VARIANT_METADATA, variant.encode()),) if variant else ()
+        methods = {
+            "ServerLive": Method(self._server_live),
+            "ServerReady": Method(self._server_ready),
+            "ModelReady": Method(self._model_ready),
+            "ServerMetadata": Method(self._server_metadata),
+            "ModelMetadata": Method(self._model_metadata),
+            # The experiment arm that answered, as the initial metadata of every answer.
+            "ModelInfer": Method(self._model_infer, answer_metadata),
+        }
+        return {f"/{SERVICE}/{name}".encode(): method for name, method in methods.items()}
 
-    async def _server_ready(
-        self, _: pb.ServerReadyRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._service.ready)
+    async def _server_live(self, body: bytes) -> bytes:
+        _parse(pb.ServerLiveRequest, body)
+        return pb.ServerLiveResponse(live=True).SerializeToString()
 
-    async def _model_ready(
-        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.ModelReadyResponse:
-        await self._check_model(request.name, request.version, context)
-        return pb.ModelReadyResponse(ready=self._service.ready)
+    async def _server_ready(self, body: bytes) -> bytes:
+        _parse(pb.ServerReadyRequest, body)
+        return pb.ServerReadyResponse(ready=self._service.ready).SerializeToString()
 
-    async def _server_metadata(
-        self, _: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(
+    async def _model_ready(self, body: bytes) -> bytes:
+        request = _parse(pb.ModelReadyRequest, body)
+        self._check_model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self._service.ready).SerializeToString()
+
+    async def _server_metadata(self, body: bytes) -> bytes:
+        _parse(pb.ServerMetadataRequest, body)
+        response = pb.ServerMetadataResponse(
             name="modelserver", version=__version__, extensions=EXTENSIONS
         )
+        return response.SerializeToString()
 
-    async def _model_metadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.ModelMetadataResponse:
-        await self._check_model(request.name, request.version, context)
+    async def _model_metadata(self, body: bytes) -> bytes:
+        request = _parse(pb.ModelMetadataRequest, body)
+        self._check_model(request.name, request.version)
         return self._metadata
 
-    async def _check_model(
-        self, name: str, version: str, context: grpc.aio.ServicerContext[object, object]
-    ) -> None:
+    def _check_model(self, name: str, version: str) -> None:
         try:
             self._service.check_model(name, version or None)
         except NotFound as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+            raise GrpcError(Status.NOT_FOUND, str(error)) from error
 
-    async def _model_infer(
-        self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
-    ) -> bytes:
+    async def _model_infer(self, body: bytes) -> bytes:
         metrics = self._service.metrics
         started = time.perf_counter()
         metrics.inflight.inc()
@@ -167,10 +178,8 @@ class GrpcServer:
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
             metrics.record_request(ENDPOINT_V2_INFER, status_code, seconds, PROTOCOL_GRPC)
-        if self._answer_metadata:
-            await context.send_initial_metadata(self._answer_metadata)
         if status_code != _OK:
-            await context.abort(GRPC_STATUS[status_code], message)
+            raise GrpcError(GRPC_STATUS[status_code], message)
         return answer
 
     async def _answer(self, body: bytes) -> tuple[int, bytes, str]:
@@ -201,22 +210,39 @@ class GrpcServer:
             return status_code, b"", message
 
 
-def _unary(
-    behaviour: Callable[..., Any], request: type[Message]
-) -> "grpc.RpcMethodHandler[Any, Any]":
-    return grpc.unary_unary_rpc_method_handler(
-        behaviour,
-        request_deserializer=request.FromString,
-        response_serializer=_serialize,
-    )
+M = TypeVar("M", bound=Message)
 
 
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+def _parse(message_type: type[M], body: bytes) -> M:
+    try:
+        return message_type.FromString(body)
+    except DecodeError as error:
+        raise GrpcError(
+            Status.INVALID_ARGUMENT,
+            f"the request is not a serialized inference.{message_type.__name__}: {error}",
+        ) from error
 
 
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listening_socket(host: str, port: int, shared: bool) -> socket.socket:
+    """A socket bound to host:port; on "::" it takes IPv4 too, as a gRPC server's does.
+    `shared`: other processes (the workers) listen on the same port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def check_port_free(host: str, port: int) -> None:
