@@ -21,7 +21,10 @@ import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
 import xgboost
 from prometheus_client.parser import text_string_to_metric_families
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from modelserver.protos import open_inference_pb2 as pb
 from tests.server.conftest import Serve
@@ -551,6 +554,27 @@ def test_numbers_in_named_columns_are_taken_in_the_models_column_order(
     )
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
     assert [column["name"] for column in metadata["parameters"]["columns"]] == names
+
+
+def test_a_dataframe_model_of_numbers_takes_one_tensor_by_position_too(
+    serve: Serve, tmp_path: Path
+):
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    rows = iris_rows(150)
+    table = pd.DataFrame(rows, columns=names)
+    scaled = ColumnTransformer([("scaled", StandardScaler(), names[::-1])])
+    fitted = make_pipeline(scaled, LogisticRegression(max_iter=500))
+    fitted.fit(table, np.arange(150) // 50)
+    artifact = tmp_path / "iris-table.skops"
+    skops.io.dump(fitted, artifact)
+    tensor = {
+        "inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": rows[:3].tolist()}]
+    }
+
+    with serve(str(artifact)) as client:
+        answer = client.post("/v2/models/iris-table/infer", json=tensor)
+
+    np.testing.assert_allclose(probabilities(answer), fitted.predict_proba(table.head(3)))
 
 
 def test_several_inputs_to_a_model_without_column_names_are_422(serve: Serve):
