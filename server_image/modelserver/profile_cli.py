@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from modelserver.fatal import StartupError
 from modelserver.loading import load_configured_model
+from modelserver.model import model_columns
 from modelserver.profile import Profile, profile_json
 from modelserver.profile_build import DEFAULT_BINS, DEFAULT_TOP_CATEGORIES, build_profile_of_table
 from modelserver.profile_data import ProfileError, read_labels, read_table
@@ -101,6 +102,12 @@ def _profile(args: argparse.Namespace) -> Profile:
             problems = error.errors(include_url=False)
             raise ProfileError("; ".join(str(p["msg"]) for p in problems)) from error
         loaded = load_configured_model(settings)
+    columns = model_columns(loaded.model)
+    if columns is not None and columns.frame:
+        raise ProfileError(
+            "the model takes a DataFrame (named columns, the server decodes them into one);"
+            " profiles bin rows of numbers and are not supported for it"
+        )
     table = read_table(args.data, args.label_column)
     labels = read_labels(args.labels) if args.labels is not None else None
     for column in table.columns:

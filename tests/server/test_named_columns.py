@@ -593,3 +593,30 @@ def test_several_inputs_to_a_model_without_column_names_are_422(serve: Serve):
         "expected exactly 1 input tensor of shape [rows, 30], got 2 inputs; this model has no"
         " named columns (it was fitted without feature names) to take one input per column"
     )
+
+
+def test_the_profile_command_refuses_a_model_that_takes_a_dataframe(
+    models_dir: Path, tmp_path: Path
+):
+    data = tmp_path / "table.csv"
+    diabetes_table(50).to_csv(data, index=False)
+    args = ["profile", "--model", str(models_dir / f"{PIPELINE}.skops"), "--data", str(data)]
+
+    code, stderr = run_to_exit([*args, "--out", str(tmp_path / "profile.json")], tmp_path)
+
+    assert code == 1
+    assert "the model takes a DataFrame" in stderr
+    assert not (tmp_path / "profile.json").exists()
+
+
+def test_a_large_table_decoded_in_another_process_gets_the_same_answer(
+    serve: Serve, pipeline_proba: Callable[[pd.DataFrame], Any]
+):
+    table = diabetes_table(400)
+    body = json.dumps(json_body(table))
+    assert len(body) > 4096
+
+    with serve(f"{PIPELINE}.skops", large_body_bytes=4096) as client:
+        answer = client.post(f"/v2/models/{PIPELINE}/infer", content=body)
+
+    np.testing.assert_allclose(probabilities(answer), pipeline_proba(table), rtol=1e-12)
