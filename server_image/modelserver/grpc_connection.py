@@ -34,6 +34,7 @@ from modelserver.http2 import (
     Flag,
     FrameType,
     Setting,
+    changes_table,
     data_frames,
     frame,
     goaway,
@@ -68,6 +69,9 @@ _SERVER_PREFACE = settings_frame(
     }
 ) + window_update(0, CONNECTION_WINDOW - DEFAULT_WINDOW)
 _OK_TRAILERS = status_block(0, "")
+_DECODED_BLOCKS = 16
+"""Decoded header blocks kept per connection: blocks that differ call after call (a
+literal deadline, say) must not grow it without end."""
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -179,6 +183,8 @@ class GrpcConnection(asyncio.Protocol):
         self._buffer = bytearray()
         self._preface_received = False
         self._decoder = Decoder(max_header_list_size=MAX_HEADER_LIST_BYTES)
+        self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        """Header blocks that leave the decoder's table as it is, decoded (see _decode)."""
         self._continuation: tuple[int, int, list[bytes]] | None = None
         """Stream id, flags and fragments of a header block that CONTINUATION frames end."""
         self._streams: dict[int, _Stream] = {}
@@ -324,12 +330,9 @@ class GrpcConnection(asyncio.Protocol):
             self._header_block(stream_id, first_flags, b"".join(fragments))
 
     def _header_block(self, stream_id: int, flags: int, block: bytes) -> None:
-        try:
-            # Every block is decoded, whatever becomes of its stream: the decoder's table
-            # must follow the client's.
-            headers = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
-        except HPACKError as error:
-            raise _ConnectionError(ErrorCode.COMPRESSION_ERROR, str(error)) from error
+        headers = self._decoded.get(block)
+        if headers is None:
+            headers = self._decode(block)
         end_stream = bool(flags & Flag.END_STREAM)
         stream = self._streams.get(stream_id)
         if stream is not None:  # the request's trailers
@@ -345,6 +348,22 @@ class GrpcConnection(asyncio.Protocol):
             self._write(rst_stream(stream_id, ErrorCode.REFUSED_STREAM))  # clients retry
             return
         self._begin(stream_id, headers, end_stream)
+
+    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """Every block is decoded, whatever becomes of its stream: the decoder's table
+        must follow the client's. Clients send the same block call after call; one that
+        leaves the table as it is is kept, decoded, until a block changes the table."""
+        try:
+            headers = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
+        except HPACKError as error:
+            raise _ConnectionError(ErrorCode.COMPRESSION_ERROR, str(error)) from error
+        if changes_table(block):
+            self._decoded.clear()
+        else:
+            if len(self._decoded) >= _DECODED_BLOCKS:
+                self._decoded.clear()
+            self._decoded[block] = headers
+        return headers
 
     def _begin(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         """A new call: the method its path names, and its deadline."""

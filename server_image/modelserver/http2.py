@@ -138,6 +138,47 @@ def status_block(status: int, message: str) -> bytes:
     return block
 
 
+def changes_table(block: bytes) -> bool:
+    """Whether decoding a (valid) header block changes the decoder's dynamic table: only
+    literals with incremental indexing and table size updates do (RFC 7541 6). A block
+    that does not decodes to the same headers for as long as the table stays as it is."""
+    position = 0
+    while position < len(block):
+        first = block[position]
+        if first & 0x80:  # indexed field
+            _, position = _read_integer(block, position, 7)
+        elif first & 0x40 or first & 0x20:  # literal with indexing, size update
+            return True
+        else:  # literal without indexing or never indexed: name index, [name,] value
+            name_index, position = _read_integer(block, position, 4)
+            if name_index == 0:
+                position = _skip_string(block, position)
+            position = _skip_string(block, position)
+    return False
+
+
+def _read_integer(block: bytes, position: int, prefix_bits: int) -> tuple[int, int]:
+    """An integer with an N-bit prefix at `position`, and the position after it."""
+    limit = (1 << prefix_bits) - 1
+    value = block[position] & limit
+    position += 1
+    if value < limit:
+        return value, position
+    shift = 0
+    while True:
+        byte = block[position]
+        position += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, position
+
+
+def _skip_string(block: bytes, position: int) -> int:
+    length, position = _read_integer(block, position, 7)
+    return position + length
+
+
 def _literal(name: bytes, value: bytes) -> bytes:
     """A literal header field without indexing, with a literal name (RFC 7541 6.2.2)."""
     return b"\x00" + _string(name) + _string(value)

@@ -10,11 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import hpack
 import numpy as np
 import pytest
 import xgboost
 
-from modelserver.http2 import PREFACE, ErrorCode, FrameType, frame, settings_frame
+from modelserver.http2 import (
+    PREFACE,
+    ErrorCode,
+    FrameType,
+    changes_table,
+    frame,
+    settings_frame,
+)
 from modelserver.protos import open_inference_pb2 as pb
 from tests.server.data import breast_cancer_rows
 from tests.server.grpc_client import SERVICE, V2Client, raw_request, status_of, v2_client
@@ -199,3 +207,19 @@ def test_calls_still_running_when_the_drain_time_runs_out_are_cancelled(
     assert exit_code == 0
     assert outcomes[-1] == grpc.StatusCode.CANCELLED
     assert set(outcomes) <= {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}
+
+
+def test_header_blocks_that_change_the_decoders_table_are_told_apart():
+    """The server keeps blocks decoded only while they cannot mean something else."""
+    encoder = hpack.Encoder()
+    headers = [(":method", "POST"), (":path", "/inference.GRPCInferenceService/ModelInfer")]
+    headers.append(("user-agent", "grpc-python/1.85 " + "x" * 200))  # a multi-byte length
+    first = encoder.encode(headers)  # literals added to the table
+    again = encoder.encode(headers)  # the same, by their index in the table
+    unindexed = encoder.encode([hpack.NeverIndexedHeaderTuple("grpc-timeout", "99m")])
+    encoder.header_table_size = 256
+    resized = encoder.encode(headers)
+    assert changes_table(first)
+    assert not changes_table(again)
+    assert not changes_table(unindexed)
+    assert changes_table(resized)
