@@ -5,8 +5,8 @@
 # reference profile vs without (1 and 100 rows, c=8, interleaved rounds) and the memory
 # its feedback path holds; then modelserver mirroring every request to a shadow vs not, and
 # the copies it drops under overload; then modelserver vs MLServer over gRPC, driven by ghz
-# (1 and 100 rows, c=8 and 32, interleaved rounds), and our gRPC vs our REST. Run through
-# `make bench-server`.
+# (1 and 100 rows, c=8 and 32, interleaved rounds), and our gRPC driven by h2load vs our
+# REST driven by wrk. Run through `make bench-server`.
 #
 # MLServer goes into its own virtual environment under the cache directory (outside the
 # repository); nothing of it is committed. Variables:
@@ -26,11 +26,17 @@ MLSERVER_PACKAGES=(mlserver==1.7.1 mlserver-xgboost==1.7.1 "uvloop==0.21.0")
 MODEL=examples/models/xgb-classifier.ubj
 read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile mirror grpc}"
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk from Debian's packages"
+# wrk drives REST; h2load (nghttp2-client), in C like wrk, drives our gRPC against it.
+MISSING=()
+command -v wrk >/dev/null 2>&1 || MISSING+=(wrk)
+if [[ " ${SECTIONS[*]} " == *" grpc "* ]] && ! command -v h2load >/dev/null 2>&1; then
+    MISSING+=(nghttp2-client)
+fi
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    echo "installing ${MISSING[*]} from Debian's packages"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq wrk
+    $SUDO apt-get install -y -qq "${MISSING[@]}"
 fi
 
 # uvloop 0.21.0: with a newer uvloop MLServer's inference worker fails to start

@@ -2,22 +2,26 @@
 over gRPC, with default settings and tuned alike, and ours over gRPC against ours over
 REST, at 1 and 100 rows, c=8 and c=32.
 
-The gRPC load comes from ghz (built from its Go module by scripts/ghz.sh): the same
-serialized ModelInferRequest, its rows as raw_input_contents as tritonclient sends them,
-to both servers, over GHZ_CONNECTIONS connections. The REST load is run.py's wrk with its
-JSON bodies, on the port of the same server that takes the gRPC load. At each point the
-sides take turns, the first of a round going last in the next; the report gives medians
-over the rounds and the median of each round's ratio, whose runs were back to back.
+Against MLServer the gRPC load comes from ghz (built from its Go module by scripts/ghz.sh):
+the same serialized ModelInferRequest, its rows as raw_input_contents as tritonclient
+sends them, to both servers, over GHZ_CONNECTIONS connections. Against our REST, whose
+load is run.py's wrk with its JSON bodies on the same server's port, the same message
+comes from h2load (nghttp2's load generator, Debian's nghttp2-client): ghz spends ~10x
+wrk's CPU on a request (~200 us against ~20 us, measured here), which on a machine of
+few cores it takes from the server, so ghz against wrk would compare the load generators;
+h2load, in C like wrk, costs about what wrk does. At each point the sides take turns, the
+first of a round going last in the next; the report gives medians over the rounds and
+the median of each round's ratio, whose runs were back to back.
 
-On a machine of few cores the load generator takes CPU from the server it drives, and ghz
-takes more of it than wrk: besides requests per second, each side's server CPU time per
-request says what a request costs the server, whatever drives it.
+Besides requests per second, each side's server CPU time per request says what a request
+costs the server, whatever drives it.
 
 Everything of run.py it needs is handed in (Harness), so that it imports nothing of it.
 """
 
 import json
 import statistics
+import struct
 import subprocess
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -26,7 +30,9 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any, Generic, Protocol, TypeVar
 
+import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from scripts.bench_server.harness_types import ResultLike, ServerLike
 
 from modelserver.protos import open_inference_pb2 as pb
@@ -78,7 +84,8 @@ Series = dict[tuple[int, int], list[Run]]
 
 
 def write_messages(sample_request: Path, directory: Path) -> dict[int, Path]:
-    """A serialized ModelInferRequest per row count, of the sample request's rows."""
+    """A serialized ModelInferRequest per row count, of the sample request's rows (and
+    beside it, with the suffix .grpc, the body of a call that carries it, for h2load)."""
     sample = np.asarray(json.loads(sample_request.read_text())["inputs"][0]["data"])
     messages = {}
     for count in sorted({rows for rows, _ in POINTS}):
@@ -87,7 +94,10 @@ def write_messages(sample_request: Path, directory: Path) -> dict[int, Path]:
         request.inputs.add(name="input-0", datatype="FP32", shape=rows.shape)
         request.raw_input_contents.append(rows.tobytes())
         path = directory / f"rows-{count}.pb"
-        path.write_bytes(request.SerializeToString())
+        message = request.SerializeToString()
+        path.write_bytes(message)
+        # A gRPC message on the wire: not compressed, its length, itself.
+        path.with_suffix(".grpc").write_bytes(struct.pack(">?L", False, len(message)) + message)
         messages[count] = path
     return messages
 
@@ -138,6 +148,67 @@ def run_ghz(
     )
 
 
+def h2load(
+    port: int, call_body: Path, concurrency: int, seconds: int, log: Path
+) -> tuple[list[int], int]:
+    """The latencies (us) of the calls of `seconds` of load that got HTTP status 200, and
+    the number of the others. The gRPC status is in trailers, which h2load does not read:
+    run_h2load asks the server."""
+    connections = min(GHZ_CONNECTIONS, concurrency)  # spread as ghz spreads its workers
+    log.unlink(missing_ok=True)
+    command = ["h2load", "--threads", "1", "--duration", str(seconds)]
+    command += ["--clients", str(connections)]
+    command += ["--max-concurrent-streams", str(concurrency // connections)]
+    command += ["--data", str(call_body), "--log-file", str(log)]
+    command += ["--header", "content-type: application/grpc", "--header", "te: trailers"]
+    command.append(f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer")
+    subprocess.run(command, capture_output=True, check=True, timeout=seconds + 60)
+    # One line per call: start time, HTTP status, microseconds to the answer's end.
+    calls = [line.split("\t") for line in log.read_text().splitlines() if line]
+    answered = [int(call[2]) for call in calls if call[1] == "200"]
+    return answered, len(calls) - len(answered)
+
+
+def run_h2load(
+    port: int,
+    metrics_port: int,
+    message: Path,
+    concurrency: int,
+    seconds: int,
+    pid: int,
+    cpu_seconds: Callable[[int], float],
+) -> Run:
+    """`seconds` of h2load on our server, whose /metrics on `metrics_port` says how many
+    of the calls it answered with OK."""
+    call_body = message.with_suffix(".grpc")
+    log = message.with_suffix(".h2load.log")
+    h2load(port, call_body, concurrency, WARM_UP_SECONDS, log)
+    ok_before = _grpc_ok_answers(metrics_port)
+    cpu_before = cpu_seconds(pid)
+    latencies, failed = h2load(port, call_body, concurrency, seconds, log)
+    cpu = cpu_seconds(pid) - cpu_before
+    ok = min(len(latencies), int(_grpc_ok_answers(metrics_port) - ok_before))
+    latencies.sort()
+    return Run(
+        requests_per_second=ok / seconds,
+        p99_ms=latencies[int(0.99 * (len(latencies) - 1))] / 1000 if latencies else float("nan"),
+        cpu_us_per_request=1e6 * cpu / max(ok, 1),
+        errors=failed + len(latencies) - ok,
+    )
+
+
+def _grpc_ok_answers(metrics_port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelserver_requests_total"
+        and sample.labels.get("protocol") == "grpc"
+        and sample.labels.get("code") == "200"
+    )
+
+
 def _from_wrk(result: ResultLike) -> Run:
     cpu_seconds_per_second = result.cpu_percent / 100
     return Run(
@@ -180,10 +251,18 @@ def grpc_section(
         )
 
     def report() -> None:
-        for title, (ours_grpc, mlserver_grpc, ours_rest) in measured.items():
-            _print_rows(title, rounds, ours_grpc, mlserver_grpc, ours_rest)
+        for title, series in measured.items():
+            _print_rows(title, rounds, series)
 
     return report
+
+
+@dataclass(frozen=True)
+class Measured:
+    ours_ghz: Series
+    mlserver_ghz: Series
+    ours_h2load: Series
+    ours_rest: Series
 
 
 def _measure(
@@ -196,16 +275,15 @@ def _measure(
     rounds: int,
     seconds: int,
     work: Path,
-) -> tuple[Series, Series, Series]:
-    """Ours over gRPC, MLServer over gRPC and ours over REST at every point, in turns."""
-    ours_grpc: Series = {}
-    mlserver_grpc: Series = {}
-    ours_rest: Series = {}
+) -> Measured:
+    """Ours and MLServer over gRPC driven by ghz, ours over gRPC driven by h2load and ours
+    over REST at every point, in turns."""
+    measured = Measured({}, {}, {}, {})
     with ExitStack() as stack:
         ours_process = stack.enter_context(harness.started(ours, work))
         mlserver_process = stack.enter_context(harness.started(mlserver, work))
 
-        def grpc_side(server: S, process: Popen[bytes]) -> Callable[[int, int], Run]:
+        def ghz_side(server: S, process: Popen[bytes]) -> Callable[[int, int], Run]:
             def run(rows: int, concurrency: int) -> Run:
                 return run_ghz(
                     ghz_binary,
@@ -219,6 +297,17 @@ def _measure(
 
             return run
 
+        def h2load_side(rows: int, concurrency: int) -> Run:
+            return run_h2load(
+                ours.grpc_port,
+                ours.port,
+                messages[rows],
+                concurrency,
+                seconds,
+                ours_process.pid,
+                harness.cpu_seconds,
+            )
+
         def rest_side(rows: int, concurrency: int) -> Run:
             url = f"http://127.0.0.1:{ours.port}/v2/models/{MODEL_NAME}/infer"
             return _from_wrk(
@@ -226,9 +315,14 @@ def _measure(
             )
 
         sides: list[tuple[str, Callable[[int, int], Run], Series]] = [
-            (f"{ours.label} gRPC", grpc_side(ours, ours_process), ours_grpc),
-            (f"{mlserver.label} gRPC", grpc_side(mlserver, mlserver_process), mlserver_grpc),
-            (f"{ours.label} REST", rest_side, ours_rest),
+            (f"{ours.label} gRPC ghz", ghz_side(ours, ours_process), measured.ours_ghz),
+            (
+                f"{mlserver.label} gRPC ghz",
+                ghz_side(mlserver, mlserver_process),
+                measured.mlserver_ghz,
+            ),
+            (f"{ours.label} gRPC h2load", h2load_side, measured.ours_h2load),
+            (f"{ours.label} REST wrk", rest_side, measured.ours_rest),
         ]
         for round_number in range(rounds):
             for rows, concurrency in POINTS:
@@ -237,45 +331,53 @@ def _measure(
                     result = run(rows, concurrency)
                     series.setdefault((rows, concurrency), []).append(result)
                     print(
-                        f"  round {round_number + 1}/{rounds} {label:<28} c={concurrency:<3}"
+                        f"  round {round_number + 1}/{rounds} {label:<32} c={concurrency:<3}"
                         f" rows={rows:<4} {result.requests_per_second:>9,.0f} req/s"
                         f" p99 {result.p99_ms:7.2f} ms {result.cpu_us_per_request:6.0f} us CPU/req"
                         + (f" errors {result.errors}" if result.errors else ""),
                         flush=True,
                     )
-    return ours_grpc, mlserver_grpc, ours_rest
+    return measured
 
 
-def _print_rows(
-    title: str, rounds: int, ours_grpc: Series, mlserver_grpc: Series, ours_rest: Series
-) -> None:
+def _print_rows(title: str, rounds: int, measured: Measured) -> None:
     print(
         f"\n## gRPC, {title} (median of {rounds} round(s), sides interleaved; x: median of"
         " the rounds' ratios; us: the server's CPU time per request)"
     )
+    _print_pair(
+        "ours gRPC", "MLServer gRPC", "both driven by ghz", measured.ours_ghz, measured.mlserver_ghz
+    )
+    _print_pair(
+        "ours gRPC",
+        "ours REST",
+        "gRPC driven by h2load, REST by wrk",
+        measured.ours_h2load,
+        measured.ours_rest,
+    )
+
+
+def _print_pair(mine_name: str, other_name: str, drivers: str, mine: Series, other: Series) -> None:
+    print(f"\n{mine_name} vs {other_name}, {drivers}")
     header = (
-        f"{'rows':>4} {'c':>3} | {'ours gRPC req/s':>15} {'p99 ms':>7} {'us':>5} |"
-        f" {'MLServer gRPC req/s':>19} {'p99 ms':>7} {'us':>5} |"
-        f" {'ours REST req/s':>15} {'p99 ms':>7} {'us':>5} |"
-        f" {'vs MLServer x':>13} {'p99 x':>6} | {'vs REST x':>9} {'us x':>5}"
+        f"{'rows':>4} {'c':>3} | {mine_name + ' req/s':>19} {'p99 ms':>7} {'us':>5} |"
+        f" {other_name + ' req/s':>19} {'p99 ms':>7} {'us':>5} |"
+        f" {'req/s x':>7} {'p99 x':>6} {'us x':>5}"
     )
     print(header)
     print("-" * len(header))
     for point in POINTS:
         rows, concurrency = point
-        mine, theirs, rest = ours_grpc[point], mlserver_grpc[point], ours_rest[point]
-        errors = sum(run.errors for run in (*mine, *theirs, *rest))
+        ours, theirs = mine[point], other[point]
+        errors = sum(run.errors for run in (*ours, *theirs))
         print(
             f"{rows:>4} {concurrency:>3} |"
-            f" {_median(mine, _rate):>15,.0f} {_median(mine, _p99):>7.2f}"
-            f" {_median(mine, _cpu):>5.0f} |"
+            f" {_median(ours, _rate):>19,.0f} {_median(ours, _p99):>7.2f}"
+            f" {_median(ours, _cpu):>5.0f} |"
             f" {_median(theirs, _rate):>19,.0f} {_median(theirs, _p99):>7.2f}"
             f" {_median(theirs, _cpu):>5.0f} |"
-            f" {_median(rest, _rate):>15,.0f} {_median(rest, _p99):>7.2f}"
-            f" {_median(rest, _cpu):>5.0f} |"
-            f" {_ratio(mine, theirs, _rate):>13.2f} {_ratio(mine, theirs, _p99):>6.2f} |"
-            f" {_ratio(mine, rest, _rate):>9.2f} {_ratio(mine, rest, _cpu):>5.2f}"
-            + (f" errors {errors}" if errors else "")
+            f" {_ratio(ours, theirs, _rate):>7.2f} {_ratio(ours, theirs, _p99):>6.2f}"
+            f" {_ratio(ours, theirs, _cpu):>5.2f}" + (f" errors {errors}" if errors else "")
         )
 
 
