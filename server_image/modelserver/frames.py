@@ -27,16 +27,29 @@ def table_of_rows(rows: npt.NDArray[np.floating], columns: ModelColumns) -> pd.D
 def example_table(columns: ModelColumns, dtype: type[np.floating]) -> pd.DataFrame:
     """One row the model takes, for its warm-up: 0 for numbers, its first known category
     (or an empty string) for strings."""
-    values = {}
-    for column in columns.columns:
-        if column.categories:
-            value = np.asarray(column.categories[:1], dtype=object)
-        elif column.kind is ColumnKind.STRING:
-            value = np.asarray([""], dtype=object)
-        else:
-            value = np.zeros(1, dtype=dtype)
-        values[column.name] = value
-    return table(columns, values)
+    return table(columns, {column.name: _example(column, dtype) for column in columns.columns})
+
+
+def with_example_values(
+    frame: pd.DataFrame, columns: Sequence[Column], dtype: type[np.floating]
+) -> pd.DataFrame:
+    """`frame` with the values of `columns` replaced in every row by the warm-up's, which
+    the model took: to tell whether a failure of the model came from those values."""
+    rows = len(frame)
+    return frame.assign(
+        **{
+            column.name: _series(column, np.repeat(_example(column, dtype), rows))
+            for column in columns
+        }
+    )
+
+
+def _example(column: Column, dtype: type[np.floating]) -> npt.NDArray[Any]:
+    if column.categories:
+        return np.asarray(column.categories[:1], dtype=object)
+    if column.kind is ColumnKind.STRING:
+        return np.asarray([""], dtype=object)
+    return np.zeros(1, dtype=dtype)
 
 
 def concatenate(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:

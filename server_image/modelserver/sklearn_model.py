@@ -12,8 +12,9 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.utils import get_tags
 
 from modelserver.fatal import StartupError
-from modelserver.model import Features, Prediction, Task
+from modelserver.model import Column, ColumnKind, Features, Prediction, Task
 from modelserver.sklearn_columns import sklearn_columns
+from modelserver.tensors import REJECTED, InvalidInput
 
 if TYPE_CHECKING:
     from pandas import DataFrame
@@ -50,7 +51,38 @@ class SklearnModel:
         return self._predict(rows)
 
     def predict_frame(self, frame: "DataFrame") -> Prediction:
-        return self._predict(frame)
+        try:
+            return self._predict(frame)
+        except (ValueError, TypeError) as error:
+            refused = self._refused_columns(frame)
+            if refused is None:
+                raise  # not the values of the columns that the server could not check
+            raise InvalidInput(_refusal(refused, error), REJECTED) from error
+
+    def _refused_columns(self, frame: "DataFrame") -> list[Column] | None:
+        """The columns, among those whose kind the model does not tell (passed through, or
+        given to a FunctionTransformer, so unchecked), whose values made the model fail on
+        `frame`: it predicts once they hold the warm-up's values instead. None when that
+        does not help, a fault of the model's own. Runs only after a failure."""
+        if self.columns is None:
+            return None
+        unchecked = [column for column in self.columns.columns if column.kind is ColumnKind.ANY]
+        if len(unchecked) > 1:
+            for column in unchecked:
+                if self._takes_example_values(frame, [column]):
+                    return [column]
+        if unchecked and self._takes_example_values(frame, unchecked):
+            return unchecked
+        return None
+
+    def _takes_example_values(self, frame: "DataFrame", columns: list[Column]) -> bool:
+        from modelserver.frames import with_example_values
+
+        try:
+            self._predict(with_example_values(frame, columns, self.input_dtype))
+        except Exception:
+            return False
+        return True
 
     def _predict(self, rows: Features) -> Prediction:
         with warnings.catch_warnings():
@@ -63,6 +95,16 @@ class SklearnModel:
                 else None
             )
         return Prediction(values, probabilities)
+
+
+def _refusal(columns: list[Column], error: Exception) -> str:
+    names = ", ".join(repr(column.name) for column in columns)
+    inputs, their = ("inputs", "their") if len(columns) > 1 else ("input", "its")
+    return (
+        f"{inputs} {names}: the model refused {their} values: {type(error).__name__}: {error}"
+        f" (the server cannot tell what such a column holds, passed through or given to a"
+        f" FunctionTransformer, so its values reach the model as sent)"
+    )
 
 
 def load_skops(path: Path, extra_trusted_types: list[str]) -> SklearnModel:
