@@ -16,12 +16,18 @@ import asyncio
 import enum
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import cast
 
 from hpack import Decoder, HPACKError
 
+from modelserver.grpc_calls import (
+    CONTENT_TYPE,
+    GrpcError,
+    Method,
+    Service,
+    Status,
+    timeout_seconds,
+)
 from modelserver.http2 import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_WINDOW,
@@ -49,7 +55,6 @@ from modelserver.http2 import (
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = b"application/grpc"
 MAX_CONCURRENT_STREAMS = 256
 """Calls in flight on one connection; a client queues more until one ends."""
 STREAM_WINDOW = 1 << 20
@@ -72,55 +77,6 @@ _OK_TRAILERS = status_block(0, "")
 _DECODED_BLOCKS = 16
 """Decoded header blocks kept per connection: blocks that differ call after call (a
 literal deadline, say) must not grow it without end."""
-_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
-
-
-class Status(enum.IntEnum):
-    """gRPC status codes."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    RESOURCE_EXHAUSTED = 8
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-
-
-class GrpcError(Exception):
-    """A call's refusal: its status and the message the client reads."""
-
-    def __init__(self, status: Status, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-Handler = Callable[[bytes], Awaitable[bytes]]
-"""A unary method: the serialized request to the serialized response (or GrpcError)."""
-
-
-@dataclass(frozen=True)
-class Method:
-    handler: Handler
-    initial_metadata: tuple[tuple[bytes, bytes], ...] = ()
-    """Headers of every answer, the client's initial metadata."""
-    headers_block: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
-        block = response_headers(CONTENT_TYPE, self.initial_metadata)
-        object.__setattr__(self, "headers_block", block)
-
-
-@dataclass(frozen=True)
-class Service:
-    methods: Mapping[bytes, Method]
-    """By path: b"/package.Service/Method"."""
-    max_message_bytes: int
-    """Larger request messages are refused (RESOURCE_EXHAUSTED) before they are read."""
 
 
 class _Cancelled(enum.Enum):
@@ -386,14 +342,14 @@ class GrpcConnection(asyncio.Protocol):
         method = self._service.methods.get(path or b"")
         if method is None:
             asked = (path or b"").decode("ascii", "replace")
-            message = f"unknown method {asked!r}; this server serves {_services(self._service)}"
+            message = f"unknown method {asked!r}; this server serves {self._service.names()}"
             self._write(_trailers_only(stream_id, Status.UNIMPLEMENTED, message))
             if not end_stream:
                 self._write(rst_stream(stream_id, ErrorCode.NO_ERROR))
             return
         stream = _Stream(stream_id, method, self._peer_initial_window)
         self._streams[stream_id] = stream
-        seconds = _timeout_seconds(timeout)
+        seconds = timeout_seconds(timeout)
         if seconds is not None:
             stream.timer = self._loop.call_later(seconds, self._deadline_passed, stream)
         if end_stream:
@@ -732,16 +688,3 @@ def _trailers_only(stream_id: int, status: Status, message: str) -> bytes:
 def _http_status(status: bytes) -> bytes:
     """`:status` with a value (a literal of static table entry 8's name)."""
     return b"\x08" + bytes((len(status),)) + status
-
-
-def _timeout_seconds(value: bytes | None) -> float | None:
-    """grpc-timeout (up to 8 digits and a unit) in seconds; None for none or a bad one."""
-    if value is None or not 2 <= len(value) <= 9 or not value[:-1].isdigit():
-        return None
-    unit = _TIMEOUT_UNITS.get(value[-1:])
-    return None if unit is None else int(value[:-1]) * unit
-
-
-def _services(service: Service) -> str:
-    names = sorted({path.decode().split("/")[1] for path in service.methods})
-    return ", ".join(names)

@@ -26,6 +26,7 @@ from google.protobuf.message import DecodeError, Message
 from modelserver import __version__
 from modelserver.codecs import Decoded
 from modelserver.fatal import StartupError
+from modelserver.grpc_calls import GrpcError, Method, Service, Status
 from modelserver.grpc_codec import (
     decode_grpc,
     decode_request,
@@ -33,7 +34,7 @@ from modelserver.grpc_codec import (
     metadata_response,
     parse_request,
 )
-from modelserver.grpc_connection import GrpcConnection, GrpcError, Method, Service, Status
+from modelserver.grpc_connection import GrpcConnection
 from modelserver.inference import InferenceService, NotFound, refusal
 from modelserver.metrics import ENDPOINT_V2_INFER, PROTOCOL_GRPC
 from modelserver.protos import open_inference_pb2 as pb
