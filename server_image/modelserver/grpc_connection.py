@@ -393,8 +393,10 @@ class GrpcConnection(asyncio.Protocol):
 
     def _check_prefix(self, stream: _Stream) -> bool:
         """Refuse a compressed or too large message as soon as its prefix says so."""
-        head = b"".join(stream.chunks)[:_MESSAGE_PREFIX_BYTES]
-        compressed, length = _MESSAGE_PREFIX.unpack(head)
+        first = stream.chunks[0]
+        if len(first) < _MESSAGE_PREFIX_BYTES:  # the prefix came in pieces
+            first = b"".join(stream.chunks)
+        compressed, length = _MESSAGE_PREFIX.unpack_from(first)
         stream.declared = length
         if compressed:
             self._refuse_early(

@@ -5,6 +5,7 @@ calls cut short when the drain's time runs out."""
 
 import signal
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import xgboost
 from modelserver.http2 import (
     PREFACE,
     ErrorCode,
+    Flag,
     FrameType,
     changes_table,
     frame,
@@ -164,6 +166,57 @@ def goaway_code(received: bytes) -> int | None:
             return int.from_bytes(payload[4:8], "big")
         position += 9 + length
     return None
+
+
+def read_frames(connection: socket.socket, stream_id: int) -> list[tuple[int, int, bytes]]:
+    """(type, flags, payload) of the frames on `stream_id` until one ends the stream."""
+    received, frames = b"", []
+    while True:
+        while len(received) < 9 or len(received) < 9 + int.from_bytes(received[:3], "big"):
+            chunk = connection.recv(65536)
+            assert chunk, "the server closed the connection"
+            received += chunk
+        length = int.from_bytes(received[:3], "big")
+        kind, flags = received[3], received[4]
+        on_stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
+        payload, received = received[9 : 9 + length], received[9 + length :]
+        if on_stream == stream_id:
+            frames.append((kind, flags, payload))
+            if flags & Flag.END_STREAM:
+                return frames
+
+
+def test_a_message_split_over_many_data_frames_is_read_whole(server: ServerProcess):
+    """As a client may send it: the 5-byte prefix in pieces, then the rest in small frames."""
+    message = raw_request(CLASSIFIER, many_rows(3), "FP32").SerializeToString()
+    body = struct.pack(">?L", False, len(message)) + message
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", SERVICE + "ModelInfer"),
+        (":authority", server.grpc_target),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    pieces = [body[:2], body[2:4], *(body[start : start + 7] for start in range(4, len(body), 7))]
+    requests = [frame(FrameType.HEADERS, Flag.END_HEADERS, 1, hpack.Encoder().encode(headers))]
+    requests += [frame(FrameType.DATA, 0, 1, piece) for piece in pieces[:-1]]
+    requests.append(frame(FrameType.DATA, Flag.END_STREAM, 1, pieces[-1]))
+    host, port = server.grpc_target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(PREFACE + settings_frame({}) + b"".join(requests))
+        frames = read_frames(connection, 1)
+    decoder = hpack.Decoder()
+    blocks = [
+        dict(decoder.decode(payload, raw=True))
+        for kind, _, payload in frames
+        if kind == FrameType.HEADERS
+    ]
+    answer = b"".join(payload for kind, _, payload in frames if kind == FrameType.DATA)
+    response = pb.ModelInferResponse.FromString(answer[5:])
+    assert blocks[0][b":status"] == b"200"
+    assert blocks[-1][b"grpc-status"] == b"0"
+    assert response.outputs[1].shape == [3, 2]
 
 
 def test_connections_that_break_the_protocol_are_closed_and_others_are_served(
