@@ -86,9 +86,13 @@ class GrpcServer:
         # Workers share the port; a lone server must not share it by mistake.
         sock = _listening_socket(settings.host, settings.grpc_port, settings.workers > 1)
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(
-            lambda: GrpcConnection(served, self._connections), sock=sock
-        )
+        try:
+            self._listener = await loop.create_server(
+                lambda: GrpcConnection(served, self._connections), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
         log.info("serving the V2 protocol over gRPC on %s", listening)
         self._restore_signals = _on_termination(self.begin_drain)
 
@@ -109,6 +113,7 @@ class GrpcServer:
         """Stop listening, let the calls in flight finish within `grace` seconds, then
         cancel those still running and close every connection."""
         listener.close()
+        await asyncio.sleep(0)  # connections just accepted are made first
         connections = list(self._connections)
         for connection in connections:
             connection.begin_drain()
@@ -121,7 +126,6 @@ class GrpcServer:
                 await asyncio.wait(running, timeout=_CLOSE_SECONDS)
             for connection in connections:
                 connection.abort()
-        await listener.wait_closed()
 
     def _methods(self) -> dict[bytes, Method]:
         variant = self._service.settings.variant
