@@ -1,5 +1,6 @@
 """Benchmark driver behind scripts/bench_server.sh: modelserver vs MLServer, side by side
-over REST and over gRPC, and what a reference profile and the feedback path cost modelserver.
+over REST and over gRPC, what a reference profile and the feedback path cost modelserver, and
+how near its REST comes to a constant FastAPI reply.
 
 Every server listens on 127.0.0.1, every load run is bounded by wrk's duration, and
 every process started here is stopped here by its process group id.
@@ -41,7 +42,7 @@ MODEL_NAME = "xgb-classifier"
 START_TIMEOUT_SECONDS = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-SECTIONS = ("mlserver", "profile", "mirror", "grpc")
+SECTIONS = ("mlserver", "profile", "mirror", "grpc", "ceiling")
 PROFILE_POINTS = ((1, 8), (100, 8))
 """(rows, concurrency) at which a server with a profile is compared with one without."""
 REPLAY_CAPACITY: int = Settings.model_fields["feedback_replay_capacity"].default
@@ -458,6 +459,58 @@ def print_profile_rows(
         )
 
 
+def cpu_us_per_request(result: Result) -> float:
+    """The server's CPU time per answered request (its CPU share over the run / req/s)."""
+    return result.cpu_percent / 100 / result.requests_per_second * 1e6
+
+
+def print_ceiling_rows(
+    rounds: int,
+    ours: dict[tuple[int, int], list[Result]],
+    constant: dict[tuple[int, int], list[Result]],
+) -> None:
+    print(
+        f"\n## Ours vs the HTTP ceiling, a constant FastAPI reply (median of {rounds} rounds,"
+        " sides interleaved; x: ours / constant)"
+    )
+    header = (
+        f"{'rows':>4} {'c':>3} | {'ours req/s':>10} {'p99 ms':>7} {'CPU us':>6} |"
+        f" {'const req/s':>11} {'p99 ms':>7} {'CPU us':>6} | {'req/s x':>7} {'per round':>13}"
+        f" {'CPU x':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for rows, concurrency in PROFILE_POINTS:
+        mine, ceiling = ours[(concurrency, rows)], constant[(concurrency, rows)]
+        # Each round's two runs were taken back to back: their ratio cancels most of the
+        # machine's drift, the median of the ratios the outliers. CPU per request is what
+        # a loaded machine changes least.
+        ratios = [
+            ours_run.requests_per_second / constant_run.requests_per_second
+            for ours_run, constant_run in zip(mine, ceiling, strict=True)
+        ]
+        cpu_ratios = [
+            cpu_us_per_request(constant_run) / cpu_us_per_request(ours_run)
+            for ours_run, constant_run in zip(mine, ceiling, strict=True)
+        ]
+        errors = sum(result.errors for result in (*mine, *ceiling))
+        print(
+            f"{rows:>4} {concurrency:>3} |"
+            f" {statistics.median(r.requests_per_second for r in mine):>10,.0f}"
+            f" {statistics.median(r.p99_ms for r in mine):>7.2f}"
+            f" {statistics.median(cpu_us_per_request(r) for r in mine):>6.0f} |"
+            f" {statistics.median(r.requests_per_second for r in ceiling):>11,.0f}"
+            f" {statistics.median(r.p99_ms for r in ceiling):>7.2f}"
+            f" {statistics.median(cpu_us_per_request(r) for r in ceiling):>6.0f} |"
+            f" {statistics.median(ratios):>7.3f} {min(ratios):>6.3f}-{max(ratios):.3f}"
+            f" {statistics.median(cpu_ratios):>6.3f}" + (f" errors {errors}" if errors else "")
+        )
+    print(
+        "CPU us: the server's CPU time per request (process tree); CPU x: the constant's"
+        " CPU per request / ours, the ratio that a busy machine moves least."
+    )
+
+
 def print_feedback_memory(capacity: int, store_bytes: int, readings: list[MemoryReading]) -> None:
     print(f"\n## Feedback path memory (replay capacity {capacity:,} tokens of 1 row)")
     print(
@@ -488,7 +541,8 @@ def main() -> None:
         help="mlserver: ours vs MLServer and the floors; profile: ours with a reference"
         " profile vs without, and the feedback path's memory; mirror: ours mirroring every"
         " request to a shadow vs not, and copies dropped under overload; grpc: ours vs"
-        " MLServer over gRPC, and ours over gRPC vs over REST",
+        " MLServer over gRPC, and ours over gRPC vs over REST; ceiling: ours vs a constant"
+        " FastAPI reply, interleaved",
     )
     parser.add_argument(
         "--mlserver-venv", type=Path, help="needed by the mlserver and grpc sections"
@@ -507,6 +561,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--mirror-rounds", type=int, default=5, help="rounds of the mirror comparison"
+    )
+    parser.add_argument(
+        "--ceiling-rounds", type=int, default=5, help="rounds of the ceiling comparison"
     )
     args = parser.parse_args()
     if {"mlserver", "grpc"} & set(args.sections) and args.mlserver_venv is None:
@@ -550,6 +607,8 @@ def main() -> None:
         if "mirror" in args.sections:
             harness = Harness(ours, started, run_wrk)
             reports.append(mirror_section(harness, args.mirror_rounds, args.seconds, bodies, work))
+        if "ceiling" in args.sections:
+            reports.append(ceiling_section(args.ceiling_rounds, args.seconds, bodies, work, ours))
         if "grpc" in args.sections:
             grpc_harness = grpc_bench.Harness(
                 ours, mlserver, started, run_wrk, process_tree_cpu_seconds
@@ -581,7 +640,6 @@ def mlserver_section(
     mlserver: MLServer,
 ) -> Callable[[], None]:
     """Ours vs MLServer with defaults and tuned alike, and the floors; returns the report."""
-    uvicorn_bin = str(Path(sys.executable).parent / "uvicorn")
     tuned_workers = max(args.mlserver_tuned_workers, 1)
     floors = in_process_predict_ms(model, sample_request)
 
@@ -605,12 +663,8 @@ def mlserver_section(
         work,
     )
     print("# HTTP ceiling: FastAPI + uvicorn returning a constant", flush=True)
-    port = free_port()
-    constant_command = [uvicorn_bin, "constant_app:app", "--app-dir", str(HERE)]
-    constant_command += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
-    constant_command += ["--http", "httptools", "--no-access-log"]
     (constant,) = measure(
-        [Server("constant FastAPI", constant_command, {}, port)],
+        [constant_server()],
         {1: bodies[1]},
         args.seconds,
         work,
@@ -637,6 +691,30 @@ def mlserver_section(
             )
 
     return report
+
+
+def constant_server() -> Server:
+    """FastAPI on uvicorn (uvloop, httptools) answering a constant: the ceiling of a
+    FastAPI route on this machine (scripts/bench_server/constant_app.py)."""
+    uvicorn_bin = str(Path(sys.executable).parent / "uvicorn")
+    port = free_port()
+    command = [uvicorn_bin, "constant_app:app", "--app-dir", str(HERE)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
+    command += ["--http", "httptools", "--no-access-log"]
+    return Server("constant FastAPI", command, {}, port)
+
+
+def ceiling_section(
+    rounds: int, seconds: int, bodies: dict[int, Path], work: Path, ours: Ours
+) -> Callable[[], None]:
+    """Ours with its defaults vs the constant FastAPI reply, both up at once, the sides
+    taking turns at 1 and 100 rows, c=8 (issue 17: ours at least 0.6 of the ceiling at 1
+    row); returns the report."""
+    print(f"# ours vs the constant FastAPI reply, {rounds} round(s)", flush=True)
+    mine, constant = measure_rounds(
+        [ours("modelserver defaults", {}, []), constant_server()], bodies, rounds, seconds, work
+    )
+    return lambda: print_ceiling_rows(rounds, mine, constant)
 
 
 def profile_section(
