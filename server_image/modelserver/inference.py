@@ -27,7 +27,7 @@ from modelserver.metrics import ENDPOINT_V1_PREDICT, ENDPOINT_V2_INFER, ServerMe
 from modelserver.mirror import Copy, Mirror
 from modelserver.model import Prediction
 from modelserver.prediction_token import TokenSigner
-from modelserver.protocol import body_timed_out
+from modelserver.protocol import body_timed_out, respond_at_once
 from modelserver.settings import Settings
 from modelserver.shadow_compare import REFERENCE_HEADER, ShadowComparison
 from modelserver.tensors import BAD_REQUEST, InvalidInput
@@ -179,10 +179,10 @@ class InferenceService:
             if request_id is not None:
                 headers.append(id_header(request_id))
             if header_length is None:
-                await _send(send, status_code, body, _JSON, *headers)
+                await _send(scope, send, status_code, body, _JSON, *headers)
             else:
                 headers.append((_BINARY_EXTENSION_HEADER, str(header_length).encode()))
-                await _send(send, status_code, body, _BINARY, *headers)
+                await _send(scope, send, status_code, body, _BINARY, *headers)
             if copy is not None:
                 assert self._mirror is not None
                 self._mirror.offer(copy)  # only now that the response went out
@@ -192,9 +192,9 @@ class InferenceService:
             self.metrics.inflight.dec()
             self.metrics.record_request(endpoint, status_code, time.perf_counter() - started)
 
-    async def method_not_allowed(self, method: str, send: Send, endpoint: str) -> None:
-        body = json_bytes({"error": f"{method} not allowed; use POST"})
-        await _send(send, 405, body, _JSON, (b"allow", b"POST"), *self.answer_headers)
+    async def method_not_allowed(self, scope: Scope, send: Send, endpoint: str) -> None:
+        body = json_bytes({"error": f"{scope['method']} not allowed; use POST"})
+        await _send(scope, send, 405, body, _JSON, (b"allow", b"POST"), *self.answer_headers)
         self.metrics.record_request(endpoint, 405, 0.0)
 
     async def _answer(
@@ -318,13 +318,20 @@ def _too_large(size: int, limit: int) -> str:
 
 
 async def _send(
-    send: Send, status_code: int, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes]
+    scope: Scope,
+    send: Send,
+    status_code: int,
+    body: bytes,
+    content_type: bytes,
+    *extra: tuple[bytes, bytes],
 ) -> None:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         *extra,
     ]
+    if respond_at_once(scope, status_code, headers, body):
+        return
     await send({"type": "http.response.start", "status": status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -347,7 +354,7 @@ class InferenceEndpoints:
                 if path_match is None:
                     continue
                 if scope["method"] != "POST":
-                    await self._service.method_not_allowed(scope["method"], send, endpoint)
+                    await self._service.method_not_allowed(scope, send, endpoint)
                     return
                 await self._service.handle(scope, receive, send, endpoint, path_match, codec)
                 return

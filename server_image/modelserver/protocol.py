@@ -13,6 +13,9 @@ readiness says 503), an idle connection stays open until it carries one more req
 its keep-alive timeout closes it, and a connection is closed only after a response.
 
 No timer is set for a request that arrives whole in one read, the common case.
+
+Whole responses: the inference endpoints write a response's head and body to the socket
+in one write (`respond_at_once`), where the ASGI way costs two, each a system call.
 """
 
 import asyncio
@@ -21,10 +24,13 @@ from typing import Any
 
 import uvicorn
 from starlette.types import Scope
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 _DRAINING_KEY = "modelserver.draining"
 _BODY_TIMEOUT_KEY = "modelserver.body_timeout_seconds"
+_PROTOCOL_KEY = "modelserver.protocol"
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class ServerConfig(uvicorn.Config):
@@ -52,6 +58,16 @@ def body_timed_out(scope: Scope) -> float | None:
     """The body deadline in seconds if this request's body missed it, else None."""
     seconds: float | None = scope.get(_BODY_TIMEOUT_KEY)
     return seconds
+
+
+def respond_at_once(scope: Scope, status: int, headers: Headers, body: bytes) -> bool:
+    """Write a whole response to the request of `scope` in one write to the socket, as
+    uvicorn would write it in two (its default headers, `Connection: close` when the
+    connection is to close). False when it cannot now (another server, the connection's
+    writes paused, access logging on, ...): then the caller sends the ASGI messages.
+    `headers` must be valid, lower-case and hold the content-length of `body`."""
+    protocol: ModelServerProtocol | None = scope.get(_PROTOCOL_KEY)
+    return protocol is not None and protocol.respond_at_once(scope, status, headers, body)
 
 
 class _Phase(enum.Enum):
@@ -95,7 +111,10 @@ class ModelServerProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         self._clear_deadline()
         self._phase = _Phase.BODY
-        if self._draining and self.cycle is not None:
+        if self.cycle is None:
+            return  # an upgrade: no request for the app
+        self.scope[_PROTOCOL_KEY] = self  # type: ignore[literal-required]
+        if self._draining:
             self.scope[_DRAINING_KEY] = True  # type: ignore[literal-required]
             self.cycle.keep_alive = False
 
@@ -103,6 +122,38 @@ class ModelServerProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._clear_deadline()
         self._phase = _Phase.IDLE
+
+    def respond_at_once(self, scope: Scope, status: int, headers: Headers, body: bytes) -> bool:
+        """What uvicorn's RequestResponseCycle.send does for a start message and a whole
+        body, but in one write."""
+        cycle = self.cycle
+        if (
+            cycle is None
+            or cycle.scope is not scope  # a pipelined request's cycle follows this one
+            or cycle.response_started
+            or cycle.disconnected
+            or cycle.flow.write_paused
+            or cycle.access_log
+            or scope["method"] == "HEAD"
+        ):
+            return False
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        content = [STATUS_LINE[status]]
+        for name, value in cycle.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        cycle.transport.write(b"".join(content))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
+        return True
 
     def shutdown(self) -> None:
         """Called by uvicorn when the server starts shutting down (SIGTERM)."""

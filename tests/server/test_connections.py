@@ -1,5 +1,6 @@
 """Connections that send too slowly are closed (raw sockets against a real process)."""
 
+import json
 import os
 import select
 import socket
@@ -133,3 +134,57 @@ def test_requests_that_arrive_in_pieces_in_time_are_answered(server: ServerProce
         response = read_until_closed(connection)
     assert response.startswith(b"HTTP/1.1 200 ")
     assert b'"predictions":[' in response
+
+
+def infer_request(rows: int, *headers: str) -> bytes:
+    body = b'{"inputs": [{"name": "x", "shape": [%d, 30], "datatype": "FP64", "data": [%s]}]}' % (
+        rows,
+        b", ".join([b"0.5"] * 30 * rows),
+    )
+    head = [f"POST {INFER} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def responses(received: bytes) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Status lines, headers and bodies of the HTTP/1.1 responses in `received`, in order."""
+    parsed = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = dict(line.split(b": ", 1) for line in lines)
+        length = int(headers[b"content-length"])
+        parsed.append((status, headers, rest[:length]))
+        received = rest[length:]
+    return parsed
+
+
+def test_pipelined_requests_are_answered_whole_and_in_order(server: ServerProcess):
+    """Requests sent at once on one connection, the next one arriving before the answer
+    to the one before: each answer is whole (its head, then its body), in their order."""
+    sent = [
+        infer_request(1),
+        infer_request(3),
+        b"GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n",
+        infer_request(2, "Connection: close"),
+    ]
+    with connect(server) as connection:
+        connection.sendall(b"".join(sent))
+        answers = responses(read_until_closed(connection))
+
+    assert [status for status, _, _ in answers] == [b"HTTP/1.1 200 OK"] * 4
+    predicted_rows = [json.loads(answers[i][2])["outputs"][0]["shape"] for i in (0, 1, 3)]
+    assert predicted_rows == [[1], [3], [2]]
+    assert answers[2][2] == b'{"live":true}'
+    assert answers[3][1][b"connection"] == b"close"
+
+
+def test_an_http_1_0_request_is_answered_and_its_connection_closed(server: ServerProcess):
+    request = infer_request(1).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    with connect(server) as connection:
+        connection.sendall(request)
+        ((status, headers, body),) = responses(read_until_closed(connection))
+
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"connection"] == b"close"
+    assert headers[b"content-type"] == b"application/json"
+    assert b'"model_name":"xgb-classifier"' in body
