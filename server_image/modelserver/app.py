@@ -68,7 +68,12 @@ def create_app(
     predict = _predict_function(model)
     if counters is not None:
         predict = _counting(predict, counters)
-    batcher = MicroBatcher(predict, settings.max_batch_rows, metrics.batch_rows.observe)
+    batcher = MicroBatcher(
+        predict,
+        settings.max_batch_rows,
+        metrics.batch_rows.observe,
+        inline_when_quick=settings.predict_threads == 1,
+    )
     decoder = BodyDecoder(
         ModelInput.of(model), settings.large_body_bytes, settings.decode_processes
     )
@@ -172,8 +177,9 @@ def _predict_function(model: Model) -> Callable[[Features], Prediction]:
 def _counting(
     predict: Callable[[Features], Prediction], counters: ProfileCounters
 ) -> Callable[[Features], Prediction]:
-    """The model's predict, counting every predicted block in the profile's bins (on the
-    predict thread, so off the event loop). Only models of arrays have a profile."""
+    """The model's predict, counting every predicted block in the profile's bins (where
+    the model is called: the predict thread, or the event loop for a quick model, see
+    batching.py). Only models of arrays have a profile."""
 
     def predict_and_count(rows: Features) -> Prediction:
         prediction = predict(rows)

@@ -4,9 +4,23 @@ A model call has a large fixed cost (XGBoost: ~160 us for 1 row, ~200 us for 100
 merging concurrent requests multiplies throughput. There is no waiting window: an idle
 model starts at once, and whatever queued up meanwhile forms the next batch, so a lone
 request is never delayed and the batch size follows the load.
+
+Where a call runs: a model of one predict thread (--predict-threads 1, the default) whose
+calls have lately taken less than INLINE_PREDICT_SECONDS is called on the event loop
+itself. Handing such a call to the predict thread and its answer back costs more than it
+saves: the two threads pass the GIL back and forth several times a call (each return from
+C into the model's Python code waits for the loop to let go of it), ~35 us of CPU per
+request at 1 row, c=8, on 2 cores; and a model that quick blocks the loop no longer than a
+request waits for it anyway. Slower models, models of several threads, and every model
+until its first call has been timed run on the predict thread, so that the loop keeps
+reading requests meanwhile. A call is timed in the CPU time of the thread that makes it:
+waiting for the GIL, or for a core of a busy machine, is not the model's doing (and would
+keep a quick model on the thread, where it waits for the GIL most).
 """
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +30,10 @@ import numpy as np
 from modelserver.model import Features, Prediction
 
 PredictFunction = Callable[[Features], Prediction]
+INLINE_PREDICT_SECONDS = 0.002
+"""Calls that take less than this much CPU time (on average, lately) run on the loop."""
+_RECENT_WEIGHT = 0.25
+"""Of the latest call in the running average of call durations."""
 _Pending = tuple[Features, "asyncio.Future[Prediction]"]
 
 
@@ -25,7 +43,10 @@ class MicroBatcher:
         predict: PredictFunction,
         max_batch_rows: int,
         on_batch: Callable[[int], None],
+        inline_when_quick: bool = True,
     ) -> None:
+        """`inline_when_quick`: quick calls may run on the event loop (a model of one
+        thread; one of several would block the loop longer than its thread's time says)."""
         self._predict = predict
         self._max_batch_rows = max_batch_rows
         self._on_batch = on_batch
@@ -35,6 +56,9 @@ class MicroBatcher:
         # keeps reading requests (XGBoost and numpy release the GIL while they compute).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._worker: asyncio.Task[None] | None = None
+        self._inline_when_quick = inline_when_quick
+        self._recent_seconds = math.inf
+        """Running average of the model's calls' CPU time; unknown before the first."""
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -52,7 +76,6 @@ class MicroBatcher:
         return await future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._has_work.wait()
             batch = self._take_batch()
@@ -63,16 +86,37 @@ class MicroBatcher:
             self._on_batch(sum(len(rows) for rows, _ in batch))
             try:
                 merged = batch[0][0] if len(batch) == 1 else _concatenate([r for r, _ in batch])
-                prediction = await loop.run_in_executor(self._executor, self._predict, merged)
+                prediction = await self._call_model(merged)
             except Exception as error:
                 await self._predict_one_by_one(batch, error)
-                continue
-            start = 0
-            for rows, future in batch:
-                stop = start + len(rows)
-                if not future.done():  # a cancelled request (client gone) is skipped
-                    future.set_result(prediction.rows(start, stop))
-                start = stop
+            else:
+                start = 0
+                for rows, future in batch:
+                    stop = start + len(rows)
+                    if not future.done():  # a cancelled request (client gone) is skipped
+                        future.set_result(prediction.rows(start, stop))
+                    start = stop
+            # A call on the loop did not yield: let the answers go out and new requests in
+            # before the next batch is taken.
+            await asyncio.sleep(0)
+
+    async def _call_model(self, rows: Features) -> Prediction:
+        if self._inline_when_quick and self._recent_seconds < INLINE_PREDICT_SECONDS:
+            return self._timed_predict(rows)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._timed_predict, rows)
+
+    def _timed_predict(self, rows: Features) -> Prediction:
+        started = time.thread_time()
+        try:
+            return self._predict(rows)
+        finally:
+            seconds = time.thread_time() - started
+            recent = self._recent_seconds
+            if math.isinf(recent):
+                self._recent_seconds = seconds
+            else:
+                self._recent_seconds = recent + _RECENT_WEIGHT * (seconds - recent)
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -90,10 +134,9 @@ class MicroBatcher:
         if len(batch) == 1:
             _settle_with_error(batch[0][1], batch_error)
             return
-        loop = asyncio.get_running_loop()
         for rows, future in batch:
             try:
-                prediction = await loop.run_in_executor(self._executor, self._predict, rows)
+                prediction = await self._call_model(rows)
             except Exception as error:
                 _settle_with_error(future, error)
             else:
