@@ -199,8 +199,14 @@ def test_model_failure_is_a_5xx_and_counted_apart_from_rejections(tmp_path: Path
     )
 
 
-def test_bulk_histogram_counts_like_one_observation_at_a_time():
-    values = np.array([-5.0, 0.0, 0.1, 0.1000001, 0.5, 0.99, 1.0, 7.0, np.nan])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([-5.0, 0.0, 0.1, 0.1000001, 0.5, 0.99, 1.0, 7.0, np.nan]),
+        np.array([0.1, np.nan, 0.1000001, np.inf], dtype=np.float32),  # a few: one by one
+    ],
+)
+def test_bulk_histogram_counts_like_one_observation_at_a_time(values: np.ndarray):
     registry_bulk, registry_single = CollectorRegistry(), CollectorRegistry()
     bulk = BulkHistogram("h", "h", buckets=(0.0, 0.1, 0.5, 1.0), registry=registry_bulk)
     single = BulkHistogram("h", "h", buckets=(0.0, 0.1, 0.5, 1.0), registry=registry_single)
