@@ -18,6 +18,7 @@ from modelserver.model import Features, Prediction
 from modelserver.outputs import BINARY_DATA_SIZE, RequestedOutputs, requested_outputs, v2_outputs
 from modelserver.raw_tensors import tensor_from_raw
 from modelserver.schemas import (
+    MAX_ID_LENGTH,
     BinaryInferenceRequest,
     BinaryRequestInput,
     InferenceRequest,
@@ -93,19 +94,26 @@ def parse_body(body: bytes, model: type[_Body]) -> _Body:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        # Not strict JSON: maybe the NaN/Infinity that Python clients write, which pydantic
-        # accepts; otherwise pydantic reports where the JSON is broken.
-        return _validate(lambda: model.model_validate_json(body))
+        return _validate_json(body, model)
+    return _validate_parsed(parsed, model)
+
+
+def _validate_json(body: bytes, model: type[_Body]) -> _Body:
+    """A body that is not strict JSON: maybe the NaN/Infinity that Python clients write,
+    which pydantic accepts; otherwise pydantic reports where the JSON is broken."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        raise describe_validation_error(error) from error
+
+
+def _validate_parsed(parsed: Any, model: type[_Body]) -> _Body:
     if not isinstance(parsed, dict):
         raise InvalidInput(
             f"invalid request body: must be a JSON object, got {parsed!r:.40}", BAD_REQUEST
         )
-    return _validate(lambda: model.model_validate(parsed))
-
-
-def _validate(validate: Callable[[], _Body]) -> _Body:
     try:
-        return validate()
+        return model.model_validate(parsed)
     except ValidationError as error:
         raise describe_validation_error(error) from error
 
@@ -124,8 +132,69 @@ def describe_validation_error(error: ValidationError) -> InvalidInput:
     return InvalidInput(f"invalid request body: {details}{more}", BAD_REQUEST)
 
 
+class _PlainTensor(NamedTuple):
+    """The one input of a plain request (_plain_request), as RequestInput would hold it."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None
+    data: list[Any]
+
+
+_PLAIN_REQUEST_FIELDS = frozenset(("inputs", "id", "parameters"))
+_PLAIN_TENSOR_FIELDS = frozenset(_PlainTensor._fields)
+
+
+def _plain_request(parsed: Any) -> tuple[_PlainTensor, str | None, dict[str, Any] | None] | None:
+    """The input, id and parameters of the common request, one input and nothing but those
+    fields, checked as InferenceRequest checks them but without building it (a third of
+    the cost of decoding a 1-row request); None for any other body, which pydantic
+    validates (and explains when it is wrong)."""
+    if type(parsed) is not dict or not parsed.keys() <= _PLAIN_REQUEST_FIELDS:
+        return None
+    inputs = parsed.get("inputs")
+    request_id = parsed.get("id")
+    parameters = parsed.get("parameters")
+    if (
+        type(inputs) is not list
+        or len(inputs) != 1
+        or not (
+            request_id is None or (type(request_id) is str and len(request_id) <= MAX_ID_LENGTH)
+        )
+        or not (parameters is None or type(parameters) is dict)
+    ):
+        return None
+    tensor = inputs[0]
+    if type(tensor) is not dict or not tensor.keys() <= _PLAIN_TENSOR_FIELDS:
+        return None
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    tensor_parameters, data = tensor.get("parameters"), tensor.get("data")
+    if (
+        type(name) is not str
+        or type(datatype) is not str
+        or type(shape) is not list
+        or any(type(dimension) is not int for dimension in shape)  # StrictInt: no bool
+        or type(data) is not list
+        or not (tensor_parameters is None or type(tensor_parameters) is dict)
+    ):
+        return None
+    return _PlainTensor(name, shape, datatype, tensor_parameters, data), request_id, parameters
+
+
 def decode_v2(body: bytes, model: ModelInput) -> Decoded:
-    request = parse_body(body, InferenceRequest)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return decode_v2_request(_validate_json(body, InferenceRequest), model)
+    plain = _plain_request(parsed)
+    if plain is not None:
+        return _decode_plain(*plain, model)
+    return decode_v2_request(_validate_parsed(parsed, InferenceRequest), model)
+
+
+def decode_v2_request(request: InferenceRequest, model: ModelInput) -> Decoded:
+    """A validated V2 request's rows and what its answer must say."""
     if request.parameters:
         check_request_content_type(request.parameters)
     outputs = requested_outputs(request.outputs, request.parameters, model.outputs)
@@ -133,6 +202,21 @@ def decode_v2(body: bytes, model: ModelInput) -> Decoded:
         rows = column_rows([(tensor, tensor.data) for tensor in request.inputs], model)
         return Decoded(rows, outputs, request.id)
     return Decoded(v2_rows(request, model), outputs, request.id)
+
+
+def _decode_plain(
+    tensor: _PlainTensor,
+    request_id: str | None,
+    parameters: dict[str, Any] | None,
+    model: ModelInput,
+) -> Decoded:
+    """decode_v2_request of a plain request: the same checks, in the same order."""
+    if parameters:
+        check_request_content_type(parameters)
+    outputs = requested_outputs(None, parameters, model.outputs)
+    if takes_columns((tensor,), parameters):
+        return Decoded(column_rows([(tensor, tensor.data)], model), outputs, request_id)
+    return Decoded(json_tensor_rows(tensor, tensor.data, model), outputs, request_id)
 
 
 def decode_v2_binary(body: bytes, model: ModelInput, header_length: int) -> Decoded:

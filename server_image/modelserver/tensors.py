@@ -373,11 +373,17 @@ def _first(values: npt.NDArray[Any], where: npt.NDArray[np.bool_]) -> str:
 def finite_rows(
     values: npt.NDArray[Any], model: ModelInput, where: str, declared: _Datatype | None
 ) -> Rows:
-    with np.errstate(over="ignore"):  # values too large for the dtype become inf, refused below
+    if values.dtype == np.float64 and model.input_dtype is np.float32:
+        # The one narrowing cast: values too large for float32 become inf, refused below.
+        with np.errstate(over="ignore"):
+            rows = values.astype(np.float32)
+    else:
         rows = values.astype(model.input_dtype)
+    if math.isfinite(np.add.reduce(rows, axis=None)):
+        return rows  # a NaN or infinity would have made the sum one (1 ufunc call, not 2)
     finite = np.isfinite(rows)
     if finite.all():
-        return rows
+        return rows  # finite values whose sum overflowed
     nan = np.isnan(rows)
     if model.accepts_missing and not (~finite & ~nan).any():
         return rows
