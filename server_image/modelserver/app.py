@@ -72,7 +72,7 @@ def create_app(
         predict,
         settings.max_batch_rows,
         metrics.batch_rows.observe,
-        inline_when_quick=settings.predict_threads == 1,
+        loop_allowed=settings.predict_threads == 1,
     )
     decoder = BodyDecoder(
         ModelInput.of(model), settings.large_body_bytes, settings.decode_processes
@@ -179,7 +179,7 @@ def _counting(
 ) -> Callable[[Features], Prediction]:
     """The model's predict, counting every predicted block in the profile's bins (where
     the model is called: the predict thread, or the event loop for a quick model, see
-    batching.py). Only models of arrays have a profile."""
+    placement.py). Only models of arrays have a profile."""
 
     def predict_and_count(rows: Features) -> Prediction:
         prediction = predict(rows)

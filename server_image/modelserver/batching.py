@@ -6,22 +6,11 @@ model starts at once, and whatever queued up meanwhile forms the next batch, so 
 request is never delayed (but for one turn of the event loop) and the batch size follows
 the load.
 
-Where a call runs: a model of one predict thread (--predict-threads 1, the default) whose
-calls have lately taken less than INLINE_PREDICT_SECONDS is called on the event loop
-itself. Handing such a call to the predict thread and its answer back costs more than it
-saves: the two threads pass the GIL back and forth several times a call (each return from
-C into the model's Python code waits for the loop to let go of it), ~35 us of CPU per
-request at 1 row, c=8, on 2 cores; and a model that quick blocks the loop no longer than a
-request waits for it anyway. Slower models, models of several threads, and every model
-until its first call has been timed run on the predict thread, so that the loop keeps
-reading requests meanwhile. A call is timed in the CPU time of the thread that makes it:
-waiting for the GIL, or for a core of a busy machine, is not the model's doing (and would
-keep a quick model on the thread, where it waits for the GIL most).
+Where a call runs: on the event loop while the model's calls are quick, else on the
+predict thread (placement.py).
 """
 
 import asyncio
-import math
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from modelserver.model import Features, Prediction
+from modelserver.placement import Placement
 
 PredictFunction = Callable[[Features], Prediction]
-INLINE_PREDICT_SECONDS = 0.002
-"""Calls that take less than this much CPU time (on average, lately) run on the loop."""
-_RECENT_WEIGHT = 0.25
-"""Of the latest call in the running average of call durations."""
 _Pending = tuple[Features, "asyncio.Future[Prediction]"]
 
 
@@ -44,22 +30,18 @@ class MicroBatcher:
         predict: PredictFunction,
         max_batch_rows: int,
         on_batch: Callable[[int], None],
-        inline_when_quick: bool = True,
+        loop_allowed: bool = True,
     ) -> None:
-        """`inline_when_quick`: quick calls may run on the event loop (a model of one
-        thread; one of several would block the loop longer than its thread's time says)."""
-        self._predict = predict
+        """`loop_allowed`: quick calls may run on the event loop (a model of one thread)."""
+        self._placement = Placement(predict, loop_allowed)
         self._max_batch_rows = max_batch_rows
         self._on_batch = on_batch
         self._pending: deque[_Pending] = deque()
         self._has_work = asyncio.Event()
-        # One thread: predict calls run one at a time, outside the event loop, so the loop
-        # keeps reading requests (XGBoost and numpy release the GIL while they compute).
+        # One thread: slow predict calls run one at a time, outside the event loop, so the
+        # loop keeps reading requests (XGBoost and numpy release the GIL while they compute).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._worker: asyncio.Task[None] | None = None
-        self._inline_when_quick = inline_when_quick
-        self._recent_seconds = math.inf
-        """Running average of the model's calls' CPU time; unknown before the first."""
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="micro-batcher")
@@ -104,22 +86,10 @@ class MicroBatcher:
                     start = stop
 
     async def _call_model(self, rows: Features) -> Prediction:
-        if self._inline_when_quick and self._recent_seconds < INLINE_PREDICT_SECONDS:
-            return self._timed_predict(rows)
+        if self._placement.on_loop():
+            return self._placement.call_on_loop(rows)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._timed_predict, rows)
-
-    def _timed_predict(self, rows: Features) -> Prediction:
-        started = time.thread_time()
-        try:
-            return self._predict(rows)
-        finally:
-            seconds = time.thread_time() - started
-            recent = self._recent_seconds
-            if math.isinf(recent):
-                self._recent_seconds = seconds
-            else:
-                self._recent_seconds = recent + _RECENT_WEIGHT * (seconds - recent)
+        return await loop.run_in_executor(self._executor, self._placement.call, rows)
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
