@@ -3,12 +3,16 @@ methods by path, each a coroutine from the serialized request to the serialized 
 and the gRPC statuses they refuse with."""
 
 import enum
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from modelserver.http2 import response_headers
 
 CONTENT_TYPE = b"application/grpc"
+DECOMPRESSED = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+"""The grpc-encodings of request messages that are read, and their zlib window bits
+(gRPC's deflate is zlib's format)."""
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
@@ -70,3 +74,34 @@ def timeout_seconds(value: bytes | None) -> float | None:
         return None
     unit = _TIMEOUT_UNITS.get(value[-1:])
     return None if unit is None else int(value[:-1]) * unit
+
+
+def decompress(encoding: bytes, message: bytes, limit: int) -> bytes:
+    """A compressed request message as it was sent, if it is at most `limit` bytes."""
+    name = encoding.decode()
+    inflater = zlib.decompressobj(DECOMPRESSED[encoding])
+    try:
+        plain = inflater.decompress(message, limit + 1)
+    except zlib.error as error:
+        raise GrpcError(
+            Status.INVALID_ARGUMENT, f"the request message is not valid {name} data: {error}"
+        ) from error
+    if len(plain) > limit:
+        raise GrpcError(
+            Status.RESOURCE_EXHAUSTED,
+            f"the request message, decompressed, is larger than the {limit} bytes that this"
+            " server reads",
+        )
+    if not inflater.eof:
+        raise GrpcError(Status.INVALID_ARGUMENT, f"the request message's {name} data is cut short")
+    return plain
+
+
+def unknown_compression(encoding: bytes | None) -> str:
+    how = (
+        "no grpc-encoding" if encoding in (None, b"identity") else encoding.decode(errors="replace")
+    )
+    return (
+        f"the request message is compressed ({how}); send it uncompressed, or compressed with"
+        " gzip or deflate"
+    )

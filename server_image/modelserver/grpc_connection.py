@@ -6,7 +6,8 @@ over to the event loop through a poller thread; in this server that cost ~3x RES
 per request, most of it the hand-over and the threads' contention for the GIL. Here the
 event loop reads the socket itself, as it does REST's, and a call costs about what a REST
 request does. Only what unary gRPC calls need is implemented: no server push, no
-compression, no streaming methods.
+streaming methods, no compression of answers (requests compressed with gzip or deflate
+are read).
 
 Writes are gathered: what answers become ready in one turn of the event loop (a
 micro-batch answers many calls at once) leave in one write.
@@ -22,11 +23,14 @@ from hpack import Decoder, HPACKError
 
 from modelserver.grpc_calls import (
     CONTENT_TYPE,
+    DECOMPRESSED,
     GrpcError,
     Method,
     Service,
     Status,
+    decompress,
     timeout_seconds,
+    unknown_compression,
 )
 from modelserver.http2 import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -100,6 +104,7 @@ class _Stream:
         "cancelled",
         "chunks",
         "declared",
+        "encoding",
         "id",
         "method",
         "pending",
@@ -120,6 +125,8 @@ class _Stream:
         self.received = 0
         self.declared: int | None = None
         """The request message's length, once its prefix arrived."""
+        self.encoding: bytes | None = None
+        """How the request message is compressed (grpc-encoding), when its prefix says so."""
         self.receive_window = STREAM_WINDOW
         self.unacknowledged = 0
         self.send_window = send_window
@@ -323,7 +330,7 @@ class GrpcConnection(asyncio.Protocol):
 
     def _begin(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
         """A new call: the method its path names, and its deadline."""
-        method_verb = path = content_type = timeout = None
+        method_verb = path = content_type = timeout = encoding = None
         for name, value in headers:
             if name == b":path":
                 path = value
@@ -333,6 +340,8 @@ class GrpcConnection(asyncio.Protocol):
                 content_type = value
             elif name == b"grpc-timeout":
                 timeout = value
+            elif name == b"grpc-encoding":
+                encoding = value
         if method_verb != b"POST":
             self._answer_http(stream_id, b"405", end_stream)
             return
@@ -348,6 +357,7 @@ class GrpcConnection(asyncio.Protocol):
                 self._write(rst_stream(stream_id, ErrorCode.NO_ERROR))
             return
         stream = _Stream(stream_id, method, self._peer_initial_window)
+        stream.encoding = encoding
         self._streams[stream_id] = stream
         seconds = timeout_seconds(timeout)
         if seconds is not None:
@@ -398,12 +408,10 @@ class GrpcConnection(asyncio.Protocol):
             first = b"".join(stream.chunks)
         compressed, length = _MESSAGE_PREFIX.unpack_from(first)
         stream.declared = length
-        if compressed:
-            self._refuse_early(
-                stream,
-                Status.UNIMPLEMENTED,
-                "compressed messages are not supported; send them uncompressed",
-            )
+        if not compressed:
+            stream.encoding = None  # whatever grpc-encoding says, this message is not
+        elif stream.encoding not in DECOMPRESSED:
+            self._refuse_early(stream, Status.UNIMPLEMENTED, unknown_compression(stream.encoding))
             return False
         limit = self._service.max_message_bytes
         if length > limit:
@@ -502,6 +510,8 @@ class GrpcConnection(asyncio.Protocol):
 
     async def _call(self, stream: _Stream, message: bytes) -> None:
         try:
+            if stream.encoding is not None:
+                message = decompress(stream.encoding, message, self._service.max_message_bytes)
             response = await stream.method.handler(message)
         except GrpcError as refusal:
             self._answer(stream, None, refusal.status, refusal.message)

@@ -1,7 +1,7 @@
 """The gRPC server's HTTP/2 layer (grpc_connection.py) against real clients and the real
 server process: deadlines, cancellation, flow control both ways, many calls on one
-connection, refusals of what it does not serve, connections that break the protocol, and
-calls cut short when the drain's time runs out."""
+connection, compressed requests, refusals of what it does not serve, connections that
+break the protocol, and calls cut short when the drain's time runs out."""
 
 import signal
 import socket
@@ -9,6 +9,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import grpc
 import hpack
@@ -132,21 +133,20 @@ def test_an_unknown_method_is_unimplemented_and_names_the_service(server: Server
     assert "inference.GRPCInferenceService" in message
 
 
-def test_a_compressed_request_is_refused_and_says_to_send_it_uncompressed(
-    server: ServerProcess,
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_a_compressed_request_is_answered_as_the_same_request_uncompressed(
+    server: ServerProcess, compression: grpc.Compression
 ):
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        infer = channel.unary_unary(
+    request = raw_request(CLASSIFIER, many_rows(100), "FP32")
+    with v2_client(server.grpc_target) as client:
+        plain = client.infer(request)
+        infer = client.channel.unary_unary(
             SERVICE + "ModelInfer",
             request_serializer=pb.ModelInferRequest.SerializeToString,
             response_deserializer=pb.ModelInferResponse.FromString,
         )
-        request = raw_request(CLASSIFIER, many_rows(100), "FP32")
-        with pytest.raises(grpc.RpcError) as refused:
-            infer(request, timeout=10, compression=grpc.Compression.Gzip)
-    status, message = status_of(refused.value)
-    assert status == grpc.StatusCode.UNIMPLEMENTED
-    assert "send them uncompressed" in message
+        compressed = infer(request, timeout=10, compression=compression)
+    assert compressed.raw_output_contents == plain.raw_output_contents
 
 
 def read_until_closed(connection: socket.socket) -> bytes:
@@ -186,11 +186,9 @@ def read_frames(connection: socket.socket, stream_id: int) -> list[tuple[int, in
                 return frames
 
 
-def test_a_message_split_over_many_data_frames_is_read_whole(server: ServerProcess):
-    """As a client may send it: the 5-byte prefix in pieces, then the rest in small frames."""
-    message = raw_request(CLASSIFIER, many_rows(3), "FP32").SerializeToString()
-    body = struct.pack(">?L", False, len(message)) + message
-    headers = [
+def request_headers(server: ServerProcess) -> list[tuple[str, str]]:
+    """Those of a ModelInfer call, as a gRPC client sends them."""
+    return [
         (":method", "POST"),
         (":scheme", "http"),
         (":path", SERVICE + "ModelInfer"),
@@ -198,6 +196,13 @@ def test_a_message_split_over_many_data_frames_is_read_whole(server: ServerProce
         ("content-type", "application/grpc"),
         ("te", "trailers"),
     ]
+
+
+def test_a_message_split_over_many_data_frames_is_read_whole(server: ServerProcess):
+    """As a client may send it: the 5-byte prefix in pieces, then the rest in small frames."""
+    message = raw_request(CLASSIFIER, many_rows(3), "FP32").SerializeToString()
+    body = struct.pack(">?L", False, len(message)) + message
+    headers = request_headers(server)
     pieces = [body[:2], body[2:4], *(body[start : start + 7] for start in range(4, len(body), 7))]
     requests = [frame(FrameType.HEADERS, Flag.END_HEADERS, 1, hpack.Encoder().encode(headers))]
     requests += [frame(FrameType.DATA, 0, 1, piece) for piece in pieces[:-1]]
@@ -217,6 +222,27 @@ def test_a_message_split_over_many_data_frames_is_read_whole(server: ServerProce
     assert blocks[0][b":status"] == b"200"
     assert blocks[-1][b"grpc-status"] == b"0"
     assert response.outputs[1].shape == [3, 2]
+
+
+def test_a_message_compressed_in_a_way_not_read_is_refused_saying_how_to_send_it(
+    server: ServerProcess,
+):
+    message = raw_request(CLASSIFIER, many_rows(1), "FP32").SerializeToString()
+    headers = [*request_headers(server), ("grpc-encoding", "snappy")]
+    call = frame(FrameType.HEADERS, Flag.END_HEADERS, 1, hpack.Encoder().encode(headers))
+    body = struct.pack(">?L", True, len(message)) + message  # said to be compressed
+    call += frame(FrameType.DATA, Flag.END_STREAM, 1, body)
+    host, port = server.grpc_target.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(PREFACE + settings_frame({}) + call)
+        frames = read_frames(connection, 1)
+    (trailers,) = [hpack.Decoder().decode(payload, raw=True) for _, _, payload in frames]
+    status = dict(trailers)
+    assert status[b"grpc-status"] == b"12"  # UNIMPLEMENTED
+    assert b"snappy" in status[b"grpc-message"]
+    assert b"send it uncompressed, or compressed with gzip or deflate" in unquote_to_bytes(
+        status[b"grpc-message"]
+    )
 
 
 def test_connections_that_break_the_protocol_are_closed_and_others_are_served(
