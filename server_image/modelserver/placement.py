@@ -8,14 +8,17 @@ per request at 1 row, c=8, on 2 cores. A model that quick blocks the loop no lon
 a request waits for it anyway, so it is called on the loop. A slow model is called on the
 thread, so that the loop keeps reading requests (and answering probes) meanwhile.
 
-A call counts as quick by two running averages, both under QUICK_SECONDS:
+Two running averages decide:
 
-- the CPU time of the thread that makes the call, taken on every call: waiting for the
-  GIL, or for a core of a busy machine, is not the model's doing (and on the thread, where
-  a quick model waits for the GIL most, its elapsed time would keep it there);
-- the elapsed time of the calls made on the loop: a model that waits without computing
-  (a sleep, a device, a remote call) is slow although its CPU time is small. This average
-  only grows while the model is on the loop, so such a model stays on the thread for good.
+- the CPU time of the thread that makes the call, taken on every call, must be under
+  QUICK_SECONDS: waiting for the GIL, or for a core of a busy machine, is not the model's
+  doing (and on the thread, where a quick model waits for the GIL most, its elapsed time
+  would keep it there);
+- the elapsed time of the calls made on the loop must stay under LOOP_ELAPSED_SECONDS: a
+  model that waits without computing (a sleep, a device, a remote call) blocks the loop
+  although its CPU time is small. This average only grows while the model is on the loop,
+  so such a model stays on the thread for good; the limit is well above QUICK_SECONDS, so
+  that a busy machine taking the core from a quick call now and then does not.
 
 Every model starts on the thread (nothing is known of it yet), and a model of several
 threads (--predict-threads above 1) stays there: the loop would wait for its other
@@ -29,7 +32,9 @@ from collections.abc import Callable
 from modelserver.model import Features, Prediction
 
 QUICK_SECONDS = 0.002
-"""The most that the averages of a model called on the loop may reach."""
+"""The CPU time of a call that is quick enough for the loop (running average)."""
+LOOP_ELAPSED_SECONDS = 0.01
+"""The most that the calls on the loop may take, elapsed (running average)."""
 _LATEST_WEIGHT = 0.25
 """Of the latest call in each running average."""
 
@@ -48,7 +53,7 @@ class Placement:
         return (
             self._loop_allowed
             and self._cpu_seconds < QUICK_SECONDS
-            and self._loop_seconds < QUICK_SECONDS
+            and self._loop_seconds < LOOP_ELAPSED_SECONDS
         )
 
     def call_on_loop(self, rows: Features) -> Prediction:

@@ -10,7 +10,7 @@ import numpy as np
 
 from modelserver.batching import MicroBatcher
 from modelserver.model import Prediction
-from modelserver.placement import QUICK_SECONDS
+from modelserver.placement import LOOP_ELAPSED_SECONDS, QUICK_SECONDS
 from tests.server.helpers import FailingModel
 
 
@@ -62,7 +62,7 @@ def test_a_slow_model_stays_on_the_predict_thread():
 def test_a_model_that_waits_without_computing_leaves_the_loop_for_good():
     """Its CPU time is small, so it is tried on the loop once; its time there sends it
     back to the thread, where it stays."""
-    model = ThreadRecordingModel(idle=8 * QUICK_SECONDS)
+    model = ThreadRecordingModel(idle=6 * LOOP_ELAPSED_SECONDS)
 
     assert threads_of_calls(model, 5) == ["predict", "loop", "predict", "predict", "predict"]
 
