@@ -11,15 +11,37 @@ are read).
 
 Writes are gathered: what answers become ready in one turn of the event loop (a
 micro-batch answers many calls at once) leave in one write.
+
+A client that abuses the protocol loses its connection (GOAWAY, then close) before it
+costs more than a bounded amount of memory and CPU; other connections are served on:
+
+- frames that do no work (no call begun, no request bytes, no answer sent between them):
+  more than IDLE_FRAMES_ALLOWED in a row (floods of SETTINGS, WINDOW_UPDATE, empty DATA,
+  PRIORITY, resets of ended calls, unknown frame types), ENHANCE_YOUR_CALM;
+- PINGs, grpc-core's rule: more than PING_STRIKES_ALLOWED within PING_INTERVAL_SECONDS
+  of the one before with no answer sent between them, ENHANCE_YOUR_CALM `too_many_pings`
+  (gRPC clients read it and ping less often);
+- calls the client resets (RST_STREAM) beyond those answered: more than
+  CANCELLED_CALLS_ALLOWED, ENHANCE_YOUR_CALM (the "Rapid Reset" attack, CVE-2023-44487);
+- a header block in more than CONTINUATIONS_ALLOWED CONTINUATION frames or larger than
+  twice MAX_HEADER_LIST_BYTES, or a header list larger than MAX_HEADER_LIST_BYTES,
+  ENHANCE_YOUR_CALM;
+- a call begun beyond MAX_CONCURRENT_STREAMS once the client has acknowledged this
+  server's SETTINGS, PROTOCOL_ERROR (before, it may not know the limit: REFUSED_STREAM,
+  which clients retry).
+
+And a client that sends without reading what it is sent is read no more until it does
+(pause_writing), so that its answers do not pile up in the server.
 """
 
 import asyncio
 import enum
 import logging
+import math
 import struct
 from typing import cast
 
-from hpack import Decoder, HPACKError
+from hpack import Decoder, HPACKError, OversizedHeaderListError
 
 from modelserver.grpc_calls import (
     CONTENT_TYPE,
@@ -66,6 +88,22 @@ STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 24
 """Bytes a client may send on all its calls before the server asks for more."""
 MAX_HEADER_LIST_BYTES = 16_384
+"""Advertised (SETTINGS_MAX_HEADER_LIST_SIZE) and enforced: a request's headers, decoded."""
+CONTINUATIONS_ALLOWED = 8
+"""CONTINUATION frames of one header block; a client splits a block at its frame size
+(16 KiB), so a few at most are needed."""
+IDLE_FRAMES_ALLOWED = 1000
+"""Frames in a row that do no work before the connection is ended: more than any client
+needs (one cancelling all its calls sends MAX_CONCURRENT_STREAMS resets), and few enough
+that their answers (SETTINGS acknowledgements, REFUSED_STREAM) stay small."""
+CANCELLED_CALLS_ALLOWED = 2 * MAX_CONCURRENT_STREAMS
+"""Calls a client may reset beyond those the server answered: the work of calls begun
+and reset at once stays within that of the calls answered."""
+PING_INTERVAL_SECONDS = 300.0
+PING_STRIKES_ALLOWED = 2
+"""grpc-core's defaults (min_recv_ping_interval_without_data, max_ping_strikes), which
+gRPC clients are made for: a PING within 5 minutes of the one before, with no answer
+sent between them, is a strike; the third strike ends the connection."""
 _MESSAGE_PREFIX = struct.Struct(">?L")
 """Of each gRPC message: compressed or not, length."""
 _MESSAGE_PREFIX_BYTES = _MESSAGE_PREFIX.size
@@ -81,6 +119,10 @@ _OK_TRAILERS = status_block(0, "")
 _DECODED_BLOCKS = 16
 """Decoded header blocks kept per connection: blocks that differ call after call (a
 literal deadline, say) must not grow it without end."""
+_DECODED_BLOCK_BYTES = 2048
+"""Larger header blocks are not kept (a client's usual block is a few hundred bytes)."""
+_ABORT_SECONDS = 10.0
+"""After a connection error's GOAWAY: how long the client has to close the connection."""
 
 
 class _Cancelled(enum.Enum):
@@ -92,9 +134,25 @@ class _Cancelled(enum.Enum):
 
 
 class _ConnectionError(Exception):
-    def __init__(self, code: ErrorCode, reason: str) -> None:
+    def __init__(self, code: ErrorCode, reason: str, debug: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
+        self.debug = reason if debug is None else debug
+        """The GOAWAY's debug data, which some clients act upon (`too_many_pings`)."""
+
+
+class _HeaderBlock:
+    """A header block that CONTINUATION frames end."""
+
+    __slots__ = ("continuations", "flags", "fragments", "size", "stream_id")
+
+    def __init__(self, stream_id: int, flags: int, fragment: bytes) -> None:
+        self.stream_id = stream_id
+        self.flags = flags
+        """Of its HEADERS frame."""
+        self.fragments = [fragment]
+        self.size = len(fragment)
+        self.continuations = 0
 
 
 class _Stream:
@@ -148,8 +206,7 @@ class GrpcConnection(asyncio.Protocol):
         self._decoder = Decoder(max_header_list_size=MAX_HEADER_LIST_BYTES)
         self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
         """Header blocks that leave the decoder's table as it is, decoded (see _decode)."""
-        self._continuation: tuple[int, int, list[bytes]] | None = None
-        """Stream id, flags and fragments of a header block that CONTINUATION frames end."""
+        self._continuation: _HeaderBlock | None = None
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0
         self._receive_window = CONNECTION_WINDOW
@@ -158,7 +215,17 @@ class GrpcConnection(asyncio.Protocol):
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self._blocked: dict[int, _Stream] = {}
-        """Streams whose answer waits for flow control, in the order they were blocked."""
+        """Streams whose answer waits for the connection's flow control window (their own
+        is open), in the order they were blocked. Those that wait for their own window are
+        found by its WINDOW_UPDATE: one for the connection costs no pass over them."""
+        self._settings_acknowledged = False
+        """Whether the client has read this server's SETTINGS (its limits)."""
+        self._idle_frames = 0
+        """Frames in a row that did no work (see _frame)."""
+        self._ping_strikes = 0
+        self._last_ping_at = -math.inf
+        self._cancelled_unanswered = 0
+        """Calls the client reset, less those answered since (not below 0)."""
         self._output: list[bytes] = []
         self._flush_scheduled = False
         self._draining = False
@@ -178,11 +245,22 @@ class GrpcConnection(asyncio.Protocol):
         self._transport = None
         self._connections.discard(self)
         for stream in list(self._streams.values()):
-            self._cancel(stream, _Cancelled.CLIENT)
+            self._end_unanswered(stream)
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def pause_writing(self) -> None:
+        # The client reads less than it is sent: read no more of it until it catches up.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return  # closed after a connection error: the rest is not read
         if self._buffer:  # the rest of a frame that began in an earlier read
             self._buffer += data
             data = bytes(self._buffer)
@@ -244,6 +322,17 @@ class GrpcConnection(asyncio.Protocol):
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if self._continuation is not None and kind != FrameType.CONTINUATION:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "header block not continued")
+        # Every frame counts as idle until work is done (a call begun, request bytes, an
+        # answer sent), which starts the count afresh; PINGs asking for an answer have a
+        # rule of their own (_ping).
+        if kind != FrameType.PING or flags & Flag.ACK:
+            self._idle_frames += 1
+            if self._idle_frames > IDLE_FRAMES_ALLOWED:
+                raise _ConnectionError(
+                    ErrorCode.ENHANCE_YOUR_CALM,
+                    f"more than {IDLE_FRAMES_ALLOWED} frames in a row that did no work (no"
+                    " call begun, no request bytes, no answer sent between them)",
+                )
         if kind == FrameType.DATA:
             self._data(flags, stream_id, payload)
         elif kind == FrameType.HEADERS:
@@ -279,18 +368,28 @@ class GrpcConnection(asyncio.Protocol):
         if flags & Flag.END_HEADERS:
             self._header_block(stream_id, flags, block)
         else:
-            self._continuation = (stream_id, flags, [block])
+            self._continuation = _HeaderBlock(stream_id, flags, block)
 
     def _continuation_frame(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._continuation is None or self._continuation[0] != stream_id:
+        block = self._continuation
+        if block is None or block.stream_id != stream_id:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION of no header block")
-        _, first_flags, fragments = self._continuation
-        fragments.append(payload)
-        if sum(map(len, fragments)) > 2 * MAX_HEADER_LIST_BYTES:
-            raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
+        block.fragments.append(payload)
+        block.size += len(payload)
+        block.continuations += 1
+        if block.continuations > CONTINUATIONS_ALLOWED:
+            raise _ConnectionError(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"a header block in more than {CONTINUATIONS_ALLOWED} CONTINUATION frames",
+            )
+        if block.size > 2 * MAX_HEADER_LIST_BYTES:
+            raise _ConnectionError(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"a header block of more than {2 * MAX_HEADER_LIST_BYTES} bytes",
+            )
         if flags & Flag.END_HEADERS:
             self._continuation = None
-            self._header_block(stream_id, first_flags, b"".join(fragments))
+            self._header_block(stream_id, block.flags, b"".join(block.fragments))
 
     def _header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decoded.get(block)
@@ -306,8 +405,15 @@ class GrpcConnection(asyncio.Protocol):
             return
         if stream_id <= self._last_stream_id:
             return  # a stream this server ended already
+        crowded = len(self._streams) >= MAX_CONCURRENT_STREAMS
+        if crowded and self._settings_acknowledged:
+            raise _ConnectionError(
+                ErrorCode.PROTOCOL_ERROR,
+                f"a call begun beyond the {MAX_CONCURRENT_STREAMS} at once that this"
+                " server's SETTINGS_MAX_CONCURRENT_STREAMS allows",
+            )
         self._last_stream_id = stream_id
-        if self._refusing_above is not None or len(self._streams) >= MAX_CONCURRENT_STREAMS:
+        if self._refusing_above is not None or crowded:
             self._write(rst_stream(stream_id, ErrorCode.REFUSED_STREAM))  # clients retry
             return
         self._begin(stream_id, headers, end_stream)
@@ -318,11 +424,17 @@ class GrpcConnection(asyncio.Protocol):
         leaves the table as it is is kept, decoded, until a block changes the table."""
         try:
             headers = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
+        except OversizedHeaderListError as error:
+            raise _ConnectionError(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"a header list larger than the {MAX_HEADER_LIST_BYTES} bytes of this"
+                " server's SETTINGS_MAX_HEADER_LIST_SIZE",
+            ) from error
         except HPACKError as error:
             raise _ConnectionError(ErrorCode.COMPRESSION_ERROR, str(error)) from error
         if changes_table(block):
             self._decoded.clear()
-        else:
+        elif len(block) <= _DECODED_BLOCK_BYTES:
             if len(self._decoded) >= _DECODED_BLOCKS:
                 self._decoded.clear()
             self._decoded[block] = headers
@@ -353,12 +465,14 @@ class GrpcConnection(asyncio.Protocol):
             asked = (path or b"").decode("ascii", "replace")
             message = f"unknown method {asked!r}; this server serves {self._service.names()}"
             self._write(_trailers_only(stream_id, Status.UNIMPLEMENTED, message))
+            self._served(ended_a_call=True)
             if not end_stream:
                 self._write(rst_stream(stream_id, ErrorCode.NO_ERROR))
             return
         stream = _Stream(stream_id, method, self._peer_initial_window)
         stream.encoding = encoding
         self._streams[stream_id] = stream
+        self._idle_frames = 0  # a call begun
         seconds = timeout_seconds(timeout)
         if seconds is not None:
             stream.timer = self._loop.call_later(seconds, self._deadline_passed, stream)
@@ -379,7 +493,7 @@ class GrpcConnection(asyncio.Protocol):
             self._unacknowledged = 0
         stream = self._streams.get(stream_id)
         if stream is None or not stream.receiving:
-            if stream_id > self._last_stream_id:
+            if self._is_idle(stream_id):
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # the rest of a request answered early, or reset
         stream.receive_window -= length
@@ -387,6 +501,8 @@ class GrpcConnection(asyncio.Protocol):
             self._reset(stream, ErrorCode.FLOW_CONTROL_ERROR)
             return
         data = _unpadded(flags, payload)
+        if data:  # request bytes: work (an empty frame is, if it ends the request)
+            self._idle_frames = 0
         stream.chunks.append(data)
         stream.received += len(data)
         prefix_arrived = stream.declared is None and stream.received >= _MESSAGE_PREFIX_BYTES
@@ -438,9 +554,13 @@ class GrpcConnection(asyncio.Protocol):
             return
         stream = self._streams.get(stream_id)
         if stream is None:
+            if self._is_idle(stream_id):
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
             return
         stream.send_window += increment
-        if increment == 0 or stream.send_window > MAX_WINDOW:
+        if increment == 0:
+            self._reset(stream, ErrorCode.PROTOCOL_ERROR)
+        elif stream.send_window > MAX_WINDOW:
             self._reset(stream, ErrorCode.FLOW_CONTROL_ERROR)
         elif stream.pending:
             self._send_pending(stream)
@@ -451,17 +571,21 @@ class GrpcConnection(asyncio.Protocol):
         if flags & Flag.ACK:
             if payload:
                 raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            self._settings_acknowledged = True
             return
         if len(payload) % 6:
             raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS of wrong size")
-        for key, value in parse_settings(payload):
+        # The last value of each setting, so that a frame costs one pass over the calls.
+        for key, value in dict(parse_settings(payload)).items():
             if key == Setting.INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "window above 2^31-1")
                 change = value - self._peer_initial_window
                 self._peer_initial_window = value
-                for stream in self._streams.values():
+                for stream in list(self._streams.values()):
                     stream.send_window += change
+                    if change > 0 and stream.pending:
+                        self._send_pending(stream)
             elif key == Setting.MAX_FRAME_SIZE:
                 if not DEFAULT_MAX_FRAME_SIZE <= value < 1 << 24:
                     raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
@@ -477,6 +601,18 @@ class GrpcConnection(asyncio.Protocol):
         if len(payload) != 8:
             raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING of wrong size")
         if not flags & Flag.ACK:
+            now = self._loop.time()
+            if now - self._last_ping_at < PING_INTERVAL_SECONDS:
+                self._ping_strikes += 1
+                if self._ping_strikes > PING_STRIKES_ALLOWED:
+                    raise _ConnectionError(
+                        ErrorCode.ENHANCE_YOUR_CALM,
+                        f"more than {PING_STRIKES_ALLOWED} PINGs each within"
+                        f" {PING_INTERVAL_SECONDS:.0f} seconds of the one before, with no"
+                        " answer sent between them",
+                        debug="too_many_pings",
+                    )
+            self._last_ping_at = now
             self._write(frame(FrameType.PING, Flag.ACK, 0, payload))
         elif payload == _DRAIN_PING and self._draining and self._refusing_above is None:
             # Every call the client sent before it read the first GOAWAY has arrived.
@@ -490,12 +626,28 @@ class GrpcConnection(asyncio.Protocol):
         if len(payload) != 4:
             raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM of wrong size")
         stream = self._streams.get(stream_id)
-        if stream is not None:
-            self._cancel(stream, _Cancelled.CLIENT)
+        if stream is None:
+            if self._is_idle(stream_id):
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+            return
+        self._cancelled_unanswered += 1
+        if self._cancelled_unanswered > CANCELLED_CALLS_ALLOWED:
+            raise _ConnectionError(
+                ErrorCode.ENHANCE_YOUR_CALM,
+                f"more than {CANCELLED_CALLS_ALLOWED} calls reset by the client beyond those"
+                " answered (as the HTTP/2 Rapid Reset attack does)",
+            )
+        self._end_unanswered(stream)
+
+    def _is_idle(self, stream_id: int) -> bool:
+        """Whether a stream was never opened: beyond the client's last, or a server's
+        (this server opens none)."""
+        return stream_id > self._last_stream_id or stream_id % 2 == 0
 
     # --- calls ----------------------------------------------------------------------------
 
     def _end_of_request(self, stream: _Stream) -> None:
+        self._idle_frames = 0
         stream.receiving = False
         chunks = stream.chunks
         stream.chunks = []
@@ -541,8 +693,8 @@ class GrpcConnection(asyncio.Protocol):
             data = _MESSAGE_PREFIX.pack(False, len(response)) + response
             if len(data) > self._send_window or len(data) > stream.send_window:
                 self._write_soon(answer)
+                self._served(ended_a_call=False)
                 stream.pending = data
-                self._blocked[stream_id] = stream
                 self._send_pending(stream)
                 return
             self._send_window -= len(data)
@@ -552,6 +704,7 @@ class GrpcConnection(asyncio.Protocol):
             FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, stream_id, trailers_block
         )
         self._write_soon(answer)
+        self._served(ended_a_call=True)
         self._close_stream(stream)
 
     def _send_pending(self, stream: _Stream) -> None:
@@ -563,19 +716,38 @@ class GrpcConnection(asyncio.Protocol):
             self._send_window -= allowed
             stream.send_window -= allowed
             self._write_soon(data_frames(stream.id, chunk, self._peer_max_frame_size, False))
-        if not stream.pending:
-            self._blocked.pop(stream.id, None)
-            trailers = frame(
-                FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, stream.id, _OK_TRAILERS
-            )
-            self._write_soon(trailers)
-            self._close_stream(stream)
+            self._served(ended_a_call=False)
+        if stream.pending:
+            if stream.send_window > 0:  # it waits for the connection's window
+                self._blocked[stream.id] = stream
+            else:  # for its own
+                self._blocked.pop(stream.id, None)
+            return
+        self._blocked.pop(stream.id, None)
+        trailers = frame(
+            FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, stream.id, _OK_TRAILERS
+        )
+        self._write_soon(trailers)
+        self._served(ended_a_call=True)
+        self._close_stream(stream)
 
     def _send_blocked(self) -> None:
+        """Streams waiting for the connection's window, while it is open: each one it
+        reaches sends some of its answer."""
         for stream in list(self._blocked.values()):
             if self._send_window <= 0:
                 return
             self._send_pending(stream)
+
+    def _served(self, ended_a_call: bool) -> None:
+        """Answer frames go out. The client's frames that do no work and its PINGs are
+        counted afresh (clients answer answers: WINDOW_UPDATEs, PINGs that measure the
+        bandwidth), and an answered call offsets a reset one."""
+        self._idle_frames = 0
+        self._ping_strikes = 0
+        self._last_ping_at = -math.inf
+        if ended_a_call and self._cancelled_unanswered:
+            self._cancelled_unanswered -= 1
 
     def _answer_cancelled(self, stream: _Stream) -> None:
         if stream.cancelled is _Cancelled.DEADLINE:
@@ -586,15 +758,13 @@ class GrpcConnection(asyncio.Protocol):
             self._close_stream(stream)
 
     def _cancel(self, stream: _Stream, reason: _Cancelled) -> None:
-        """End a call early: its handler is cancelled (it sends what the reason calls
-        for); a call not yet handled just ends."""
+        """End a call early because its deadline passed or the drain's time ran out: its
+        handler is cancelled (and sends what the reason calls for)."""
         if stream.cancelled is not None:
             return
         stream.cancelled = reason
         if stream.task is not None:
             stream.task.cancel()
-        elif reason is _Cancelled.CLIENT:
-            self._close_stream(stream)
         elif reason is _Cancelled.DEADLINE and not stream.pending:
             self._refuse_early(stream, Status.DEADLINE_EXCEEDED, "deadline exceeded")
         else:  # an answer already begun can only be cut short
@@ -608,6 +778,7 @@ class GrpcConnection(asyncio.Protocol):
     def _refuse_early(self, stream: _Stream, status: Status, message: str) -> None:
         """Answer before the request has all arrived (or without calling the method)."""
         self._write_soon(_trailers_only(stream.id, status, message))
+        self._served(ended_a_call=True)
         if stream.receiving:
             # The request's remaining frames are not wanted (RFC 9113 8.1).
             self._write_soon(rst_stream(stream.id, ErrorCode.NO_ERROR))
@@ -616,8 +787,14 @@ class GrpcConnection(asyncio.Protocol):
 
     def _reset(self, stream: _Stream, code: ErrorCode) -> None:
         self._write_soon(rst_stream(stream.id, code))
-        if stream.task is not None:  # the handler's answer is not wanted any more
-            stream.cancelled = _Cancelled.CLIENT
+        self._end_unanswered(stream)
+
+    def _end_unanswered(self, stream: _Stream) -> None:
+        """The call ends now, for the client too (it reset the call, went away, or is
+        sent RST_STREAM): no longer among the calls at once, and its handler, if it
+        runs, is cancelled and its answer not sent."""
+        stream.cancelled = _Cancelled.CLIENT
+        if stream.task is not None:
             stream.task.cancel()
         self._close_stream(stream)
 
@@ -631,6 +808,7 @@ class GrpcConnection(asyncio.Protocol):
                 _http_status(status),
             )
         )
+        self._served(ended_a_call=True)
         if not end_stream:
             self._write(rst_stream(stream_id, ErrorCode.NO_ERROR))
 
@@ -676,12 +854,21 @@ class GrpcConnection(asyncio.Protocol):
 
     def _fail(self, error: _ConnectionError) -> None:
         """A connection error: GOAWAY with its code, then close."""
-        log.info("closing a gRPC connection: %s", error)
+        log.info("closing a gRPC connection (%s): %s", error.code.name, error)
         self._output.clear()
-        if self._transport is not None:
-            self._transport.write(goaway(self._last_stream_id, error.code, str(error).encode()))
-            self._transport.close()
-            self._transport = None
+        transport = self._transport
+        if transport is None:
+            return
+        self._transport = None
+        for stream in list(self._streams.values()):
+            self._end_unanswered(stream)
+        transport.write(goaway(self._last_stream_id, error.code, error.debug.encode()))
+        transport.resume_reading()  # if paused (pause_writing): to read what is dropped
+        # Half-closed, not closed: what the client still sends is read and dropped until
+        # it closes, for a close with bytes unread would reset the connection, and the
+        # GOAWAY might be lost with it.
+        transport.write_eof()
+        self._loop.call_later(_ABORT_SECONDS, transport.abort)
 
 
 def _unpadded(flags: int, payload: bytes) -> bytes:

@@ -17,18 +17,19 @@ import numpy as np
 import pytest
 import xgboost
 
-from modelserver.http2 import (
-    PREFACE,
-    ErrorCode,
-    Flag,
-    FrameType,
-    changes_table,
-    frame,
-    settings_frame,
-)
+from modelserver.http2 import ErrorCode, Flag, FrameType, changes_table, frame
 from modelserver.protos import open_inference_pb2 as pb
 from tests.server.data import breast_cancer_rows
 from tests.server.grpc_client import SERVICE, V2Client, raw_request, status_of, v2_client
+from tests.server.http2_peer import (
+    goaway_of,
+    grpc_message,
+    http2_connection,
+    parse_frames,
+    read_stream,
+    read_until_closed,
+    request_headers,
+)
 from tests.server.server_process import ServerProcess, running_server
 from tests.server.test_grpc import grpc_requests
 from tests.server.test_process import wait_for_inflight
@@ -149,75 +150,25 @@ def test_a_compressed_request_is_answered_as_the_same_request_uncompressed(
     assert compressed.raw_output_contents == plain.raw_output_contents
 
 
-def read_until_closed(connection: socket.socket) -> bytes:
-    received = b""
-    while chunk := connection.recv(65536):
-        received += chunk
-    return received
-
-
-def goaway_code(received: bytes) -> int | None:
-    """The error code of the first GOAWAY frame among `received` frames."""
-    position = 0
-    while position + 9 <= len(received):
-        length = int.from_bytes(received[position : position + 3], "big")
-        payload = received[position + 9 : position + 9 + length]
-        if received[position + 3] == FrameType.GOAWAY:
-            return int.from_bytes(payload[4:8], "big")
-        position += 9 + length
-    return None
-
-
-def read_frames(connection: socket.socket, stream_id: int) -> list[tuple[int, int, bytes]]:
-    """(type, flags, payload) of the frames on `stream_id` until one ends the stream."""
-    received, frames = b"", []
-    while True:
-        while len(received) < 9 or len(received) < 9 + int.from_bytes(received[:3], "big"):
-            chunk = connection.recv(65536)
-            assert chunk, "the server closed the connection"
-            received += chunk
-        length = int.from_bytes(received[:3], "big")
-        kind, flags = received[3], received[4]
-        on_stream = int.from_bytes(received[5:9], "big") & 0x7FFFFFFF
-        payload, received = received[9 : 9 + length], received[9 + length :]
-        if on_stream == stream_id:
-            frames.append((kind, flags, payload))
-            if flags & Flag.END_STREAM:
-                return frames
-
-
-def request_headers(server: ServerProcess) -> list[tuple[str, str]]:
-    """Those of a ModelInfer call, as a gRPC client sends them."""
-    return [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", SERVICE + "ModelInfer"),
-        (":authority", server.grpc_target),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]
-
-
 def test_a_message_split_over_many_data_frames_is_read_whole(server: ServerProcess):
     """As a client may send it: the 5-byte prefix in pieces, then the rest in small frames."""
     message = raw_request(CLASSIFIER, many_rows(3), "FP32").SerializeToString()
-    body = struct.pack(">?L", False, len(message)) + message
-    headers = request_headers(server)
+    body = grpc_message(message)
+    headers = request_headers(server.grpc_target)
     pieces = [body[:2], body[2:4], *(body[start : start + 7] for start in range(4, len(body), 7))]
     requests = [frame(FrameType.HEADERS, Flag.END_HEADERS, 1, hpack.Encoder().encode(headers))]
     requests += [frame(FrameType.DATA, 0, 1, piece) for piece in pieces[:-1]]
     requests.append(frame(FrameType.DATA, Flag.END_STREAM, 1, pieces[-1]))
-    host, port = server.grpc_target.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(PREFACE + settings_frame({}) + b"".join(requests))
-        frames = read_frames(connection, 1)
+    with http2_connection(server.grpc_target) as connection:
+        connection.sendall(b"".join(requests))
+        frames = read_stream(connection, 1)
     decoder = hpack.Decoder()
     blocks = [
-        dict(decoder.decode(payload, raw=True))
-        for kind, _, payload in frames
-        if kind == FrameType.HEADERS
+        dict(decoder.decode(each.payload, raw=True))
+        for each in frames
+        if each.kind == FrameType.HEADERS
     ]
-    answer = b"".join(payload for kind, _, payload in frames if kind == FrameType.DATA)
+    answer = b"".join(each.payload for each in frames if each.kind == FrameType.DATA)
     response = pb.ModelInferResponse.FromString(answer[5:])
     assert blocks[0][b":status"] == b"200"
     assert blocks[-1][b"grpc-status"] == b"0"
@@ -228,15 +179,14 @@ def test_a_message_compressed_in_a_way_not_read_is_refused_saying_how_to_send_it
     server: ServerProcess,
 ):
     message = raw_request(CLASSIFIER, many_rows(1), "FP32").SerializeToString()
-    headers = [*request_headers(server), ("grpc-encoding", "snappy")]
+    headers = [*request_headers(server.grpc_target), ("grpc-encoding", "snappy")]
     call = frame(FrameType.HEADERS, Flag.END_HEADERS, 1, hpack.Encoder().encode(headers))
     body = struct.pack(">?L", True, len(message)) + message  # said to be compressed
     call += frame(FrameType.DATA, Flag.END_STREAM, 1, body)
-    host, port = server.grpc_target.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
-        connection.sendall(PREFACE + settings_frame({}) + call)
-        frames = read_frames(connection, 1)
-    (trailers,) = [hpack.Decoder().decode(payload, raw=True) for _, _, payload in frames]
+    with http2_connection(server.grpc_target) as connection:
+        connection.sendall(call)
+        frames = read_stream(connection, 1)
+    (trailers,) = [hpack.Decoder().decode(each.payload, raw=True) for each in frames]
     status = dict(trailers)
     assert status[b"grpc-status"] == b"12"  # UNIMPLEMENTED
     assert b"snappy" in status[b"grpc-message"]
@@ -252,12 +202,14 @@ def test_connections_that_break_the_protocol_are_closed_and_others_are_served(
     with socket.create_connection((host, int(port)), timeout=10) as http1:
         http1.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         read_until_closed(http1)  # no HTTP/1.1 answer: the connection just closes
-    with socket.create_connection((host, int(port)), timeout=10) as broken:
-        broken.sendall(PREFACE + settings_frame({}) + frame(FrameType.DATA, 0, 0, b"x"))
+    with http2_connection(server.grpc_target) as broken:
+        broken.sendall(frame(FrameType.DATA, 0, 0, b"x"))
         closing = read_until_closed(broken)
     with v2_client(server.grpc_target) as client:
         answer = client.infer(raw_request(CLASSIFIER, many_rows(2), "FP32"))
-    assert goaway_code(closing) == ErrorCode.PROTOCOL_ERROR
+    goaway = goaway_of(parse_frames(closing)[0])
+    assert goaway is not None
+    assert goaway.code == ErrorCode.PROTOCOL_ERROR
     assert len(answer.raw_output_contents) == 2
 
 
