@@ -584,6 +584,10 @@ class GrpcConnection(asyncio.Protocol):
                 self._peer_initial_window = value
                 for stream in list(self._streams.values()):
                     stream.send_window += change
+                    if stream.send_window > MAX_WINDOW:
+                        raise _ConnectionError(
+                            ErrorCode.FLOW_CONTROL_ERROR, "a call's window above 2^31-1"
+                        )
                     if change > 0 and stream.pending:
                         self._send_pending(stream)
             elif key == Setting.MAX_FRAME_SIZE:

@@ -17,7 +17,18 @@ import numpy as np
 import pytest
 import xgboost
 
-from modelserver.http2 import ErrorCode, Flag, FrameType, changes_table, frame
+from modelserver.http2 import (
+    DEFAULT_WINDOW,
+    MAX_WINDOW,
+    ErrorCode,
+    Flag,
+    FrameType,
+    Setting,
+    changes_table,
+    frame,
+    settings_frame,
+    window_update,
+)
 from modelserver.protos import open_inference_pb2 as pb
 from tests.server.data import breast_cancer_rows
 from tests.server.grpc_client import SERVICE, V2Client, raw_request, status_of, v2_client
@@ -211,6 +222,22 @@ def test_connections_that_break_the_protocol_are_closed_and_others_are_served(
     assert goaway is not None
     assert goaway.code == ErrorCode.PROTOCOL_ERROR
     assert len(answer.raw_output_contents) == 2
+
+
+def test_a_settings_frame_that_takes_a_calls_window_beyond_the_maximum_ends_the_connection(
+    server: ServerProcess,
+):
+    """RFC 9113 6.9.2: the change of SETTINGS_INITIAL_WINDOW_SIZE applies to the windows
+    of the calls open, and one above 2^31-1 is a FLOW_CONTROL_ERROR."""
+    headers = hpack.Encoder().encode(request_headers(server.grpc_target))
+    frames = frame(FrameType.HEADERS, Flag.END_HEADERS, 1, headers)  # a call left open
+    frames += window_update(1, MAX_WINDOW - DEFAULT_WINDOW)  # its window at the maximum
+    frames += settings_frame({Setting.INITIAL_WINDOW_SIZE: DEFAULT_WINDOW + 1})
+    with http2_connection(server.grpc_target) as connection:
+        connection.sendall(frames)
+        goaway = goaway_of(parse_frames(read_until_closed(connection))[0])
+    assert goaway is not None
+    assert goaway.code == ErrorCode.FLOW_CONTROL_ERROR
 
 
 def test_calls_still_running_when_the_drain_time_runs_out_are_cancelled(
