@@ -379,11 +379,9 @@ def finite_rows(
             rows = values.astype(np.float32)
     else:
         rows = values.astype(model.input_dtype)
-    if math.isfinite(np.add.reduce(rows, axis=None)):
-        return rows  # a NaN or infinity would have made the sum one (1 ufunc call, not 2)
     finite = np.isfinite(rows)
-    if finite.all():
-        return rows  # finite values whose sum overflowed
+    if np.logical_and.reduce(finite, axis=None):  # ndarray.all() adds a Python layer
+        return rows
     nan = np.isnan(rows)
     if model.accepts_missing and not (~finite & ~nan).any():
         return rows
