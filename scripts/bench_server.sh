@@ -11,7 +11,7 @@
 # MLServer goes into its own virtual environment under the cache directory (outside the
 # repository); nothing of it is committed. Variables:
 #   BENCH_SECONDS                 wrk duration of each run (default 10)
-#   BENCH_SECTIONS                "mlserver profile mirror grpc" (default), or some of them
+#   BENCH_SECTIONS                "mlserver ceiling profile mirror grpc" (default), or some of them
 #   BENCH_PROFILE_ROUNDS          rounds of the profile comparison (default 5)
 #   BENCH_MIRROR_ROUNDS           rounds of the mirror comparison (default 5)
 #   BENCH_GRPC_ROUNDS             rounds of the grpc comparison (default 3)
@@ -24,7 +24,7 @@ CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 MLSERVER_VENV="$CACHE/mlserver-venv"
 MLSERVER_PACKAGES=(mlserver==1.7.1 mlserver-xgboost==1.7.1 "uvloop==0.21.0")
 MODEL=examples/models/xgb-classifier.ubj
-read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver profile mirror grpc}"
+read -r -a SECTIONS <<<"${BENCH_SECTIONS:-mlserver ceiling profile mirror grpc}"
 
 # wrk drives REST; h2load (nghttp2-client), in C like wrk, drives our gRPC against it.
 MISSING=()
