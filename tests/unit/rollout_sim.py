@@ -261,11 +261,18 @@ class Simulator:
         if persist:
             self.status = decision.status
             self.ticks.append(tick)
-        elif verdict is not None:
-            self.verdicts.appendleft(verdict)  # the analysis reruns with the same result
+        else:
+            if verdict is not None:
+                self.verdicts.appendleft(verdict)  # the analysis reruns with the same result
+            reading = observation.experiment
+            for name, guardrail in (reading.guardrails if reading else {}).items():
+                # So do the experiment's: Prometheus answers the same when asked again.
+                self.guardrails.setdefault(name, deque()).appendleft(guardrail.verdict)
         if persist and apply:
             self.apply(decision)
-        self.advance(decision.requeue_after)
+        # An operator that died before writing status looks again as soon as it is back,
+        # not after the requeue it decided.
+        self.advance(decision.requeue_after if persist else POLL)
         return tick
 
     def replay(self) -> Tick:

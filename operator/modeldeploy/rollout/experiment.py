@@ -242,10 +242,11 @@ def progress(m: Machine) -> Decision:
             analysis = reading.guardrails.get(arm.name)
             if analysis is not None and analysis.verdict == Verdict.FAIL:
                 _failed_check(m, arm, failure_summary(analysis))
-        if reading.counts is not None and experiment.phase == ExperimentPhase.RUNNING:
-            _judge(m, experiment, settings, reading.counts)
     if experiment.phase == ExperimentPhase.RUNNING and not _running_variants(experiment):
         stop(m, "every variant was cut")
+    counts = reading.counts if fresh and reading is not None and not m.paused() else None
+    if counts is not None and experiment.phase == ExperimentPhase.RUNNING:
+        _judge(m, experiment, settings, counts)
     if experiment.phase != ExperimentPhase.RUNNING:
         return m.steady()
     return _running_decision(m, experiment, settings)
