@@ -102,8 +102,12 @@ class Scenario:
 
     def roll_out(self, version: str, model: dict[str, Any]) -> float:
         """Change the model: the operator starts a canary. Returns when it was asked."""
-        patch = {"spec": {"model": {"version": version, **model}}}
         at = time.time()
+        self.patch({"model": {"version": version, **model}})
+        return at
+
+    def patch(self, spec: dict[str, Any]) -> None:
+        """Merge `spec` into the ModelDeployment's spec, as `kubectl patch --type merge`."""
         self.tier.kubectl(
             "patch",
             "md",
@@ -113,9 +117,8 @@ class Scenario:
             "--type",
             "merge",
             "-p",
-            json.dumps(patch),
+            json.dumps({"spec": spec}),
         )
-        return at
 
     def outcome(self, version: str) -> dict[str, Any] | None:
         """The history entry that ended `version`'s canary (Promoted, RolledBack, ...)."""

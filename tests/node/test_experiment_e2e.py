@@ -84,17 +84,7 @@ def test_an_experiment_finds_the_better_variant_ignores_an_equal_one_and_cuts_a_
             ],
         },
     }
-    scenario.tier.kubectl(
-        "patch",
-        "md",
-        scenario.name,
-        "-n",
-        scenario.namespace,
-        "--type",
-        "merge",
-        "-p",
-        json.dumps({"spec": {"strategy": strategy}}),
-    )
+    scenario.patch({"strategy": strategy})
 
     def concluded() -> dict[str, Any] | None:
         experiment = scenario.status().get("experiment") or {}

@@ -10,7 +10,6 @@ away from answered (``tests/node/traffic_switch.py``).
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,23 +215,12 @@ def roll_out_checked(
 ) -> None:
     """A new model and the check it must pass, one change; a bad dataset is rejected on its
     first Error (inconclusiveLimit 1), as a real Job run on the node finds it."""
-    patch = {
-        "spec": {
+    scenario.patch(
+        {
             "model": {"version": version, **model},
             "validation": validation,
             "rollout": {"inconclusiveLimit": 1},
         }
-    }
-    scenario.tier.kubectl(
-        "patch",
-        "md",
-        scenario.name,
-        "-n",
-        scenario.namespace,
-        "--type",
-        "merge",
-        "-p",
-        json.dumps(patch),
     )
 
 
