@@ -84,6 +84,10 @@ COMPONENT = "modeldeploy-operator"
 # Children a cluster may not serve, left out (with a warning) rather than failing the
 # reconcile: GRPCRoute needs Gateway API v1.1, and HTTP traffic does not depend on it.
 OPTIONAL_KINDS = frozenset({"GRPCRoute"})
+NO_PROMETHEUS = (
+    "no Prometheus configured: set spec.analysis.prometheus.url or start the operator with "
+    "--default-prometheus-url"
+)
 
 
 class SecretsOff(Exception):
@@ -365,11 +369,7 @@ class Reconciler:
         except KubeError as error:
             return _backend_error(f"cannot read the Prometheus credentials: {error}", now)
         if client is None:
-            return _backend_error(
-                "no Prometheus configured: set spec.analysis.prometheus.url or start "
-                "the operator with --default-prometheus-url",
-                now,
-            )
+            return _backend_error(NO_PROMETHEUS, now)
         context = QueryContext(
             namespace=md.metadata.namespace,
             name=md.metadata.name,
@@ -420,10 +420,7 @@ class Reconciler:
         except (SecretsOff, KubeError) as error:
             client, unusable = None, str(error)
         else:
-            unusable = (
-                "no Prometheus configured: set spec.analysis.prometheus.url or start the "
-                "operator with --default-prometheus-url"
-            )
+            unusable = NO_PROMETHEUS
         counted = [CONTROL, *due.guardrails] if due.counts else []
         if client is None:
             return ExperimentReading(
@@ -489,10 +486,7 @@ class Reconciler:
             answers = monitoring.unanswered(str(error))
         else:
             if client is None:
-                answers = monitoring.unanswered(
-                    "no Prometheus configured: set spec.analysis.prometheus.url or start the "
-                    "operator with --default-prometheus-url"
-                )
+                answers = monitoring.unanswered(NO_PROMETHEUS)
             else:
                 async with client:
                     answers = await monitoring.ask(client, md.spec, context)
