@@ -42,7 +42,9 @@ growth = st.integers(10, 400)  # trials each arm gains per minute of counting
 
 def counter(arm_rates: dict[str, float], per_minute: int):
     def counts(due: ExperimentDue) -> dict[str, ArmCount]:
-        total = per_minute * due.window_seconds / 60
+        # Whole minutes: an operator that crashed reads a few seconds later than one that
+        # did not, and must reach the same verdict from the same counts.
+        total = per_minute * (due.window_seconds // 60)
         return {
             arm: ArmCount(successes=rate * total, total=total) for arm, rate in arm_rates.items()
         }

@@ -495,9 +495,15 @@ def _running_decision(
             arm.weight = next(v.weight for v in settings.variants if v.name == arm.name)
             arm.actual_weight = achieved[arm.name]
     _describe(m, experiment)
-    wait = interval_seconds(m.o.spec) if experiment.ready_at is not None else POLL_SECONDS
-    if experiment.ends_at is not None and experiment.ends_at > m.o.now:
-        wait = min(wait, (experiment.ends_at - m.o.now).total_seconds())
+    # The next look is when the next reading is due (the verdict comes with the first one
+    # at or after ends_at); a reading due but not taken (paused) waits an interval.
+    interval = interval_seconds(m.o.spec)
+    wait = POLL_SECONDS
+    if experiment.ready_at is not None:
+        last = experiment.last_analysis_at or experiment.ready_at
+        wait = (last - m.o.now).total_seconds() + interval
+        if wait <= 0:
+            wait = interval
     live = (Track.STABLE, *(variant_track(p.name) for p in plans))
     decision = m.decision(None, 0, max(wait, 1.0), live_tracks=live)
     decision.variants = tuple(plans)
