@@ -101,6 +101,9 @@ class Mirror:
         self._target: MirrorTarget | None = None
         self._credit = 0
         """The sampling accumulator, in units of 1 / the share's denominator."""
+        self._numerator = self._denominator = 1
+        """The target's share as plain integers (a Fraction's are slower to read)."""
+        self._target_headers = b""
         self._rotation = 0
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,10 +165,10 @@ class Mirror:
         target = self._target
         if target is None or MIRROR_HEADER in headers:
             return None  # off, or a copy itself: never mirrored again
-        self._credit += target.share.numerator
-        if self._credit < target.share.denominator:
+        self._credit += self._numerator
+        if self._credit < self._denominator:
             return None
-        self._credit -= target.share.denominator
+        self._credit -= self._denominator
         path: bytes = scope.get("raw_path") or scope["path"].encode()
         if b"/versions/" in path:
             path = _VERSIONED_V2.sub(rb"\1\2", path)
@@ -224,13 +227,16 @@ class Mirror:
         self._rotation = (self._rotation + 1) % len(ready)
         ready = ready[self._rotation :] + ready[: self._rotation]
         queue = self._queue
-        headers = _target_headers(target)
+        headers = self._target_headers
         for connection, room in ready:
             if not queue:
                 break
             count = min(room, len(queue))
-            requests = [_request(queue.popleft(), headers) for _ in range(count)]
-            connection.send(b"".join(requests), count)
+            buffers: list[bytes] = []
+            for _ in range(count):
+                copy = queue.popleft()
+                buffers += (_request_head(copy, headers), copy.body)
+            connection.send(buffers, count)
 
     def _open(self, slot: _Slot, target: MirrorTarget, now: float) -> None:
         if slot.opening is None and now >= slot.retry_at:
@@ -307,6 +313,9 @@ class Mirror:
     def _apply(self, target: MirrorTarget | None) -> None:
         previous, self._target = self._target, target
         self._credit = 0
+        if target is not None:
+            self._numerator, self._denominator = target.share.as_integer_ratio()
+            self._target_headers = _target_headers(target)
         if target is not None and previous is not None and target.address == previous.address:
             return  # only the share changed: the queue and the connections stay
         self._dropped.inc(len(self._queue))
@@ -347,8 +356,9 @@ def _target_headers(target: MirrorTarget) -> bytes:
     return f"host: {host}:{target.port}\r\n".encode() + MIRROR_HEADER + b": 1\r\n"
 
 
-def _request(copy: Copy, headers: bytes) -> bytes:
-    """The copy as HTTP/1.1 request bytes, with the stable's prediction for reference."""
+def _request_head(copy: Copy, headers: bytes) -> bytes:
+    """The copy's HTTP/1.1 request line and headers, with the stable's prediction for
+    reference; the body follows as it is (written from the same bytes, not copied)."""
     parts = [b"POST ", copy.path, b" HTTP/1.1\r\n", headers]
     if copy.content_type is not None:
         parts += (b"content-type: ", copy.content_type, b"\r\n")
@@ -357,5 +367,5 @@ def _request(copy: Copy, headers: bytes) -> bytes:
     reference = orjson.dumps(json_array(copy.predicted), option=orjson.OPT_SERIALIZE_NUMPY)
     if len(reference) <= REFERENCE_MAX_BYTES:
         parts += (REFERENCE_HEADER, b": ", reference, b"\r\n")
-    parts += (b"content-length: ", str(len(copy.body)).encode(), b"\r\n\r\n", copy.body)
+    parts += (b"content-length: ", str(len(copy.body)).encode(), b"\r\n\r\n")
     return b"".join(parts)
