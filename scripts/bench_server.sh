@@ -3,8 +3,9 @@
 # both driven by wrk (V2 infer, 1 and 100 rows, concurrency 1, 8, 32), plus the floors
 # (in-process predict, a constant FastAPI reply); then modelserver with the model's
 # reference profile vs without (1 and 100 rows, c=8, interleaved rounds) and the memory
-# its feedback path holds; then modelserver mirroring every request to a shadow vs not, and
-# the copies it drops under overload; then modelserver vs MLServer over gRPC, driven by ghz
+# its feedback path holds; then modelserver mirroring every request to a shadow vs not,
+# both driven at once (wrk at saturation, vegeta at a constant rate for p99), and the copies
+# it drops under overload; then modelserver vs MLServer over gRPC, driven by ghz
 # (1 and 100 rows, c=8 and 32, interleaved rounds), and our gRPC driven by h2load vs our
 # REST driven by wrk. Run through `make bench-server`.
 #
@@ -52,10 +53,14 @@ if [ ! -f "$MODEL" ] || [ ! -f "${MODEL%.ubj}.profile.json" ]; then
     uv run --locked python examples/train_models.py --output examples/models
 fi
 
-# ghz, the gRPC load generator, built from its Go module on first use.
+# ghz (gRPC) and vegeta (open-loop HTTP), built from their Go modules on first use.
 GRPC_ARGS=()
 if [[ " ${SECTIONS[*]} " == *" grpc "* ]]; then
-    GRPC_ARGS=(--ghz "$(scripts/ghz.sh)" --grpc-rounds "${BENCH_GRPC_ROUNDS:-3}")
+    GRPC_ARGS=(--ghz "$(scripts/go-bench-tool.sh ghz)" --grpc-rounds "${BENCH_GRPC_ROUNDS:-3}")
+fi
+MIRROR_ARGS=()
+if [[ " ${SECTIONS[*]} " == *" mirror "* ]]; then
+    MIRROR_ARGS=(--vegeta "$(scripts/go-bench-tool.sh vegeta)")
 fi
 
 # As a module, so that run.py imports its sections as the rest of scripts/ does.
@@ -67,4 +72,5 @@ exec uv run --locked python -m scripts.bench_server.run \
     --mlserver-tuned-workers "${MLSERVER_TUNED_WORKERS:-1}" \
     --profile-rounds "${BENCH_PROFILE_ROUNDS:-5}" \
     --mirror-rounds "${BENCH_MIRROR_ROUNDS:-5}" \
-    "${GRPC_ARGS[@]}"
+    "${GRPC_ARGS[@]}" \
+    "${MIRROR_ARGS[@]}"

@@ -2,9 +2,10 @@
 over gRPC, with default settings and tuned alike, and ours over gRPC against ours over
 REST, at 1 and 100 rows, c=8 and c=32.
 
-Against MLServer the gRPC load comes from ghz (built from its Go module by scripts/ghz.sh):
-the same serialized ModelInferRequest, its rows as raw_input_contents as tritonclient
-sends them, to both servers, over GHZ_CONNECTIONS connections. Against our REST, whose
+Against MLServer the gRPC load comes from ghz (built from its Go module by
+`scripts/go-bench-tool.sh ghz`): the same serialized ModelInferRequest, its rows as
+raw_input_contents as tritonclient sends them, to both servers, over GHZ_CONNECTIONS
+connections. Against our REST, whose
 load is run.py's wrk with its JSON bodies on the same server's port, the same message
 comes from h2load (nghttp2's load generator, Debian's nghttp2-client): ghz spends ~10x
 wrk's CPU on a request (~200 us against ~20 us, measured here), which on a machine of

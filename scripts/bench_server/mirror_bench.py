@@ -2,19 +2,30 @@
 costs the stable (issue 16: p99 within 5%, throughput within 10% at 100%), and what the
 stable does with copies it cannot deliver.
 
-Two stables run side by side, one mirroring 100%, one without a mirror config; the sides
-take turns at each load point over several rounds. The mirroring side's file points at
-three targets in turn (it is re-read while the server runs):
+Two stables run side by side on one CPU, both with a mirror config file, and they take
+turns: in each round one mirrors 100%, the other's file turns mirroring off (one attribute
+read per request). Both are driven at the same time, so that whatever this noisy host does
+to one it does to the other (one after the other, runs of the same server differ by
+15-40%); the turns cancel what differs between the two processes themselves for a whole
+run (either of two identical servers came out up to ~15% ahead in earlier runs):
+
+- throughput: wrk saturates both (closed loop, c=8 each); each gets about half the CPU,
+  and the ratio of what they answer is the ratio of their costs per request;
+- p99: vegeta sends both the same constant rate (open loop: a request slowed by the
+  mirror does not hold back the next one), which together keeps the CPU about half busy.
+  At saturation a closed loop's p99 moves with its throughput, which is measured above.
+
+The mirroring side's file points at three targets in turn (it is re-read while the
+server runs):
 
 1. a shadow modelserver: the real thing, which answers every copy with its own model;
 2. a sink that answers every copy at once: what sending costs the stable when the
    shadow's work happens elsewhere, as it does on its own nodes;
-3. a port that never answers (one round): live requests must not notice; copies are
+3. a port that never answers (two rounds): live requests must not notice; copies are
    dropped when the queue is full and fail after the timeout.
 
-The machine has few cores: the stables share the first CPU, the shadow (or the sink) gets
-the last, wrk runs where the scheduler puts it. With two cores, a busy shadow still takes
-memory bandwidth and wrk's room from the stable, which the sink run separates out.
+The stables share the first CPU, the shadow (or the sink) gets the last, the load
+generators run where the scheduler puts them.
 
 Everything of run.py it needs is handed in, so that this module imports nothing of it.
 """
@@ -23,6 +34,7 @@ import asyncio
 import os
 import socket
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,13 +52,22 @@ from scripts.bench_server.harness_types import ResultLike, ServerLike
 
 from modelserver.metrics import MIRROR_REQUESTS_TOTAL
 
-POINTS = ((1, 8), (100, 8))
-"""(rows, concurrency) at which the stable with mirroring is compared with one without."""
+ROWS = (1, 100)
+"""Rows per request at which the stable with mirroring is compared with one without."""
+CONCURRENCY = 8
+"""Of wrk against each side at saturation."""
+NONE, MIRRORING = "without mirroring", "mirroring 100%"
+"""The two roles, which the stables take in turns (so that no difference between the two
+processes themselves, which persists for a whole run on this host, favours one role)."""
+CPU_BUSY_AT_FIXED_RATE = 0.5
+"""The fixed rate of the p99 runs, as the share of the CPU that the two stables keep busy
+(each is sent half of what the stable without mirroring answered at saturation)."""
 RESULTS = ("sent", "dropped", "failed")
 MODEL_NAME = "xgb-classifier"
 
 
 S = TypeVar("S", bound=ServerLike)
+T = TypeVar("T")
 R = TypeVar("R", bound=ResultLike)
 
 
@@ -60,10 +81,73 @@ class Harness(Generic[S, R]):
 
 
 @dataclass(frozen=True)
-class Run(Generic[R]):
-    result: R
+class Latency:
+    """What vegeta measured at a constant rate."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    success: float
+    """The share of requests answered 200."""
+
+
+@dataclass(frozen=True)
+class Round(Generic[R]):
+    """One round at one load point: both stables saturated at once, then both sent the
+    same constant rate at once."""
+
+    saturated: dict[str, R]
+    """By side."""
+    fixed_rate: dict[str, Latency]
+    """By side."""
     copies: dict[str, float]
-    """Of the requests of this run, the copies sent, dropped and failed (mirroring side)."""
+    """Of the requests of this round, the copies sent, dropped and failed (mirroring side)."""
+
+
+def at_once(*calls: Callable[[], T]) -> list[T]:
+    """The results of `calls`, each run in a thread of its own, all started together."""
+    results: list[T | None] = [None] * len(calls)
+
+    def run(index: int, call: Callable[[], T]) -> None:
+        results[index] = call()
+
+    threads = [threading.Thread(target=run, args=pair) for pair in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if any(result is None for result in results):
+        raise SystemExit("a load generator failed (see above)")
+    return [result for result in results if result is not None]
+
+
+def run_vegeta(vegeta: Path, url: str, body_file: Path, rate: float, seconds: int) -> Latency:
+    """vegeta sending `rate` requests a second for `seconds`, whatever the answers take."""
+    target = f"POST {url}\nContent-Type: application/json\n@{body_file}\n"
+    attack = subprocess.run(
+        [
+            str(vegeta),
+            "attack",
+            f"-rate={rate:.0f}/s",
+            f"-duration={seconds}s",
+            "-timeout=10s",
+            "-max-workers=256",
+        ],
+        input=target.encode(),
+        capture_output=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    report = subprocess.run(
+        [str(vegeta), "report", "-type=json"],
+        input=attack.stdout,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    summary = orjson.loads(report.stdout)
+    latencies = summary["latencies"]
+    return Latency(rate, latencies["50th"] / 1e6, latencies["99th"] / 1e6, summary["success"])
 
 
 def copies(port: int) -> dict[str, float]:
@@ -87,16 +171,18 @@ def settled_copies(port: int) -> dict[str, float]:
         counts = again
 
 
-def write_config(path: Path, url: str, percent: float) -> None:
-    # Replaced in one rename, as the kubelet swaps a ConfigMap's file.
+def write_config(path: Path, url: str | None, percent: float) -> None:
+    """Mirror `percent` to `url`, or nothing (None); replaced in one rename, as the kubelet
+    swaps a ConfigMap's file."""
     temporary = path.with_suffix(".tmp")
     temporary.write_bytes(orjson.dumps({"url": url, "percent": percent}))
     os.replace(temporary, path)
 
 
-def wait_for_log(log: Path, text: str) -> None:
+def wait_for_log(log: Path, text: str, offset: int = 0) -> None:
+    """Until `log` says `text` past its first `offset` bytes."""
     deadline = time.monotonic() + 30
-    while text not in log.read_text(errors="replace"):
+    while text not in log.read_bytes()[offset:].decode(errors="replace"):
         if time.monotonic() > deadline:
             raise SystemExit(f"{log} never said {text!r}")
         time.sleep(0.2)
@@ -172,29 +258,72 @@ TARGETS = ("a shadow modelserver", "a sink that answers at once", "a silent port
 
 
 def mirror_section(
-    harness: Harness[S, R], rounds: int, seconds: int, bodies: dict[int, Path], work: Path
+    harness: Harness[S, R],
+    vegeta: Path,
+    rounds: int,
+    seconds: int,
+    bodies: dict[int, Path],
+    work: Path,
 ) -> Callable[[], None]:
     """Measure; returns the report."""
-    config = work / "mirror.json"
     cpus = sorted(os.sched_getaffinity(0))
     stable_cpus, shadow_cpus = {cpus[0]}, {cpus[-1]}
     shadow = harness.ours("shadow", {}, ["--track", "canary"])
-    without = harness.ours("without mirroring", {}, [])
-    with_mirror = harness.ours("mirroring 100%", {}, ["--mirror-config-file", str(config)])
-    log = work / f"{with_mirror.label.replace(' ', '-')}.log"
-    sides = (without, with_mirror)
-    runs: dict[tuple[str, str, int, int], list[Run[R]]] = {}
+    stables = [
+        harness.ours(f"stable {name}", {}, ["--mirror-config-file", str(work / f"{name}.json")])
+        for name in ("a", "b")
+    ]
+    runs: dict[tuple[str, int, int], list[Round[R]]] = {}
 
-    def measure(target: str, side: S, process: Popen[bytes], rows: int, concurrency: int) -> None:
-        before = copies(side.port) if side is with_mirror else {}
-        url = f"http://127.0.0.1:{side.port}/v2/models/{MODEL_NAME}/infer"
-        result = harness.run_wrk(url, bodies[rows], concurrency, seconds, process.pid)
-        after = settled_copies(side.port) if side is with_mirror else {}
+    def config(stable: S) -> Path:
+        return work / f"{stable.label.removeprefix('stable ')}.json"
+
+    def log(stable: S) -> Path:
+        return work / f"{stable.label.replace(' ', '-')}.log"
+
+    def url(side: S) -> str:
+        return f"http://127.0.0.1:{side.port}/v2/models/{MODEL_NAME}/infer"
+
+    mirrors_to: dict[str, str | None] = {stable.label: None for stable in stables}
+
+    def assign(mirroring: S, other: S, target_url: str) -> None:
+        """`mirroring` copies every request to `target_url`, `other` mirrors nothing."""
+        for stable, url_or_none in ((mirroring, target_url), (other, None)):
+            if mirrors_to[stable.label] == url_or_none:
+                continue  # an unchanged file is not logged again
+            size = log(stable).stat().st_size
+            write_config(config(stable), url_or_none, 100)
+            said = f"to {url_or_none}, as" if url_or_none else "mirroring off, as"
+            wait_for_log(log(stable), said, size)
+            mirrors_to[stable.label] = url_or_none
+
+    def measure(
+        target: str, roles: dict[str, S], processes: dict[str, Popen[bytes]], rows: int
+    ) -> None:
+        def saturate(side: S) -> Callable[[], R]:
+            pid = processes[side.label].pid
+            return lambda: harness.run_wrk(url(side), bodies[rows], CONCURRENCY, seconds, pid)
+
+        def constant(side: S, rate: float) -> Callable[[], Latency]:
+            return lambda: run_vegeta(vegeta, url(side), bodies[rows], rate, seconds)
+
+        before = copies(roles[MIRRORING].port)
+        saturated = dict(zip(roles, at_once(*map(saturate, roles.values())), strict=True))
+        rate = CPU_BUSY_AT_FIXED_RATE * saturated[NONE].requests_per_second
+        latencies = at_once(*(constant(side, rate) for side in roles.values()))
+        fixed_rate = dict(zip(roles, latencies, strict=True))
+        after = settled_copies(roles[MIRRORING].port)
         delta = {name: after[name] - before[name] for name in before}
-        runs.setdefault((target, side.label, rows, concurrency), []).append(Run(result, delta))
+        runs.setdefault((target, rows, CONCURRENCY), []).append(Round(saturated, fixed_rate, delta))
         print(
-            f"  {side.label:<18} c={concurrency:<3} rows={rows:<4}"
-            f" {result.requests_per_second:>9,.0f} req/s p99 {result.p99_ms:7.2f} ms"
+            f"  rows={rows:<4} {roles[MIRRORING].label} mirrors; saturated c={CONCURRENCY}: "
+            + "  ".join(
+                f"{role} {result.requests_per_second:,.0f} req/s"
+                for role, result in saturated.items()
+            )
+            + f" | at {rate:,.0f}/s each: "
+            + "  ".join(f"{role} p99 {lat.p99_ms:.2f} ms" for role, lat in fixed_rate.items())
+            + " |"
             + "".join(f" {name} {count:,.0f}" for name, count in delta.items()),
             flush=True,
         )
@@ -206,76 +335,82 @@ def mirror_section(
             stack.enter_context(answering_sink(shadow_cpus)),
             stack.enter_context(silent_port()),
         )
-        write_config(config, urls[0], 100)
-        processes = {side.label: stack.enter_context(harness.started(side, work)) for side in sides}
+        for stable in stables:
+            write_config(config(stable), None, 100)
+        processes = {s.label: stack.enter_context(harness.started(s, work)) for s in stables}
         for process in processes.values():
             pin(process.pid, stable_cpus)
-        for target, url in zip(TARGETS, urls, strict=True):
-            write_config(config, url, 100)
-            wait_for_log(log, f"mirroring 100% of requests to {url}")
-            target_rounds = 1 if target == TARGETS[-1] else rounds
+        for target, target_url in zip(TARGETS, urls, strict=True):
+            target_rounds = 2 if target == TARGETS[-1] else rounds
             print(
-                f"# copies to {target}, {target_rounds} round(s); stables on CPU {cpus[0]},"
-                f" the target on CPU {cpus[-1]}",
+                f"# copies to {target}, {target_rounds} round(s), the stables taking turns to"
+                f" mirror; both on CPU {cpus[0]}, the target on CPU {cpus[-1]}",
                 flush=True,
             )
             for round_number in range(target_rounds):
-                for rows, concurrency in POINTS:
-                    order = sides if round_number % 2 == 0 else sides[::-1]
-                    for side in order:
-                        measure(target, side, processes[side.label], rows, concurrency)
+                mirroring, other = stables if round_number % 2 == 0 else stables[::-1]
+                assign(mirroring, other, target_url)
+                for rows in ROWS:
+                    measure(target, {NONE: other, MIRRORING: mirroring}, processes, rows)
 
     def report() -> None:
-        print_mirror(rounds, runs, without.label, with_mirror.label)
+        print_mirror(rounds, runs)
 
     return report
 
 
-def print_mirror(
-    rounds: int, runs: dict[tuple[str, str, int, int], list[Run[R]]], without: str, mirroring: str
-) -> None:
+def print_mirror(rounds: int, runs: dict[tuple[str, int, int], list[Round[R]]]) -> None:
     print(
-        f"\n## Mirroring 100% vs none (median of {rounds} rounds, 1 for the silent port;"
-        " sides interleaved; x: mirroring / none, the median of the rounds' ratios;"
-        " CPU: the stable's, per request)"
+        f"\n## Mirroring 100% vs none (both stables on one CPU, driven at once; median of"
+        f" {rounds} rounds, 2 for the silent port, the stables taking turns to mirror;"
+        " x: mirroring / none, the median of the"
+        " rounds' ratios; CPU: the stable's, per request; p99 at a constant rate that keeps"
+        f" the CPU ~{CPU_BUSY_AT_FIXED_RATE:.0%} busy)"
     )
     header = (
-        f"{'rows':>4} {'c':>3} | {'none req/s':>10} {'p99 ms':>7} {'CPU us':>6} |"
-        f" {'mirror req/s':>12} {'p99 ms':>7} {'CPU us':>6} | {'req/s x':>7} {'p99 x':>6} |"
-        f" {'sent':>7} {'dropped':>7} {'failed':>6}"
+        f"{'rows':>4} | {'none req/s':>10} {'CPU us':>6} | {'mirror req/s':>12} {'CPU us':>6}"
+        f" | {'req/s x':>7} | {'rate/s':>6} {'none p99':>8} {'mirror p99':>10} {'p99 x':>6}"
+        f" | {'sent':>7} {'dropped':>7} {'failed':>6}"
     )
     for target in TARGETS:
         print(f"\nCopies to {target}:")
         print(header)
         print("-" * len(header))
-        for rows, concurrency in POINTS:
-            plain = runs[(target, without, rows, concurrency)]
-            mirrored = runs[(target, mirroring, rows, concurrency)]
+        for rows in ROWS:
+            rounds_here = runs[(target, rows, CONCURRENCY)]
+            plain = [r.saturated[NONE] for r in rounds_here]
+            mirrored = [r.saturated[MIRRORING] for r in rounds_here]
             throughput = [
-                m.result.requests_per_second / p.result.requests_per_second
+                m.requests_per_second / p.requests_per_second
                 for m, p in zip(mirrored, plain, strict=True)
             ]
-            p99 = [m.result.p99_ms / p.result.p99_ms for m, p in zip(mirrored, plain, strict=True)]
-            errors = sum(run.result.errors for run in (*plain, *mirrored))
-            totals = {name: sum(run.copies[name] for run in mirrored) for name in RESULTS}
+            p99 = [r.fixed_rate[MIRRORING].p99_ms / r.fixed_rate[NONE].p99_ms for r in rounds_here]
+            errors = sum(result.errors for result in (*plain, *mirrored))
+            failed_share = max(
+                1 - latency.success for r in rounds_here for latency in r.fixed_rate.values()
+            )
+            totals = {name: sum(r.copies[name] for r in rounds_here) for name in RESULTS}
             print(
-                f"{rows:>4} {concurrency:>3} |"
-                f" {_median(plain, 'requests_per_second'):>10,.0f}"
-                f" {_median(plain, 'p99_ms'):>7.2f} {_cpu_us(plain):>6.0f} |"
-                f" {_median(mirrored, 'requests_per_second'):>12,.0f}"
-                f" {_median(mirrored, 'p99_ms'):>7.2f} {_cpu_us(mirrored):>6.0f} |"
-                f" {statistics.median(throughput):>7.3f} {statistics.median(p99):>6.3f} |"
+                f"{rows:>4} |"
+                f" {_median(plain, 'requests_per_second'):>10,.0f} {_cpu_us(plain):>6.0f} |"
+                f" {_median(mirrored, 'requests_per_second'):>12,.0f} {_cpu_us(mirrored):>6.0f} |"
+                f" {statistics.median(throughput):>7.3f} |"
+                f" {statistics.median(r.fixed_rate[NONE].rate for r in rounds_here):>6,.0f}"
+                f" {statistics.median(r.fixed_rate[NONE].p99_ms for r in rounds_here):>8.2f}"
+                f" {statistics.median(r.fixed_rate[MIRRORING].p99_ms for r in rounds_here):>10.2f}"
+                f" {statistics.median(p99):>6.3f} |"
                 f" {totals['sent']:>7,.0f} {totals['dropped']:>7,.0f} {totals['failed']:>6,.0f}"
-                + (f" errors {errors}" if errors else "")
+                + (f" wrk errors {errors}" if errors else "")
+                + (f" not answered 200: {failed_share:.2%}" if failed_share else "")
             )
 
 
-def _median(runs: list[Run[R]], field: str) -> float:
-    return statistics.median(float(getattr(run.result, field)) for run in runs)
+def _median(results: list[R], field: str) -> float:
+    return statistics.median(float(getattr(result, field)) for result in results)
 
 
-def _cpu_us(runs: list[Run[R]]) -> float:
+def _cpu_us(results: list[R]) -> float:
     """The stable's CPU time per live request, in microseconds (median over the runs)."""
     return statistics.median(
-        run.result.cpu_percent / 100 / run.result.requests_per_second * 1e6 for run in runs
+        result.cpu_percent / 100 / result.requests_per_second * 1e6 for result in results
     )

@@ -548,6 +548,9 @@ def main() -> None:
         "--mlserver-venv", type=Path, help="needed by the mlserver and grpc sections"
     )
     parser.add_argument("--ghz", type=Path, help="the ghz binary; needed by the grpc section")
+    parser.add_argument(
+        "--vegeta", type=Path, help="the vegeta binary; needed by the mirror section"
+    )
     parser.add_argument("--grpc-rounds", type=int, default=3, help="rounds of the grpc section")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration of each run")
     parser.add_argument(
@@ -570,6 +573,8 @@ def main() -> None:
         parser.error("the mlserver and grpc sections need --mlserver-venv")
     if "grpc" in args.sections and args.ghz is None:
         parser.error("the grpc section needs --ghz")
+    if "mirror" in args.sections and args.vegeta is None:
+        parser.error("the mirror section needs --vegeta")
     model: Path = args.model.resolve()
     sample_request = model.parent / "sample-request.json"
     profile = model.with_name(model.stem + ".profile.json")
@@ -606,7 +611,9 @@ def main() -> None:
             )
         if "mirror" in args.sections:
             harness = Harness(ours, started, run_wrk)
-            reports.append(mirror_section(harness, args.mirror_rounds, args.seconds, bodies, work))
+            reports.append(
+                mirror_section(harness, args.vegeta, args.mirror_rounds, args.seconds, bodies, work)
+            )
         if "ceiling" in args.sections:
             reports.append(ceiling_section(args.ceiling_rounds, args.seconds, bodies, work, ours))
         if "grpc" in args.sections:
