@@ -53,6 +53,8 @@ connections after 5 s, and a copy written as the shadow closes would be lost."""
 MAX_AGE_SECONDS = 10.0
 """A connection this old is replaced once it is idle, so that copies spread over the
 shadow's pods as they come and go (the Service balances connections, not requests)."""
+MOST_FIXED_HEADS = 64
+"""Distinct paths and content types whose fixed heads are kept."""
 RETRY_SECONDS = 0.5
 """After a failed connection attempt, the wait before the next one of the same slot."""
 _VERSIONED_V2 = re.compile(rb"(/v2/models/[^/]+)/versions/[^/]+(/infer)")
@@ -104,6 +106,8 @@ class Mirror:
         self._numerator = self._denominator = 1
         """The target's share as plain integers (a Fraction's are slower to read)."""
         self._target_headers = b""
+        self._fixed_heads: dict[tuple[bytes, bytes | None, bytes | None], bytes] = {}
+        """The part of a copy's head that all copies of one path and content type share."""
         self._rotation = 0
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -227,7 +231,7 @@ class Mirror:
         self._rotation = (self._rotation + 1) % len(ready)
         ready = ready[self._rotation :] + ready[: self._rotation]
         queue = self._queue
-        headers = self._target_headers
+        fixed_heads = self._fixed_heads
         for connection, room in ready:
             if not queue:
                 break
@@ -235,8 +239,24 @@ class Mirror:
             buffers: list[bytes] = []
             for _ in range(count):
                 copy = queue.popleft()
-                buffers += (_request_head(copy, headers), copy.body)
+                kind = (copy.path, copy.content_type, copy.header_length)
+                fixed = fixed_heads.get(kind)
+                if fixed is None:
+                    fixed = self._fixed_head(kind)
+                buffers += (fixed, _variable_head(copy), copy.body)
             connection.send(buffers, count)
+
+    def _fixed_head(self, kind: tuple[bytes, bytes | None, bytes | None]) -> bytes:
+        if len(self._fixed_heads) >= MOST_FIXED_HEADS:
+            self._fixed_heads.clear()  # clients sending many query strings: start again
+        path, content_type, header_length = kind
+        parts = [b"POST ", path, b" HTTP/1.1\r\n", self._target_headers]
+        if content_type is not None:
+            parts += (b"content-type: ", content_type, b"\r\n")
+        if header_length is not None:
+            parts += (b"inference-header-content-length: ", header_length, b"\r\n")
+        fixed = self._fixed_heads[kind] = b"".join(parts)
+        return fixed
 
     def _open(self, slot: _Slot, target: MirrorTarget, now: float) -> None:
         if slot.opening is None and now >= slot.retry_at:
@@ -316,6 +336,7 @@ class Mirror:
         if target is not None:
             self._numerator, self._denominator = target.share.as_integer_ratio()
             self._target_headers = _target_headers(target)
+        self._fixed_heads.clear()
         if target is not None and previous is not None and target.address == previous.address:
             return  # only the share changed: the queue and the connections stay
         self._dropped.inc(len(self._queue))
@@ -356,16 +377,13 @@ def _target_headers(target: MirrorTarget) -> bytes:
     return f"host: {host}:{target.port}\r\n".encode() + MIRROR_HEADER + b": 1\r\n"
 
 
-def _request_head(copy: Copy, headers: bytes) -> bytes:
-    """The copy's HTTP/1.1 request line and headers, with the stable's prediction for
-    reference; the body follows as it is (written from the same bytes, not copied)."""
-    parts = [b"POST ", copy.path, b" HTTP/1.1\r\n", headers]
-    if copy.content_type is not None:
-        parts += (b"content-type: ", copy.content_type, b"\r\n")
-    if copy.header_length is not None:
-        parts += (b"inference-header-content-length: ", copy.header_length, b"\r\n")
-    reference = orjson.dumps(json_array(copy.predicted), option=orjson.OPT_SERIALIZE_NUMPY)
-    if len(reference) <= REFERENCE_MAX_BYTES:
-        parts += (REFERENCE_HEADER, b": ", reference, b"\r\n")
-    parts += (b"content-length: ", str(len(copy.body)).encode(), b"\r\n\r\n")
-    return b"".join(parts)
+def _variable_head(copy: Copy) -> bytes:
+    """The rest of the copy's head: the stable's prediction for reference, and the body's
+    length; the body follows as it is (written from the same bytes, not copied)."""
+    try:
+        reference = orjson.dumps(copy.predicted, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:  # string labels, or an array orjson does not take as is
+        reference = orjson.dumps(json_array(copy.predicted), option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(reference) > REFERENCE_MAX_BYTES:
+        return b"content-length: %d\r\n\r\n" % len(copy.body)
+    return b"%s: %s\r\ncontent-length: %d\r\n\r\n" % (REFERENCE_HEADER, reference, len(copy.body))

@@ -70,16 +70,14 @@ class PipelinedConnection(asyncio.Protocol):
 
     # httptools callbacks
 
-    def on_headers_complete(self) -> None:
-        if not self._parser.should_keep_alive():
-            self.reusable = False
-
     def on_message_complete(self) -> None:
         if not self._sent_at:
             self.reusable = False  # an answer to nothing we asked: not a server to trust
             return
         self._answered += 1
         self._sent_at.popleft()
+        if not self._parser.should_keep_alive():
+            self.reusable = False  # the shadow closes after this answer
 
     # For the mirror
 
