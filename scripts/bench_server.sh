@@ -56,11 +56,11 @@ fi
 # ghz (gRPC) and vegeta (open-loop HTTP), built from their Go modules on first use.
 GRPC_ARGS=()
 if [[ " ${SECTIONS[*]} " == *" grpc "* ]]; then
-    GRPC_ARGS=(--ghz "$(scripts/go-bench-tool.sh ghz)" --grpc-rounds "${BENCH_GRPC_ROUNDS:-3}")
+    GRPC_ARGS=(--ghz "$(scripts/go-tool.sh ghz)" --grpc-rounds "${BENCH_GRPC_ROUNDS:-3}")
 fi
 MIRROR_ARGS=()
 if [[ " ${SECTIONS[*]} " == *" mirror "* ]]; then
-    MIRROR_ARGS=(--vegeta "$(scripts/go-bench-tool.sh vegeta)")
+    MIRROR_ARGS=(--vegeta "$(scripts/go-tool.sh vegeta)")
 fi
 
 # As a module, so that run.py imports its sections as the rest of scripts/ does.

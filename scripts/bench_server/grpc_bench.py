@@ -3,7 +3,7 @@ over gRPC, with default settings and tuned alike, and ours over gRPC against our
 REST, at 1 and 100 rows, c=8 and c=32.
 
 Against MLServer the gRPC load comes from ghz (built from its Go module by
-`scripts/go-bench-tool.sh ghz`): the same serialized ModelInferRequest, its rows as
+`scripts/go-tool.sh ghz`): the same serialized ModelInferRequest, its rows as
 raw_input_contents as tritonclient sends them, to both servers, over GHZ_CONNECTIONS
 connections. Against our REST, whose
 load is run.py's wrk with its JSON bodies on the same server's port, the same message

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The Go load generators of the server benchmark, pinned in scripts/versions.env and built
-# from their Go modules into the binaries cache on first use:
+# The Go tools of the repository's scripts, pinned in scripts/versions.env and built from
+# their Go modules into the binaries cache on first use:
 #   ${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}/bin/<tool>-<version>/<tool>
 #
-#   scripts/go-bench-tool.sh ghz      the gRPC one (the grpc section)
-#   scripts/go-bench-tool.sh vegeta   the open-loop, constant-rate HTTP one (the mirror section)
+#   scripts/go-tool.sh actionlint   make lint's check of the GitHub workflows
+#   scripts/go-tool.sh ghz          the benchmark's gRPC load generator (grpc section)
+#   scripts/go-tool.sh vegeta       its open-loop, constant-rate HTTP one (mirror section)
 #
 # Prints the binary's path (progress goes to stderr). Nothing but the Go module proxy is
 # used (through `go`).
@@ -14,11 +15,12 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-TOOL="${1:?usage: go-bench-tool.sh ghz|vegeta}"
+TOOL="${1:?usage: go-tool.sh actionlint|ghz|vegeta}"
 case "$TOOL" in
+    actionlint) VERSION=$ACTIONLINT_VERSION PACKAGE=github.com/rhysd/actionlint/cmd/actionlint ;;
     ghz) VERSION=$GHZ_VERSION PACKAGE=github.com/bojand/ghz/cmd/ghz ;;
     vegeta) VERSION=$VEGETA_VERSION PACKAGE=github.com/tsenart/vegeta/v12 ;;
-    *) echo "go-bench-tool.sh: unknown tool $TOOL (ghz or vegeta)" >&2; exit 2 ;;
+    *) echo "go-tool.sh: unknown tool $TOOL (actionlint, ghz or vegeta)" >&2; exit 2 ;;
 esac
 CACHE="${MODELDEPLOY_CACHE:-$HOME/.cache/modeldeploy}"
 DIR="$CACHE/bin/$TOOL-$VERSION"
