@@ -12,7 +12,8 @@ run (either of two identical servers came out up to ~15% ahead in earlier runs):
 - throughput: wrk saturates both (closed loop, c=8 each); each gets about half the CPU,
   and the ratio of what they answer is the ratio of their costs per request;
 - p99: vegeta sends both the same constant rate (open loop: a request slowed by the
-  mirror does not hold back the next one), which together keeps the CPU about half busy.
+  mirror does not hold back the next one), at two rates which together keep the CPU about
+  a quarter and about half busy.
   At saturation a closed loop's p99 moves with its throughput, which is measured above.
 
 The mirroring side's file points at three targets in turn (it is re-read while the
@@ -59,9 +60,10 @@ CONCURRENCY = 8
 NONE, MIRRORING = "without mirroring", "mirroring 100%"
 """The two roles, which the stables take in turns (so that no difference between the two
 processes themselves, which persists for a whole run on this host, favours one role)."""
-CPU_BUSY_AT_FIXED_RATE = 0.5
-"""The fixed rate of the p99 runs, as the share of the CPU that the two stables keep busy
-(each is sent half of what the stable without mirroring answered at saturation)."""
+CPU_BUSY_AT_FIXED_RATES = (0.25, 0.5)
+"""The fixed rates of the p99 runs, as the share of the CPU that the two stables keep busy
+(at 0.5 each is sent half of what the stable without mirroring answered at saturation):
+how much the mirror's extra work lengthens the waits depends on how busy the stable is."""
 RESULTS = ("sent", "dropped", "failed")
 MODEL_NAME = "xgb-classifier"
 
@@ -98,8 +100,8 @@ class Round(Generic[R]):
 
     saturated: dict[str, R]
     """By side."""
-    fixed_rate: dict[str, Latency]
-    """By side."""
+    fixed_rate: dict[float, dict[str, Latency]]
+    """By CPU share (CPU_BUSY_AT_FIXED_RATES), then by side."""
     copies: dict[str, float]
     """Of the requests of this round, the copies sent, dropped and failed (mirroring side)."""
 
@@ -309,9 +311,11 @@ def mirror_section(
 
         before = copies(roles[MIRRORING].port)
         saturated = dict(zip(roles, at_once(*map(saturate, roles.values())), strict=True))
-        rate = CPU_BUSY_AT_FIXED_RATE * saturated[NONE].requests_per_second
-        latencies = at_once(*(constant(side, rate) for side in roles.values()))
-        fixed_rate = dict(zip(roles, latencies, strict=True))
+        fixed_rate = {}
+        for busy in CPU_BUSY_AT_FIXED_RATES:
+            rate = busy * saturated[NONE].requests_per_second
+            latencies = at_once(*(constant(side, rate) for side in roles.values()))
+            fixed_rate[busy] = dict(zip(roles, latencies, strict=True))
         after = settled_copies(roles[MIRRORING].port)
         delta = {name: after[name] - before[name] for name in before}
         runs.setdefault((target, rows, CONCURRENCY), []).append(Round(saturated, fixed_rate, delta))
@@ -321,8 +325,11 @@ def mirror_section(
                 f"{role} {result.requests_per_second:,.0f} req/s"
                 for role, result in saturated.items()
             )
-            + f" | at {rate:,.0f}/s each: "
-            + "  ".join(f"{role} p99 {lat.p99_ms:.2f} ms" for role, lat in fixed_rate.items())
+            + "".join(
+                f" | at {sides[NONE].rate:,.0f}/s each: "
+                + "  ".join(f"{role} p99 {lat.p99_ms:.2f} ms" for role, lat in sides.items())
+                for sides in fixed_rate.values()
+            )
             + " |"
             + "".join(f" {name} {count:,.0f}" for name, count in delta.items()),
             flush=True,
@@ -364,13 +371,17 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int, int], list[Round[R]]]) 
         f"\n## Mirroring 100% vs none (both stables on one CPU, driven at once; median of"
         f" {rounds} rounds, 2 for the silent port, the stables taking turns to mirror;"
         " x: mirroring / none, the median of the"
-        " rounds' ratios; CPU: the stable's, per request; p99 at a constant rate that keeps"
-        f" the CPU ~{CPU_BUSY_AT_FIXED_RATE:.0%} busy)"
+        " rounds' ratios; CPU: the stable's, per request; p99 at constant rates that keep"
+        f" the CPU {' and '.join(f'~{busy:.0%}' for busy in CPU_BUSY_AT_FIXED_RATES)} busy)"
     )
     header = (
         f"{'rows':>4} | {'none req/s':>10} {'CPU us':>6} | {'mirror req/s':>12} {'CPU us':>6}"
-        f" | {'req/s x':>7} | {'rate/s':>6} {'none p99':>8} {'mirror p99':>10} {'p99 x':>6}"
-        f" | {'sent':>7} {'dropped':>7} {'failed':>6}"
+        f" | {'req/s x':>7} |"
+        + "".join(
+            f" {'busy':>4} {'rate/s':>6} {'none p99':>8} {'mirror p99':>10} {'p99 x':>6} |"
+            for _ in CPU_BUSY_AT_FIXED_RATES
+        )
+        + f" {'sent':>7} {'dropped':>7} {'failed':>6}"
     )
     for target in TARGETS:
         print(f"\nCopies to {target}:")
@@ -384,10 +395,12 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int, int], list[Round[R]]]) 
                 m.requests_per_second / p.requests_per_second
                 for m, p in zip(mirrored, plain, strict=True)
             ]
-            p99 = [r.fixed_rate[MIRRORING].p99_ms / r.fixed_rate[NONE].p99_ms for r in rounds_here]
             errors = sum(result.errors for result in (*plain, *mirrored))
             failed_share = max(
-                1 - latency.success for r in rounds_here for latency in r.fixed_rate.values()
+                1 - latency.success
+                for r in rounds_here
+                for sides in r.fixed_rate.values()
+                for latency in sides.values()
             )
             totals = {name: sum(r.copies[name] for r in rounds_here) for name in RESULTS}
             print(
@@ -395,14 +408,23 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int, int], list[Round[R]]]) 
                 f" {_median(plain, 'requests_per_second'):>10,.0f} {_cpu_us(plain):>6.0f} |"
                 f" {_median(mirrored, 'requests_per_second'):>12,.0f} {_cpu_us(mirrored):>6.0f} |"
                 f" {statistics.median(throughput):>7.3f} |"
-                f" {statistics.median(r.fixed_rate[NONE].rate for r in rounds_here):>6,.0f}"
-                f" {statistics.median(r.fixed_rate[NONE].p99_ms for r in rounds_here):>8.2f}"
-                f" {statistics.median(r.fixed_rate[MIRRORING].p99_ms for r in rounds_here):>10.2f}"
-                f" {statistics.median(p99):>6.3f} |"
-                f" {totals['sent']:>7,.0f} {totals['dropped']:>7,.0f} {totals['failed']:>6,.0f}"
+                + "".join(_fixed_rate_cells(rounds_here, busy) for busy in CPU_BUSY_AT_FIXED_RATES)
+                + f" {totals['sent']:>7,.0f} {totals['dropped']:>7,.0f} {totals['failed']:>6,.0f}"
                 + (f" wrk errors {errors}" if errors else "")
                 + (f" not answered 200: {failed_share:.2%}" if failed_share else "")
             )
+
+
+def _fixed_rate_cells(rounds_here: list[Round[R]], busy: float) -> str:
+    """The medians of one constant rate's p99s and of the rounds' ratios."""
+    at_rate = [r.fixed_rate[busy] for r in rounds_here]
+    ratios = [sides[MIRRORING].p99_ms / sides[NONE].p99_ms for sides in at_rate]
+    return (
+        f" {busy:>4.0%} {statistics.median(sides[NONE].rate for sides in at_rate):>6,.0f}"
+        f" {statistics.median(sides[NONE].p99_ms for sides in at_rate):>8.2f}"
+        f" {statistics.median(sides[MIRRORING].p99_ms for sides in at_rate):>10.2f}"
+        f" {statistics.median(ratios):>6.3f} |"
+    )
 
 
 def _median(results: list[R], field: str) -> float:
