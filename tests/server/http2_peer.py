@@ -63,16 +63,25 @@ def read_until_closed(connection: socket.socket) -> bytes:
 
 def read_stream(connection: socket.socket, stream_id: int) -> list[Frame]:
     """The frames on `stream_id` until one ends the stream (the others are dropped)."""
-    received, frames = b"", []
-    while True:
+    return read_streams(connection, stream_id)[stream_id]
+
+
+def read_streams(connection: socket.socket, *stream_ids: int) -> dict[int, list[Frame]]:
+    """The frames on each of `stream_ids` until one ends each stream (the others are
+    dropped); read together, as the server may answer them in one segment."""
+    received = b""
+    frames: dict[int, list[Frame]] = {stream_id: [] for stream_id in stream_ids}
+    open_streams = set(stream_ids)
+    while open_streams:
         chunk = connection.recv(65536)
         assert chunk, "the server closed the connection"
         parsed, received = parse_frames(received + chunk)
         for each in parsed:
-            if each.stream_id == stream_id:
-                frames.append(each)
+            if each.stream_id in frames:
+                frames[each.stream_id].append(each)
                 if each.flags & Flag.END_STREAM or each.kind == FrameType.RST_STREAM:
-                    return frames
+                    open_streams.discard(each.stream_id)
+    return frames
 
 
 def request_headers(target: str, method: str = "ModelInfer") -> list[tuple[str, str]]:

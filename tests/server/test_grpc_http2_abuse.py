@@ -38,6 +38,7 @@ from tests.server.http2_peer import (
     http2_connection,
     parse_frames,
     read_stream,
+    read_streams,
     read_until_closed,
     request_headers,
 )
@@ -226,8 +227,8 @@ def test_calls_beyond_the_limit_before_it_is_known_are_refused_and_may_be_retrie
     calls.append(call_frames(encoder, server.grpc_target, retried, "ServerLive", SERVER_LIVE))
     with http2_connection(server.grpc_target) as connection:
         connection.sendall(b"".join(calls))
-        refusal = read_stream(connection, refused)
-        answer = read_stream(connection, retried)
+        streams = read_streams(connection, refused, retried)
+    refusal, answer = streams[refused], streams[retried]
     assert refusal == [
         Frame(FrameType.RST_STREAM, 0, refused, rst_stream(0, ErrorCode.REFUSED_STREAM)[9:])
     ]
