@@ -5,14 +5,14 @@ REST, at 1 and 100 rows, c=8 and c=32.
 Against MLServer the gRPC load comes from ghz (built from its Go module by
 `scripts/go-tool.sh ghz`): the same serialized ModelInferRequest, its rows as
 raw_input_contents as tritonclient sends them, to both servers, over GHZ_CONNECTIONS
-connections. Against our REST, whose
-load is run.py's wrk with its JSON bodies on the same server's port, the same message
-comes from h2load (nghttp2's load generator, Debian's nghttp2-client): ghz spends ~10x
-wrk's CPU on a request (~200 us against ~20 us, measured here), which on a machine of
-few cores it takes from the server, so ghz against wrk would compare the load generators;
-h2load, in C like wrk, costs about what wrk does. At each point the sides take turns, the
-first of a round going last in the next; the report gives medians over the rounds and
-the median of each round's ratio, whose runs were back to back.
+connections. Against our REST, whose load is run.py's wrk with its JSON bodies on the
+same server's port, the same message comes from h2load (nghttp2's load generator,
+Debian's nghttp2-client): ghz spends ~10x wrk's CPU on a request (~200 us against ~20 us,
+measured here), which on a machine of few cores it takes from the server, so ghz against
+wrk would compare the load generators; h2load, in C like wrk, costs about what wrk does.
+At each point the sides take turns, the first of a round going last in the next; the
+report gives medians over the rounds and the median of each round's ratio, whose runs
+were back to back.
 
 Besides requests per second, each side's server CPU time per request says what a request
 costs the server, whatever drives it.

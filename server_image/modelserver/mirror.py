@@ -105,7 +105,6 @@ class Mirror:
         """The sampling accumulator, in units of 1 / the share's denominator."""
         self._numerator = self._denominator = 1
         """The target's share as plain integers (a Fraction's are slower to read)."""
-        self._target_headers = b""
         self._fixed_heads: dict[tuple[bytes, bytes | None, bytes | None], bytes] = {}
         """The part of a copy's head that all copies of one path and content type share."""
         self._rotation = 0
@@ -242,15 +241,17 @@ class Mirror:
                 kind = (copy.path, copy.content_type, copy.header_length)
                 fixed = fixed_heads.get(kind)
                 if fixed is None:
-                    fixed = self._fixed_head(kind)
+                    fixed = self._fixed_head(kind, target)
                 buffers += (fixed, _variable_head(copy), copy.body)
             connection.send(buffers, count)
 
-    def _fixed_head(self, kind: tuple[bytes, bytes | None, bytes | None]) -> bytes:
+    def _fixed_head(
+        self, kind: tuple[bytes, bytes | None, bytes | None], target: MirrorTarget
+    ) -> bytes:
         if len(self._fixed_heads) >= MOST_FIXED_HEADS:
             self._fixed_heads.clear()  # clients sending many query strings: start again
         path, content_type, header_length = kind
-        parts = [b"POST ", path, b" HTTP/1.1\r\n", self._target_headers]
+        parts = [b"POST ", path, b" HTTP/1.1\r\n", _target_headers(target)]
         if content_type is not None:
             parts += (b"content-type: ", content_type, b"\r\n")
         if header_length is not None:
@@ -335,7 +336,6 @@ class Mirror:
         self._credit = 0
         if target is not None:
             self._numerator, self._denominator = target.share.as_integer_ratio()
-            self._target_headers = _target_headers(target)
         self._fixed_heads.clear()
         if target is not None and previous is not None and target.address == previous.address:
             return  # only the share changed: the queue and the connections stay
