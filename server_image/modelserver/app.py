@@ -134,6 +134,8 @@ def create_app(
     async def prometheus_metrics() -> Response:
         if counters is not None:
             counters.flush()
+        if mirror is not None:
+            mirror.count()  # else up to HOUSEKEEPING_SECONDS behind
         content, content_type = render(registry)
         return Response(content, media_type=content_type)
 

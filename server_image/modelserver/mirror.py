@@ -7,19 +7,17 @@ after its response went out: the same body bytes, content type and binary-data h
 to the same path (without /versions/V: the shadow serves another version), with the
 stable's prediction in a header so that the shadow can compare (shadow_compare.py).
 
-Copies wait in a bounded queue; a full queue drops them. A few keep-alive connections
-(mirror_client.py) send them, several at a time, after the live request is done; nothing
-on the live path waits for the shadow. A copy not answered within the timeout, or whose
-connection failed, counts as failed; what is queued at shutdown is dropped.
+The serving loop only writes each copy into a bounded ring in shared memory
+(mirror_ring.py); a process of its own (mirror_worker.py, started with the first target)
+sends them, so that the copies' HTTP costs another core, not the live requests' one. A
+full ring drops copies; the mirror process counts what was sent, failed or dropped, and
+this side adds it to the server's metrics. What is queued at shutdown is dropped.
 """
 
 import asyncio
 import logging
-import re
 import time
-from collections import deque
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 import numpy.typing as npt
 import orjson
@@ -34,37 +32,23 @@ from modelserver.metrics import (
     MIRROR_REQUESTS_TOTAL,
     MIRROR_SENT,
 )
-from modelserver.mirror_client import PipelinedConnection
 from modelserver.mirror_config import POLL_SECONDS, MirrorConfigFile, MirrorTarget
+from modelserver.mirror_process import MirrorProcess
+from modelserver.mirror_ring import GENERATION, POSITIONS, READ, TARGET, WRITTEN, RingWriter
 from modelserver.settings import Settings
-from modelserver.shadow_compare import MIRROR_HEADER, REFERENCE_HEADER, REFERENCE_MAX_BYTES
+from modelserver.shadow_compare import MIRROR_HEADER, REFERENCE_MAX_BYTES
 from modelserver.tensors import json_array
 
 log = logging.getLogger(__name__)
 
-MOST_IN_FLIGHT = 32
-"""Copies written to one connection and not yet answered, at most."""
 GATHER_SECONDS = 0.002
-"""Copies queued within this time go out together, in one write: a write and the read of
-its answers cost the stable a few microseconds each, so fewer are cheaper per copy."""
-IDLE_SECONDS = 2.0
-"""A connection idle this long is replaced before it is used again: uvicorn closes idle
-connections after 5 s, and a copy written as the shadow closes would be lost."""
-MAX_AGE_SECONDS = 10.0
-"""A connection this old is replaced once it is idle, so that copies spread over the
-shadow's pods as they come and go (the Service balances connections, not requests)."""
-MOST_FIXED_HEADS = 64
-"""Distinct paths and content types whose fixed heads are kept."""
-RETRY_SECONDS = 0.5
-"""After a failed connection attempt, the wait before the next one of the same slot."""
-_VERSIONED_V2 = re.compile(rb"(/v2/models/[^/]+)/versions/[^/]+(/infer)")
-_MODEL_IN_PATH = re.compile(rb"^(/v[12]/models/)[^/:]+")
-
-
-def _renamed(path: bytes, model: str) -> bytes:
-    """The path with the shadow's model name in place of the stable's."""
-    name = quote(model, safe="").encode()
-    return _MODEL_IN_PATH.sub(lambda found: found[1] + name, path, count=1)
+"""The mirror process is told what was written at most this often: the message costs the
+serving loop a system call, a copy only a few memory copies."""
+HOUSEKEEPING_SECONDS = 0.5
+"""How often the mirror process's counts reach the metrics, and its health is checked."""
+RESTART_SECONDS = 5.0
+"""A mirror process that died is started again, but not sooner than this after the last
+start (a process that cannot run must not be started in a hot loop)."""
 
 
 class Copy(NamedTuple):
@@ -79,40 +63,33 @@ class Copy(NamedTuple):
     """The stable's predicted values, one per row."""
 
 
-class _Slot:
-    """One of the mirror_connections: a connection, or one being opened."""
-
-    def __init__(self) -> None:
-        self.connection: PipelinedConnection | None = None
-        self.opening: asyncio.Task[None] | None = None
-        self.retry_at = 0.0
-
-
 class Mirror:
-    """Selects, queues and sends the copies of one server process."""
+    """Selects the copies of one server process and hands them to its mirror process."""
 
     def __init__(
         self, settings: Settings, registry: CollectorRegistry, base: tuple[str, ...]
     ) -> None:
         assert settings.mirror_config_file is not None
         self._config = MirrorConfigFile(settings.mirror_config_file)
-        self._capacity = settings.mirror_queue_size
-        self._timeout = settings.mirror_timeout_seconds
-        self._slots = [_Slot() for _ in range(settings.mirror_connections)]
-        self._queue: deque[Copy] = deque()
+        self._settings = settings
+        self._process: MirrorProcess | None = None
+        self._ring: RingWriter | None = None
         self._target: MirrorTarget | None = None
+        self._generation = 0
+        """Counts the targets (address and model name): a copy is sent only to its own."""
+        self._target_message: bytes | None = None
+        """The target, still to be told to the mirror process."""
         self._credit = 0
         """The sampling accumulator, in units of 1 / the share's denominator."""
         self._numerator = self._denominator = 1
         """The target's share as plain integers (a Fraction's are slower to read)."""
-        self._fixed_heads: dict[tuple[bytes, bytes | None, bytes | None], bytes] = {}
-        """The part of a copy's head that all copies of one path and content type share."""
-        self._rotation = 0
-        self._flush_scheduled = False
+        self._told_position = 0
+        """How far the mirror process knows the ring is written."""
+        self._telling = False
+        self._counted = (0, 0, 0)
+        """The mirror process's sent, failed and dropped counts already in the metrics."""
+        self._too_large_logged = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._troubled = False
-        """Copies failed since the shadow last answered (logged once)."""
-        self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         requests = Counter(
             MIRROR_REQUESTS_TOTAL,
@@ -127,7 +104,7 @@ class Mirror:
         self._failed = requests.labels(*base, MIRROR_FAILED)
         self._depth = Gauge(
             MIRROR_QUEUE_DEPTH,
-            "Copies waiting to be sent to the shadow (read about once a second).",
+            "Copies waiting to be sent to the shadow (read about twice a second).",
             BASE_LABELS,
             registry=registry,
             multiprocess_mode="livesum",
@@ -137,27 +114,28 @@ class Mirror:
 
     def start(self) -> None:
         """Read the config file, and keep reading it; must run on the serving loop."""
+        self._loop = asyncio.get_running_loop()
         changed, target = self._config.poll()
         if changed:
             self._apply(target)
-        loop = self._loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._watch_config()),
-            loop.create_task(self._watch_timeouts()),
+            self._loop.create_task(self._watch_config()),
+            self._loop.create_task(self._keep_house()),
         ]
 
     async def stop(self) -> None:
-        """Drop what is queued and close the connections, without waiting for answers."""
-        self._stopping = True
+        """End the mirror process: what is queued is dropped, answers are not waited for."""
         self._target = None
-        self._queue.clear()
-        tasks = self._tasks + [slot.opening for slot in self._slots if slot.opening]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        for slot in self._slots:
-            if slot.connection is not None:
-                slot.connection.abort()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._process is not None:
+            await self._process.stop()
+
+    @property
+    def process_id(self) -> int | None:
+        """The mirror process's, once started."""
+        return None if self._process is None else self._process.pid
 
     # The live path: cheap, and never waits
 
@@ -165,18 +143,13 @@ class Mirror:
         self, scope: Scope, headers: dict[bytes, bytes], body: bytes, predicted: npt.NDArray[Any]
     ) -> Copy | None:
         """A copy of this request answered 200, if it is one to mirror."""
-        target = self._target
-        if target is None or MIRROR_HEADER in headers:
+        if self._target is None or MIRROR_HEADER in headers:
             return None  # off, or a copy itself: never mirrored again
         self._credit += self._numerator
         if self._credit < self._denominator:
             return None
         self._credit -= self._denominator
         path: bytes = scope.get("raw_path") or scope["path"].encode()
-        if b"/versions/" in path:
-            path = _VERSIONED_V2.sub(rb"\1\2", path)
-        if target.model is not None:
-            path = _renamed(path, target.model)
         if scope["query_string"]:
             path += b"?" + scope["query_string"]
         return Copy(
@@ -189,138 +162,59 @@ class Mirror:
 
     def offer(self, copy: Copy) -> None:
         """Queue a copy (call it after the live response went out)."""
-        if len(self._queue) >= self._capacity:
-            self._dropped.inc()
+        ring = self._ring
+        if ring is None or self._target is None:
+            self._dropped.inc()  # turned off since it was selected
             return
-        self._queue.append(copy)
-        self._schedule_flush()
+        reference = _reference(copy)
+        record = (self._generation, copy.path, copy.content_type, copy.header_length)
+        if not ring.put(*record, reference, copy.body):
+            self._read_reports()  # the mirror process may have freed room meanwhile
+            if not ring.put(*record, reference, copy.body):
+                self._refused(ring, copy)
+                return
+        if not self._telling:
+            self._telling = True
+            assert self._loop is not None
+            self._loop.call_later(GATHER_SECONDS, self._tell_written)
 
-    # Sending
+    def _refused(self, ring: RingWriter, copy: Copy) -> None:
+        self._dropped.inc()
+        if ring.never_fits(copy.body) and not self._too_large_logged:
+            self._too_large_logged = True
+            log.warning(
+                "mirroring: a copy of %d bytes does not fit in the mirror buffer (%d bytes)"
+                " and is dropped, as are all that large; raise --mirror-buffer-bytes to"
+                " mirror them",
+                len(copy.body),
+                self._settings.mirror_buffer_bytes,
+            )
 
-    def _schedule_flush(self) -> None:
-        # One flush for all that is queued in the next GATHER_SECONDS.
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
-            self._loop.call_later(GATHER_SECONDS, self._flush)
+    # Talking to the mirror process
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        target = self._target
-        if target is None or not self._queue:
+    def _tell_written(self) -> None:
+        self._telling = False
+        ring, process = self._ring, self._process
+        if ring is None or process is None:
             return
-        now = time.monotonic()
-        ready: list[tuple[PipelinedConnection, int]] = []
-        for slot in self._slots:
-            connection = slot.connection
-            if connection is not None and connection.unanswered == 0 and _worn(connection, now):
-                slot.connection = None
-                connection.abort()
-                connection = None
-            if connection is None:
-                self._open(slot, target, now)
-            elif connection.open and now - connection.opened_at <= MAX_AGE_SECONDS:
-                room = MOST_IN_FLIGHT - connection.unanswered
-                if room > 0:
-                    ready.append((connection, room))
-            # else: it finishes its answers first, then is replaced
-        if not ready:
+        # When it is not reading yet (starting), it is told at the next housekeeping.
+        written = WRITTEN + POSITIONS.pack(ring.position, ring.records)
+        if ring.position != self._told_position and process.send(written):
+            self._told_position = ring.position
+        self._read_reports()
+
+    def _read_reports(self) -> None:
+        ring, process = self._ring, self._process
+        if ring is None or process is None:
             return
-        # The connections take turns, a whole batch each (the next one only for what does
-        # not fit): one write for the stable, several concurrent pipelines for the shadow.
-        self._rotation = (self._rotation + 1) % len(ready)
-        ready = ready[self._rotation :] + ready[: self._rotation]
-        queue = self._queue
-        fixed_heads = self._fixed_heads
-        for connection, room in ready:
-            if not queue:
-                break
-            count = min(room, len(queue))
-            buffers: list[bytes] = []
-            for _ in range(count):
-                copy = queue.popleft()
-                kind = (copy.path, copy.content_type, copy.header_length)
-                fixed = fixed_heads.get(kind)
-                if fixed is None:
-                    fixed = self._fixed_head(kind, target)
-                buffers += (fixed, _variable_head(copy), copy.body)
-            connection.send(buffers, count)
+        for message in process.received():
+            if message[:1] == READ:
+                ring.read_to(*POSITIONS.unpack_from(message, 1))
 
-    def _fixed_head(
-        self, kind: tuple[bytes, bytes | None, bytes | None], target: MirrorTarget
-    ) -> bytes:
-        if len(self._fixed_heads) >= MOST_FIXED_HEADS:
-            self._fixed_heads.clear()  # clients sending many query strings: start again
-        path, content_type, header_length = kind
-        parts = [b"POST ", path, b" HTTP/1.1\r\n", _target_headers(target)]
-        if content_type is not None:
-            parts += (b"content-type: ", content_type, b"\r\n")
-        if header_length is not None:
-            parts += (b"inference-header-content-length: ", header_length, b"\r\n")
-        fixed = self._fixed_heads[kind] = b"".join(parts)
-        return fixed
-
-    def _open(self, slot: _Slot, target: MirrorTarget, now: float) -> None:
-        if slot.opening is None and now >= slot.retry_at:
-            slot.opening = asyncio.get_running_loop().create_task(self._connect(slot, target))
-
-    async def _connect(self, slot: _Slot, target: MirrorTarget) -> None:
-        connection = PipelinedConnection(target.address, self._on_answered, self._on_lost)
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._timeout):
-                await loop.create_connection(lambda: connection, target.host, target.port)
-        except (OSError, TimeoutError) as error:
-            slot.retry_at = time.monotonic() + RETRY_SECONDS
-            self._unreachable(target, error)
-            return
-        finally:
-            slot.opening = None
-        if self._target is None or self._target.address != target.address:
-            connection.abort()  # the target moved meanwhile
-            return
-        if not connection.open:
-            slot.retry_at = time.monotonic() + RETRY_SECONDS  # closed at once: not a hot loop
-            self._unreachable(target, ConnectionResetError("closed as soon as it opened"))
-            return
-        slot.connection = connection
-        self._schedule_flush()
-
-    def _unreachable(self, target: MirrorTarget, error: BaseException) -> None:
-        """A connection attempt failed: while no connection is open, what waits fails."""
-        self._trouble(f"cannot connect to http://{target.host}:{target.port}: {error!r}")
-        if not any(slot.connection is not None for slot in self._slots) and self._queue:
-            self._failed.inc(len(self._queue))
-            self._queue.clear()
-
-    def _on_answered(self, count: int) -> None:
-        self._sent.inc(count)
-        if self._troubled:
-            self._troubled = False
-            log.info("mirroring: the shadow answers again")
-        if self._queue:
-            self._schedule_flush()
-
-    def _on_lost(self, connection: PipelinedConnection, unanswered: int) -> None:
-        owned = False
-        for slot in self._slots:
-            if slot.connection is connection:
-                slot.connection, owned = None, True
-        if self._stopping:
-            return
-        if unanswered:
-            # Lost under us: failed. Closed by us because mirroring moved: dropped.
-            if owned:
-                self._failed.inc(unanswered)
-                self._trouble(f"the connection to the shadow failed with {unanswered} unanswered")
-            else:
-                self._dropped.inc(unanswered)
-        if self._queue:
-            self._schedule_flush()
-
-    def _trouble(self, what: str) -> None:
-        if not self._troubled:
-            self._troubled = True
-            log.warning("mirroring: %s; copies fail until it answers again", what)
+    def _tell_target(self) -> None:
+        message = self._target_message
+        if message is not None and self._process is not None and self._process.send(message):
+            self._target_message = None
 
     # Housekeeping
 
@@ -336,54 +230,90 @@ class Mirror:
         self._credit = 0
         if target is not None:
             self._numerator, self._denominator = target.share.as_integer_ratio()
-        self._fixed_heads.clear()
-        if target is not None and previous is not None and target.address == previous.address:
+        if _same_destination(previous, target):
             return  # only the share changed: the queue and the connections stay
-        self._dropped.inc(len(self._queue))
-        self._queue.clear()
-        for slot in self._slots:
-            connection, slot.connection = slot.connection, None
-            if connection is not None:
-                connection.abort()
+        self._generation += 1
+        if target is not None and self._process is None:
+            self._start_process()
+        self._tell_written()  # the copies written so far are of the previous target
+        self._target_message = TARGET + GENERATION.pack(self._generation) + _described(target)
+        self._tell_target()
 
-    async def _watch_timeouts(self) -> None:
-        period = min(self._timeout / 4, 1.0)
+    def _start_process(self) -> None:
+        settings = self._settings
+        process = MirrorProcess(
+            settings.mirror_buffer_bytes,
+            settings.mirror_connections,
+            settings.mirror_timeout_seconds,
+            settings.log_level,
+        )
+        process.start(0, 0)
+        self._process = process
+        self._ring = RingWriter(process.ring, settings.mirror_queue_size)
+
+    async def _keep_house(self) -> None:
         while True:
-            await asyncio.sleep(period)
-            deadline = time.monotonic() - self._timeout
-            for slot in self._slots:
-                connection = slot.connection
-                oldest = None if connection is None else connection.oldest_unanswered()
-                if connection is not None and oldest is not None and oldest < deadline:
-                    self._trouble(f"the shadow did not answer within {self._timeout:g} s")
-                    connection.abort()  # its unanswered copies count as failed
-            self._depth.set(len(self._queue))
-            if self._queue:
-                self._schedule_flush()  # e.g. a slot may try to connect again
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self._check_process()
+            self._tell_target()
+            self._tell_written()
+            self.count()
+
+    def _check_process(self) -> None:
+        process, ring = self._process, self._ring
+        if process is None or ring is None:
+            return
+        code = process.exit_code()
+        if code is None or time.monotonic() - process.started_at < RESTART_SECONDS:
+            return
+        self.count()  # what it counted before it ended
+        lost = process.restart()
+        log.warning(
+            "mirroring: the mirror process ended (exit code %d) with %d copies unanswered,"
+            " counted as failed; started another",
+            code,
+            lost,
+        )
+        *_, position, records = process.counters()
+        ring.read_to(position, records)
+        self._told_position = -1  # tell the new one everything
+        self._target_message = TARGET + GENERATION.pack(self._generation) + _described(self._target)
+        self._tell_target()
+
+    def count(self) -> None:
+        """Bring the mirror process's counts into the metrics."""
+        if self._process is None or self._ring is None:
+            return
+        _, sent, failed, dropped, _, _ = self._process.counters()
+        counted_sent, counted_failed, counted_dropped = self._counted
+        self._sent.inc(sent - counted_sent)
+        self._failed.inc(failed - counted_failed)
+        self._dropped.inc(dropped - counted_dropped)
+        self._counted = (sent, failed, dropped)
+        self._depth.set(self._ring.waiting)
 
 
-def _worn(connection: PipelinedConnection, now: float) -> bool:
-    """Whether an idle connection is to be replaced before the next write."""
+def _same_destination(previous: MirrorTarget | None, target: MirrorTarget | None) -> bool:
     return (
-        not connection.open
-        or now - connection.last_active > IDLE_SECONDS
-        or now - connection.opened_at > MAX_AGE_SECONDS
+        previous is not None
+        and target is not None
+        and previous.address == target.address
+        and previous.model == target.model
     )
 
 
-def _target_headers(target: MirrorTarget) -> bytes:
-    """The header lines that every copy to `target` has."""
-    host = f"[{target.host}]" if ":" in target.host else target.host  # IPv6
-    return f"host: {host}:{target.port}\r\n".encode() + MIRROR_HEADER + b": 1\r\n"
+def _described(target: MirrorTarget | None) -> bytes:
+    """The target as the mirror process reads it; empty when mirroring is off."""
+    if target is None:
+        return b""
+    return orjson.dumps([target.host, target.port, target.model])
 
 
-def _variable_head(copy: Copy) -> bytes:
-    """The rest of the copy's head: the stable's prediction for reference, and the body's
-    length; the body follows as it is (written from the same bytes, not copied)."""
+def _reference(copy: Copy) -> bytes:
+    """The stable's prediction as JSON for the copy's reference header; empty when too long
+    to send (the shadow then cannot compare that request)."""
     try:
         reference = orjson.dumps(copy.predicted, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError:  # string labels, or an array orjson does not take as is
         reference = orjson.dumps(json_array(copy.predicted), option=orjson.OPT_SERIALIZE_NUMPY)
-    if len(reference) > REFERENCE_MAX_BYTES:
-        return b"content-length: %d\r\n\r\n" % len(copy.body)
-    return b"%s: %s\r\ncontent-length: %d\r\n\r\n" % (REFERENCE_HEADER, reference, len(copy.body))
+    return reference if len(reference) <= REFERENCE_MAX_BYTES else b""

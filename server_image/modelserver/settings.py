@@ -231,6 +231,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Mirrored copies waiting to be sent; more are dropped (and counted).",
     )
+    mirror_buffer_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Shared memory holding the copies that wait for the mirror process;"
+        " a copy that does not fit is dropped (and counted).",
+    )
     mirror_connections: int = Field(
         default=4, ge=1, description="Keep-alive connections that send copies to the shadow."
     )

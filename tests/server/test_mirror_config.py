@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from modelserver.mirror import _renamed
 from modelserver.mirror_config import InvalidMirrorConfig, MirrorTarget, parse_mirror_config
+from modelserver.mirror_worker import shadow_path
 
 
 @pytest.mark.parametrize(
@@ -85,11 +85,20 @@ def test_a_model_that_is_no_name_is_refused(model: bytes):
 
 
 @pytest.mark.parametrize(
-    ("path", "renamed"),
+    ("path", "model", "sent_to"),
     [
-        (b"/v2/models/fraud/infer", b"/v2/models/fraud-v2/infer"),
-        (b"/v1/models/fraud:predict", b"/v1/models/fraud-v2:predict"),
+        (b"/v2/models/fraud/infer", "fraud-v2", b"/v2/models/fraud-v2/infer"),
+        (b"/v1/models/fraud:predict", "fraud-v2", b"/v1/models/fraud-v2:predict"),
+        (b"/v2/models/fraud/versions/3/infer", None, b"/v2/models/fraud/infer"),
+        (
+            b"/v2/models/fraud/versions/3/infer?a=/versions/4",
+            "f",
+            b"/v2/models/f/infer?a=/versions/4",
+        ),
+        (b"/v2/models/fraud/infer?x=1", None, b"/v2/models/fraud/infer?x=1"),
     ],
 )
-def test_copies_go_to_the_shadows_model_name(path: bytes, renamed: bytes):
-    assert _renamed(path, "fraud-v2") == renamed
+def test_copies_go_to_the_shadows_unversioned_path_and_model_name(
+    path: bytes, model: str | None, sent_to: bytes
+):
+    assert shadow_path(path, model) == sent_to
