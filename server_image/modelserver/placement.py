@@ -17,8 +17,13 @@ Two running averages decide:
 - the elapsed time of the calls made on the loop must stay under LOOP_ELAPSED_SECONDS: a
   model that waits without computing (a sleep, a device, a remote call) blocks the loop
   although its CPU time is small. This average only grows while the model is on the loop,
-  so such a model stays on the thread for good; the limit is well above QUICK_SECONDS, so
-  that a busy machine taking the core from a quick call now and then does not.
+  so such a model stays on the thread for good. But a call can also take long because the
+  machine took the core away (another busy process on it, a stalled virtual machine), and
+  a quick model sent to the thread for that would pay the hand-over on every call after
+  (on a core shared with another busy process it answered ~20x less). So a call over the
+  limit is only a suspicion: the next calls count the thread's voluntary context switches
+  (a system call each, so not on every call), and only a call over the limit that waited
+  of its own accord counts; a call under the limit ends the suspicion.
 
 Every model starts on the thread (nothing is known of it yet), and a model of several
 threads (--predict-threads above 1) stays there: the loop would wait for its other
@@ -26,6 +31,7 @@ threads, whose time the calling thread's CPU time does not show.
 """
 
 import math
+import resource
 import time
 from collections.abc import Callable
 
@@ -47,6 +53,9 @@ class Placement:
         """Running average of the calls' CPU time; unknown before the first call."""
         self._loop_seconds = 0.0
         """Running average of the elapsed time of the calls made on the loop."""
+        self._suspicious = False
+        """A call on the loop took longer than LOOP_ELAPSED_SECONDS: perhaps it waited,
+        perhaps the machine took the core away; the next calls tell which."""
 
     def on_loop(self) -> bool:
         """Whether the next call is to be made on the event loop."""
@@ -57,12 +66,27 @@ class Placement:
         )
 
     def call_on_loop(self, rows: Features) -> Prediction:
+        suspicious = self._suspicious
+        switches = _voluntary_switches() if suspicious else 0
         started = time.perf_counter()
         try:
             return self.call(rows)
         finally:
             elapsed = time.perf_counter() - started
+            waited = _voluntary_switches() > switches if suspicious else None
+            self.count_loop_call(elapsed, waited)
+
+    def count_loop_call(self, elapsed: float, waited: bool | None) -> None:
+        """Take a call on the loop into account: it took `elapsed` seconds, and it waited
+        of its own accord (True), did not (False), or was not watched (None)."""
+        if elapsed < LOOP_ELAPSED_SECONDS:
+            self._suspicious = False
             self._loop_seconds += _LATEST_WEIGHT * (elapsed - self._loop_seconds)
+        elif waited:
+            # It blocked the loop that long itself: that it could do on every call.
+            self._loop_seconds = max(self._loop_seconds, elapsed)
+        else:
+            self._suspicious = True  # unwatched, or the core was taken: watch the next
 
     def call(self, rows: Features) -> Prediction:
         """The model's prediction, its CPU time counted (on whichever thread)."""
@@ -75,3 +99,8 @@ class Placement:
                 self._cpu_seconds = seconds
             else:
                 self._cpu_seconds += _LATEST_WEIGHT * (seconds - self._cpu_seconds)
+
+
+def _voluntary_switches() -> int:
+    """How often the calling thread has given up its core so far (to wait for something)."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw

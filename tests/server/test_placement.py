@@ -10,7 +10,7 @@ import numpy as np
 
 from modelserver.batching import MicroBatcher
 from modelserver.model import Prediction
-from modelserver.placement import LOOP_ELAPSED_SECONDS, QUICK_SECONDS
+from modelserver.placement import LOOP_ELAPSED_SECONDS, QUICK_SECONDS, Placement
 from tests.server.helpers import FailingModel
 
 
@@ -60,11 +60,51 @@ def test_a_slow_model_stays_on_the_predict_thread():
 
 
 def test_a_model_that_waits_without_computing_leaves_the_loop_for_good():
-    """Its CPU time is small, so it is tried on the loop once; its time there sends it
-    back to the thread, where it stays."""
+    """Its CPU time is small, so it is tried on the loop; its first long call there makes
+    it suspect, the second, watched, shows it waits, and it goes back to the thread, where
+    it stays."""
     model = ThreadRecordingModel(idle=6 * LOOP_ELAPSED_SECONDS)
 
-    assert threads_of_calls(model, 5) == ["predict", "loop", "predict", "predict", "predict"]
+    assert threads_of_calls(model, 6) == ["predict", "loop", "loop"] + ["predict"] * 3
+
+
+def quick_calls(placement: Placement, count: int) -> None:
+    for _ in range(count):
+        placement.count_loop_call(0.0001, None)
+
+
+def test_calls_slowed_by_a_busy_or_stalled_machine_keep_a_quick_model_on_the_loop():
+    """The core taken away for a while (another busy process, a stalled virtual machine):
+    long calls that did not wait of their own accord are not the model's doing."""
+    placement = quick_model_on_loop()
+    placement.count_loop_call(0.3, None)  # a stall: suspect, not yet counted
+    assert placement.on_loop()
+    placement.count_loop_call(0.05, False)  # watched: long, but the core was taken
+    assert placement.on_loop()
+    quick_calls(placement, 3)
+    placement.count_loop_call(0.3, None)
+    assert placement.on_loop()
+
+
+def test_a_watched_call_that_waited_long_sends_the_model_to_the_thread():
+    placement = quick_model_on_loop()
+    placement.count_loop_call(0.05, None)
+    placement.count_loop_call(2 * LOOP_ELAPSED_SECONDS, True)
+    assert not placement.on_loop()
+
+
+def test_calls_that_wait_briefly_keep_the_model_on_the_loop():
+    placement = quick_model_on_loop()
+    for _ in range(20):
+        placement.count_loop_call(LOOP_ELAPSED_SECONDS / 2, True)
+    assert placement.on_loop()
+
+
+def quick_model_on_loop() -> Placement:
+    placement = Placement(lambda rows: Prediction(np.zeros(len(rows)), None), loop_allowed=True)
+    placement.call(np.zeros((1, 2)))
+    assert placement.on_loop()
+    return placement
 
 
 def test_a_model_of_several_threads_stays_on_the_predict_thread():
