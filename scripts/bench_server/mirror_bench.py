@@ -25,8 +25,11 @@ server runs):
 3. a port that never answers (two rounds): live requests must not notice; copies are
    dropped when the queue is full and fail after the timeout.
 
-The stables share the first CPU, the shadow (or the sink) gets the last, the load
-generators run where the scheduler puts them.
+The stables share the first CPU; the shadow (or the sink) and the mirroring stable's
+mirror process (which sends the copies, mirror_worker.py) get the last, as a pod's
+processes would run on the node's other cores; the load generators run where the
+scheduler puts them. The stable's CPU per request is its processes' together (serving
+and mirror process, as a pod's would be); the mirror process's part is reported per copy.
 
 Everything of run.py it needs is handed in, so that this module imports nothing of it.
 """
@@ -103,6 +106,8 @@ class Round(Generic[R]):
     """By CPU share (CPU_BUSY_AT_FIXED_RATES), then by side."""
     copies: dict[str, float]
     """Of the requests of this round, the copies sent, dropped and failed (mirroring side)."""
+    mirror_process_cpu_seconds: float
+    """What the mirroring side's mirror process used in this round."""
 
 
 def at_once(*calls: Callable[[], T]) -> list[T]:
@@ -192,6 +197,25 @@ def wait_for_log(log: Path, text: str, offset: int = 0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{log} never said {text!r}")
         time.sleep(0.2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mirror_process(stable: int) -> int:
+    """The pid of the stable's mirror process, waiting for it to start."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for task in Path(f"/proc/{stable}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"modelserver.mirror_worker" in command:
+                    return int(child)
+        time.sleep(0.2)
+    raise SystemExit(f"stable {stable} started no mirror process")
 
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -290,16 +314,24 @@ def mirror_section(
     def url(side: S) -> str:
         return f"http://127.0.0.1:{side.port}/v2/models/{MODEL_NAME}/infer"
 
-    def assign(mirroring: S, other: S, target_url: str) -> None:
-        """`mirroring` copies every request to `target_url`, `other` mirrors nothing."""
+    def assign(mirroring: S, other: S, target_url: str, processes: dict[str, Popen[bytes]]) -> int:
+        """`mirroring` copies every request to `target_url`, `other` mirrors nothing;
+        returns the pid of `mirroring`'s mirror process, now on the target's CPU."""
         for stable, url_or_none in ((mirroring, target_url), (other, None)):
             size = log(stable).stat().st_size
             if write_config(config(stable), url_or_none, 100):
                 said = f"to {url_or_none}, as" if url_or_none else "mirroring off, as"
                 wait_for_log(log(stable), said, size)
+        sender = mirror_process(processes[mirroring.label].pid)
+        pin(sender, shadow_cpus)
+        return sender
 
     def measure(
-        target: str, roles: dict[str, S], processes: dict[str, Popen[bytes]], rows: int
+        target: str,
+        roles: dict[str, S],
+        processes: dict[str, Popen[bytes]],
+        sender: int,
+        rows: int,
     ) -> None:
         def saturate(side: S) -> Callable[[], R]:
             pid = processes[side.label].pid
@@ -309,6 +341,7 @@ def mirror_section(
             return lambda: run_vegeta(vegeta, url(side), bodies[rows], rate, seconds)
 
         before = copies(roles[MIRRORING].port)
+        sender_before = cpu_seconds(sender)
         saturated = dict(zip(roles, at_once(*map(saturate, roles.values())), strict=True))
         fixed_rate = {}
         for busy in CPU_BUSY_AT_FIXED_RATES:
@@ -317,7 +350,8 @@ def mirror_section(
             fixed_rate[busy] = dict(zip(roles, latencies, strict=True))
         after = settled_copies(roles[MIRRORING].port)
         delta = {name: after[name] - before[name] for name in before}
-        runs.setdefault((target, rows), []).append(Round(saturated, fixed_rate, delta))
+        sender_cpu = cpu_seconds(sender) - sender_before
+        runs.setdefault((target, rows), []).append(Round(saturated, fixed_rate, delta, sender_cpu))
         print(
             f"  rows={rows:<4} {roles[MIRRORING].label} mirrors; saturated c={CONCURRENCY}: "
             + "  ".join(
@@ -330,7 +364,8 @@ def mirror_section(
                 for sides in fixed_rate.values()
             )
             + " |"
-            + "".join(f" {name} {count:,.0f}" for name, count in delta.items()),
+            + "".join(f" {name} {count:,.0f}" for name, count in delta.items())
+            + f" | mirror process {sender_cpu:.2f} s CPU",
             flush=True,
         )
 
@@ -350,14 +385,16 @@ def mirror_section(
             target_rounds = 2 if target == TARGETS[-1] else rounds
             print(
                 f"# copies to {target}, {target_rounds} round(s), the stables taking turns to"
-                f" mirror; both on CPU {cpus[0]}, the target on CPU {cpus[-1]}",
+                f" mirror; both on CPU {cpus[0]}, the target and the mirror process on CPU"
+                f" {cpus[-1]}",
                 flush=True,
             )
             for round_number in range(target_rounds):
                 mirroring, other = stables if round_number % 2 == 0 else stables[::-1]
-                assign(mirroring, other, target_url)
+                sender = assign(mirroring, other, target_url, processes)
                 for rows in ROWS:
-                    measure(target, {NONE: other, MIRRORING: mirroring}, processes, rows)
+                    roles = {NONE: other, MIRRORING: mirroring}
+                    measure(target, roles, processes, sender, rows)
 
     def report() -> None:
         print_mirror(rounds, runs)
@@ -370,12 +407,13 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int], list[Round[R]]]) -> No
         f"\n## Mirroring 100% vs none (both stables on one CPU, driven at once; median of"
         f" {rounds} rounds, 2 for the silent port, the stables taking turns to mirror;"
         " x: mirroring / none, the median of the"
-        " rounds' ratios; CPU: the stable's, per request; p99 at constant rates that keep"
+        " rounds' ratios; CPU: the stable's processes', per request, and of it the mirror"
+        " process's, per copy; p99 at constant rates that keep"
         f" the CPU {' and '.join(f'~{busy:.0%}' for busy in CPU_BUSY_AT_FIXED_RATES)} busy)"
     )
     header = (
         f"{'rows':>4} | {'none req/s':>10} {'CPU us':>6} | {'mirror req/s':>12} {'CPU us':>6}"
-        f" | {'req/s x':>7} |"
+        f" | {'mirror process us/copy':>22} | {'req/s x':>7} |"
         + "".join(
             f" {'busy':>4} {'rate/s':>6} {'none p99':>8} {'mirror p99':>10} {'p99 x':>6} |"
             for _ in CPU_BUSY_AT_FIXED_RATES
@@ -406,6 +444,7 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int], list[Round[R]]]) -> No
                 f"{rows:>4} |"
                 f" {_median(plain, 'requests_per_second'):>10,.0f} {_cpu_us(plain):>6.0f} |"
                 f" {_median(mirrored, 'requests_per_second'):>12,.0f} {_cpu_us(mirrored):>6.0f} |"
+                f" {_sender_us(rounds_here):>22.1f} |"
                 f" {statistics.median(throughput):>7.3f} |"
                 + "".join(_fixed_rate_cells(rounds_here, busy) for busy in CPU_BUSY_AT_FIXED_RATES)
                 + f" {totals['sent']:>7,.0f} {totals['dropped']:>7,.0f} {totals['failed']:>6,.0f}"
@@ -434,4 +473,12 @@ def _cpu_us(results: list[R]) -> float:
     """The stable's CPU time per live request, in microseconds (median over the runs)."""
     return statistics.median(
         result.cpu_percent / 100 / result.requests_per_second * 1e6 for result in results
+    )
+
+
+def _sender_us(rounds_here: list[Round[R]]) -> float:
+    """The mirror process's CPU time per copy sent or failed, in microseconds (median)."""
+    return statistics.median(
+        r.mirror_process_cpu_seconds / max(r.copies["sent"] + r.copies["failed"], 1) * 1e6
+        for r in rounds_here
     )

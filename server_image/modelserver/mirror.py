@@ -42,8 +42,10 @@ from modelserver.tensors import json_array
 log = logging.getLogger(__name__)
 
 GATHER_SECONDS = 0.002
-"""The mirror process is told what was written at most this often: the message costs the
-serving loop a system call, a copy only a few memory copies."""
+"""Copies are written into the ring together, this long after the first of them: one after
+the other, the code that writes them stays in the core's caches (written one at a time
+between live requests, each cost several times more); and the mirror process is told
+once for all of them (a system call)."""
 HOUSEKEEPING_SECONDS = 0.5
 """How often the mirror process's counts reach the metrics, and its health is checked."""
 RESTART_SECONDS = 5.0
@@ -85,7 +87,8 @@ class Mirror:
         """The target's share as plain integers (a Fraction's are slower to read)."""
         self._told_position = 0
         """How far the mirror process knows the ring is written."""
-        self._telling = False
+        self._pending: list[Copy] = []
+        """Selected copies waiting to be written into the ring."""
         self._counted = (0, 0, 0)
         """The mirror process's sent, failed and dropped counts already in the metrics."""
         self._too_large_logged = False
@@ -162,21 +165,31 @@ class Mirror:
 
     def offer(self, copy: Copy) -> None:
         """Queue a copy (call it after the live response went out)."""
+        pending = self._pending
+        if len(pending) >= self._settings.mirror_queue_size:
+            self._dropped.inc()
+            return
+        pending.append(copy)
+        if len(pending) == 1:
+            assert self._loop is not None
+            self._loop.call_later(GATHER_SECONDS, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Write what is pending into the ring, and tell the mirror process."""
+        pending, self._pending = self._pending, []
         ring = self._ring
         if ring is None or self._target is None:
-            self._dropped.inc()  # turned off since it was selected
+            self._dropped.inc(len(pending))  # turned off since they were selected
             return
-        reference = _reference(copy)
-        record = (self._generation, copy.path, copy.content_type, copy.header_length)
-        if not ring.put(*record, reference, copy.body):
-            self._read_reports()  # the mirror process may have freed room meanwhile
-            if not ring.put(*record, reference, copy.body):
-                self._refused(ring, copy)
-                return
-        if not self._telling:
-            self._telling = True
-            assert self._loop is not None
-            self._loop.call_later(GATHER_SECONDS, self._tell_written)
+        generation = self._generation
+        for copy in pending:
+            reference = _reference(copy)
+            record = (generation, copy.path, copy.content_type, copy.header_length, reference)
+            if not ring.put(*record, copy.body):
+                self._read_reports()  # the mirror process may have freed room meanwhile
+                if not ring.put(*record, copy.body):
+                    self._refused(ring, copy)
+        self._tell_written()
 
     def _refused(self, ring: RingWriter, copy: Copy) -> None:
         self._dropped.inc()
@@ -193,7 +206,6 @@ class Mirror:
     # Talking to the mirror process
 
     def _tell_written(self) -> None:
-        self._telling = False
         ring, process = self._ring, self._process
         if ring is None or process is None:
             return
@@ -201,9 +213,10 @@ class Mirror:
         written = WRITTEN + POSITIONS.pack(ring.position, ring.records)
         if ring.position != self._told_position and process.send(written):
             self._told_position = ring.position
-        self._read_reports()
 
     def _read_reports(self) -> None:
+        """Learn how far the mirror process has read: only when the ring seems full, and
+        at housekeeping (each read costs the serving loop system calls)."""
         ring, process = self._ring, self._process
         if ring is None or process is None:
             return
@@ -232,10 +245,10 @@ class Mirror:
             self._numerator, self._denominator = target.share.as_integer_ratio()
         if _same_destination(previous, target):
             return  # only the share changed: the queue and the connections stay
+        self._hand_over()  # what is pending was selected for the previous target
         self._generation += 1
         if target is not None and self._process is None:
             self._start_process()
-        self._tell_written()  # the copies written so far are of the previous target
         self._target_message = TARGET + GENERATION.pack(self._generation) + _described(target)
         self._tell_target()
 
@@ -284,6 +297,7 @@ class Mirror:
         """Bring the mirror process's counts into the metrics."""
         if self._process is None or self._ring is None:
             return
+        self._read_reports()
         _, sent, failed, dropped, _, _ = self._process.counters()
         counted_sent, counted_failed, counted_dropped = self._counted
         self._sent.inc(sent - counted_sent)

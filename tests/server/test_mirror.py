@@ -429,3 +429,53 @@ def test_shutdown_drops_queued_copies_without_waiting_for_them(models_dir: Path,
             # Well within the graceful timeout (25 s): nothing waits for the copies.
             assert stable.process.wait(timeout=20) == 0
         assert "Traceback" not in stable.output()
+
+
+def mirror_processes(server: ServerProcess) -> list[int]:
+    """The pids of the server's mirror processes (its children sending the copies)."""
+    found = []
+    for task in Path(f"/proc/{server.process.pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"modelserver.mirror_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def test_a_mirror_process_that_dies_is_replaced_and_the_copies_go_on(
+    models_dir: Path, tmp_path: Path
+):
+    volume = ConfigMapVolume(tmp_path / "mirror")
+    body = v2_body(breast_cancer_rows(1).tolist())
+    volume.write(None)
+    with (
+        recorder() as shadow,
+        running_server(stable_args(models_dir, volume), tmp_path) as stable,
+        httpx.Client(base_url=stable.url, timeout=30) as client,
+    ):
+        infer(client, body)
+        assert mirror_processes(stable) == []  # none until a shadow is named
+        volume.mirror(shadow.url, 100)
+        wait_for_log(stable, "mirroring 100% of requests")
+        (first,) = mirror_processes(stable)
+        for _ in range(5):
+            infer(client, body)
+        wait_until(lambda: metric(stable, MIRRORED, result="sent") == 5, "5 copies sent")
+        os.kill(first, signal.SIGKILL)
+        for _ in range(5):
+            infer(client, body)  # live requests do not notice; the copies wait in the ring
+        wait_for_log(stable, "the mirror process ended (exit code -9)")
+        (second,) = mirror_processes(stable)
+        assert second != first
+        wait_until(lambda: shadow.count() == 10, "the copies made meanwhile sent")
+        wait_until(lambda: metric(stable, MIRRORED, result="sent") == 10, "10 copies sent")
+        assert metric(stable, MIRRORED, result="failed") == 0
+        assert metric(stable, MIRRORED, result="dropped") == 0
+    assert ended(second)  # with the server
+
+
+def ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
