@@ -28,8 +28,13 @@ server runs):
 The stables share the first CPU; the shadow (or the sink) and the mirroring stable's
 mirror process (which sends the copies, mirror_worker.py) get the last, as a pod's
 processes would run on the node's other cores; the load generators run where the
-scheduler puts them. The stable's CPU per request is its processes' together (serving
-and mirror process, as a pod's would be); the mirror process's part is reported per copy.
+scheduler puts them. All of them run in the benchmark's session: in sessions of their
+own, Linux would first share the first CPU between the stables' sessions, and the mirror
+process's work on the other CPU would count against its stable's share of the first (as
+a pod's cgroup does when its CPU is the limit); here the mirror process has a core of its
+own, as a pod with room above its usual use gives it. The stable's CPU per request is
+its processes' together (serving and mirror process); the mirror process's part is
+reported per copy.
 
 Everything of run.py it needs is handed in, so that this module imports nothing of it.
 """

@@ -8,6 +8,7 @@ every process started here is stopped here by its process group id.
 
 import argparse
 import base64
+import functools
 import json
 import os
 import signal
@@ -120,14 +121,20 @@ def process_tree_rss_bytes(root: int) -> int:
 
 
 @contextmanager
-def started(server: Server, log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    server: Server, log_dir: Path, own_session: bool = True
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`server`, ready; in a process group of its own (stopped as a whole below), and in a
+    session of its own unless `own_session` is False. Linux shares the CPU fairly between
+    sessions (autogroups) before it does between processes."""
     log = (log_dir / f"{server.label.replace(' ', '-')}.log").open("wb")
     process = subprocess.Popen(
         server.command,
         env={**os.environ, **server.env},
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, stopped as a whole below
+        start_new_session=own_session,
+        process_group=None if own_session else 0,
         cwd=log_dir,
     )
     try:
@@ -610,7 +617,7 @@ def main() -> None:
                 profile_section(args.profile_rounds, args.seconds, profile, bodies, work, ours)
             )
         if "mirror" in args.sections:
-            harness = Harness(ours, started, run_wrk)
+            harness = Harness(ours, functools.partial(started, own_session=False), run_wrk)
             reports.append(
                 mirror_section(harness, args.vegeta, args.mirror_rounds, args.seconds, bodies, work)
             )

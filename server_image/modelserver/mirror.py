@@ -107,7 +107,7 @@ class Mirror:
         self._failed = requests.labels(*base, MIRROR_FAILED)
         self._depth = Gauge(
             MIRROR_QUEUE_DEPTH,
-            "Copies waiting to be sent to the shadow (read about twice a second).",
+            "Copies waiting to be sent to the shadow (as of the last scrape, or half a second).",
             BASE_LABELS,
             registry=registry,
             multiprocess_mode="livesum",
