@@ -135,11 +135,6 @@ class Mirror:
         if self._process is not None:
             await self._process.stop()
 
-    @property
-    def process_id(self) -> int | None:
-        """The mirror process's, once started."""
-        return None if self._process is None else self._process.pid
-
     # The live path: cheap, and never waits
 
     def select(

@@ -80,10 +80,6 @@ class MirrorProcess:
         self.started_at = time.monotonic()
         log.info("mirroring: copies are sent by process %d", self._process.pid)
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def exit_code(self) -> int | None:
         """The process's exit code once it has ended, None while it runs."""
         return None if self._process is None else self._process.poll()
