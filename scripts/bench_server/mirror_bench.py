@@ -88,6 +88,9 @@ class Harness(Generic[S, R]):
     ours: Callable[[str, dict[str, str], list[str]], S]
     started: Callable[[S, Path], AbstractContextManager[Popen[bytes]]]
     run_wrk: Callable[[str, Path, int, int, int], R]
+    cpu_seconds: Callable[[int], float]
+    """The CPU time a process (and its children, of which the mirror process has none) has
+    used so far."""
 
 
 @dataclass(frozen=True)
@@ -202,12 +205,6 @@ def wait_for_log(log: Path, text: str, offset: int = 0) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"{log} never said {text!r}")
         time.sleep(0.2)
-
-
-def cpu_seconds(pid: int) -> float:
-    """The CPU time (user and system) the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mirror_process(stable: int) -> int:
@@ -346,7 +343,7 @@ def mirror_section(
             return lambda: run_vegeta(vegeta, url(side), bodies[rows], rate, seconds)
 
         before = copies(roles[MIRRORING].port)
-        sender_before = cpu_seconds(sender)
+        sender_before = harness.cpu_seconds(sender)
         saturated = dict(zip(roles, at_once(*map(saturate, roles.values())), strict=True))
         fixed_rate = {}
         for busy in CPU_BUSY_AT_FIXED_RATES:
@@ -355,7 +352,7 @@ def mirror_section(
             fixed_rate[busy] = dict(zip(roles, latencies, strict=True))
         after = settled_copies(roles[MIRRORING].port)
         delta = {name: after[name] - before[name] for name in before}
-        sender_cpu = cpu_seconds(sender) - sender_before
+        sender_cpu = harness.cpu_seconds(sender) - sender_before
         runs.setdefault((target, rows), []).append(Round(saturated, fixed_rate, delta, sender_cpu))
         print(
             f"  rows={rows:<4} {roles[MIRRORING].label} mirrors; saturated c={CONCURRENCY}: "

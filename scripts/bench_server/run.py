@@ -617,7 +617,12 @@ def main() -> None:
                 profile_section(args.profile_rounds, args.seconds, profile, bodies, work, ours)
             )
         if "mirror" in args.sections:
-            harness = Harness(ours, functools.partial(started, own_session=False), run_wrk)
+            harness = Harness(
+                ours,
+                functools.partial(started, own_session=False),
+                run_wrk,
+                process_tree_cpu_seconds,
+            )
             reports.append(
                 mirror_section(harness, args.vegeta, args.mirror_rounds, args.seconds, bodies, work)
             )

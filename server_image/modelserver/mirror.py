@@ -204,9 +204,10 @@ class Mirror:
         ring, process = self._ring, self._process
         if ring is None or process is None:
             return
+        if ring.position == self._told_position:
+            return
         # When it is not reading yet (starting), it is told at the next housekeeping.
-        written = WRITTEN + POSITIONS.pack(ring.position, ring.records)
-        if ring.position != self._told_position and process.send(written):
+        if process.send(WRITTEN + POSITIONS.pack(ring.position, ring.records)):
             self._told_position = ring.position
 
     def _read_reports(self) -> None:
@@ -220,6 +221,11 @@ class Mirror:
                 ring.read_to(*POSITIONS.unpack_from(message, 1))
 
     def _tell_target(self) -> None:
+        """Tell the mirror process the current target, now or at the next housekeeping."""
+        self._target_message = TARGET + GENERATION.pack(self._generation) + _described(self._target)
+        self._tell_pending_target()
+
+    def _tell_pending_target(self) -> None:
         message = self._target_message
         if message is not None and self._process is not None and self._process.send(message):
             self._target_message = None
@@ -244,7 +250,6 @@ class Mirror:
         self._generation += 1
         if target is not None and self._process is None:
             self._start_process()
-        self._target_message = TARGET + GENERATION.pack(self._generation) + _described(target)
         self._tell_target()
 
     def _start_process(self) -> None:
@@ -263,7 +268,7 @@ class Mirror:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self._check_process()
-            self._tell_target()
+            self._tell_pending_target()
             self._tell_written()
             self.count()
 
@@ -285,7 +290,6 @@ class Mirror:
         *_, position, records = process.counters()
         ring.read_to(position, records)
         self._told_position = -1  # tell the new one everything
-        self._target_message = TARGET + GENERATION.pack(self._generation) + _described(self._target)
         self._tell_target()
 
     def count(self) -> None:

@@ -223,11 +223,18 @@ class Sender:
         self.report()
 
     def _drop_all(self) -> None:
-        while self._reader.take() is not None:
-            self._counts.taken += 1
-            self._counts.dropped += 1
-            self._unreported = True
+        self._counts.dropped += self._take_all()
         self.report()
+
+    def _take_all(self) -> int:
+        """Take every published record without sending it; returns how many there were."""
+        taken = 0
+        while self._reader.take() is not None:
+            taken += 1
+        if taken:
+            self._counts.taken += taken
+            self._unreported = True
+        return taken
 
     def _fixed_head(self, record: Record, destination: Destination) -> bytes:
         kind = (record.path, record.content_type, record.header_length)
@@ -277,10 +284,7 @@ class Sender:
         self._trouble(f"cannot connect to http://{destination.host}:{destination.port}: {error!r}")
         if any(slot.connection is not None for slot in self._slots):
             return
-        while self._reader.take() is not None:
-            self._counts.taken += 1
-            self._counts.failed += 1
-            self._unreported = True
+        self._counts.failed += self._take_all()
         self.report()
 
     def _on_answered(self, count: int) -> None:
