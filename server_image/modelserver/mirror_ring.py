@@ -2,7 +2,7 @@
 memory both processes map, and the small messages that go with it over a socket.
 
 The serving loop writes each copy into the ring (a few memory copies, no system call)
-and, every few milliseconds while it writes, tells the mirror process how far it got;
+and, after each batch it writes, tells the mirror process how far it got;
 the mirror process tells it back how far it has read. Positions travel over the socket,
 not through the shared memory, so that the kernel orders them after the bytes they
 publish on any processor (x86 would keep the order by itself, ARM need not).
