@@ -12,9 +12,15 @@ run (either of two identical servers came out up to ~15% ahead in earlier runs):
 - throughput: wrk saturates both (closed loop, c=8 each); each gets about half the CPU,
   and the ratio of what they answer is the ratio of their costs per request;
 - p99: vegeta sends both the same constant rate (open loop: a request slowed by the
-  mirror does not hold back the next one), at two rates which together keep the CPU about
-  a quarter and about half busy.
-  At saturation a closed loop's p99 moves with its throughput, which is measured above.
+  mirror does not hold back the next one), at two rates found at the start, with neither
+  stable mirroring, at which their serving processes together keep the first CPU about a
+  quarter and about half busy. A share of the saturated throughput is no guide: sent one
+  at a time, a small request costs the server several times its CPU at saturation (1 row:
+  ~1.5 ms at 250 req/s against ~0.2 ms), so half the saturated rate overloads the CPU,
+  where p99 is the queue's and moves with any cost. At those rates the serving processes'
+  own CPU per request is reported too: what mirroring costs the live core, with less
+  noise than a p99. At saturation a closed loop's p99 moves with its throughput, which is
+  measured above.
 
 The mirroring side's file points at three targets in turn (it is re-read while the
 server runs):
@@ -23,7 +29,9 @@ server runs):
 2. a sink that answers every copy at once: what sending costs the stable when the
    shadow's work happens elsewhere, as it does on its own nodes;
 3. a port that never answers (two rounds): live requests must not notice; copies are
-   dropped when the queue is full and fail after the timeout.
+   dropped when the queue is full and fail after the timeout;
+4. nothing: neither stable mirrors, the method's own noise (the same rounds, the same
+   ratios, between two servers that do the same).
 
 The stables share the first CPU; the shadow (or the sink) and the mirroring stable's
 mirror process (which sends the copies, mirror_worker.py) get the last, as a pod's
@@ -40,6 +48,7 @@ Everything of run.py it needs is handed in, so that this module imports nothing 
 """
 
 import asyncio
+import functools
 import os
 import socket
 import statistics
@@ -68,10 +77,15 @@ CONCURRENCY = 8
 NONE, MIRRORING = "without mirroring", "mirroring 100%"
 """The two roles, which the stables take in turns (so that no difference between the two
 processes themselves, which persists for a whole run on this host, favours one role)."""
-CPU_BUSY_AT_FIXED_RATES = (0.25, 0.5)
-"""The fixed rates of the p99 runs, as the share of the CPU that the two stables keep busy
-(at 0.5 each is sent half of what the stable without mirroring answered at saturation):
-how much the mirror's extra work lengthens the waits depends on how busy the stable is."""
+CPU_BUSY_TARGETS = (0.25, 0.5)
+"""The constant rates of the p99 runs, as the share of the first CPU that the two stables'
+serving processes keep busy together: how much the mirror's extra work lengthens the
+waits depends on how busy the CPU is."""
+CALIBRATION_SECONDS = 3
+"""Of each try while looking for the rate that keeps the CPU so busy."""
+CALIBRATION_TRIES = 5
+FIRST_RATE = 100.0
+"""Requests a second to each stable in the first try."""
 RESULTS = ("sent", "dropped", "failed")
 MODEL_NAME = "xgb-classifier"
 
@@ -91,16 +105,27 @@ class Harness(Generic[S, R]):
     cpu_seconds: Callable[[int], float]
     """The CPU time a process (and its children, of which the mirror process has none) has
     used so far."""
+    own_cpu_seconds: Callable[[int], float]
+    """The CPU time of the process alone: a stable's serving process, not its mirror
+    process."""
 
 
 @dataclass(frozen=True)
 class Latency:
-    """What vegeta measured at a constant rate."""
+    """What vegeta measured at a constant rate, and what it cost the serving process."""
 
     rate: float
     p99_ms: float
     success: float
     """The share of requests answered 200."""
+    requests: int
+    cpu_seconds: float
+    """Of the stable's serving process (not its mirror process) meanwhile."""
+
+    @property
+    def cpu_us(self) -> float:
+        """The serving process's CPU time per request, in microseconds."""
+        return self.cpu_seconds / max(self.requests, 1) * 1e6
 
 
 @dataclass(frozen=True)
@@ -115,7 +140,7 @@ class Round(Generic[R]):
     copies: dict[str, float]
     """Of the requests of this round, the copies sent, dropped and failed (mirroring side)."""
     mirror_process_cpu_seconds: float
-    """What the mirroring side's mirror process used in this round."""
+    """What the mirroring side's mirror process used in this round (0: none mirrors)."""
 
 
 def at_once(*calls: Callable[[], T]) -> list[T]:
@@ -135,8 +160,12 @@ def at_once(*calls: Callable[[], T]) -> list[T]:
     return [result for result in results if result is not None]
 
 
-def run_vegeta(vegeta: Path, url: str, body_file: Path, rate: float, seconds: int) -> Latency:
-    """vegeta sending `rate` requests a second for `seconds`, whatever the answers take."""
+def run_vegeta(
+    vegeta: Path, url: str, body_file: Path, rate: float, seconds: int, cpu: Callable[[], float]
+) -> Latency:
+    """vegeta sending `rate` requests a second for `seconds`, whatever the answers take;
+    `cpu`: the serving process's CPU time so far."""
+    cpu_before = cpu()
     target = f"POST {url}\nContent-Type: application/json\n@{body_file}\n"
     attack = subprocess.run(
         [
@@ -152,6 +181,7 @@ def run_vegeta(vegeta: Path, url: str, body_file: Path, rate: float, seconds: in
         check=True,
         timeout=seconds + 60,
     )
+    cpu_seconds = cpu() - cpu_before
     report = subprocess.run(
         [str(vegeta), "report", "-type=json"],
         input=attack.stdout,
@@ -161,7 +191,22 @@ def run_vegeta(vegeta: Path, url: str, body_file: Path, rate: float, seconds: in
     )
     summary = orjson.loads(report.stdout)
     latencies = summary["latencies"]
-    return Latency(rate, latencies["99th"] / 1e6, summary["success"])
+    return Latency(
+        rate, latencies["99th"] / 1e6, summary["success"], summary["requests"], cpu_seconds
+    )
+
+
+def calibrated_rate(busy_at: Callable[[float], float], target: float) -> float:
+    """The rate at which `busy_at(rate)`, the CPU's busy share measured at that rate, is
+    within a tenth of `target` (or the last try's): each try scales the rate by how far off
+    the last was (a request costs less the faster they come, so the steps shrink)."""
+    rate = FIRST_RATE
+    for _ in range(CALIBRATION_TRIES):
+        busy = busy_at(rate)
+        if abs(busy - target) <= target / 10:
+            break
+        rate *= target / max(busy, 0.01)
+    return rate
 
 
 def copies(port: int) -> dict[str, float]:
@@ -286,7 +331,12 @@ def silent_port() -> Iterator[str]:
         yield f"http://127.0.0.1:{listening.getsockname()[1]}"
 
 
-TARGETS = ("a shadow modelserver", "a sink that answers at once", "a silent port")
+TARGETS = (
+    "a shadow modelserver",
+    "a sink that answers at once",
+    "a silent port",
+    "nothing (neither mirrors)",
+)
 
 
 def mirror_section(
@@ -316,44 +366,80 @@ def mirror_section(
     def url(side: S) -> str:
         return f"http://127.0.0.1:{side.port}/v2/models/{MODEL_NAME}/infer"
 
-    def assign(mirroring: S, other: S, target_url: str, processes: dict[str, Popen[bytes]]) -> int:
-        """`mirroring` copies every request to `target_url`, `other` mirrors nothing;
-        returns the pid of `mirroring`'s mirror process, now on the target's CPU."""
+    def assign(
+        mirroring: S, other: S, target_url: str | None, processes: dict[str, Popen[bytes]]
+    ) -> int | None:
+        """`mirroring` copies every request to `target_url` (None: nothing), `other` mirrors
+        nothing; returns the pid of `mirroring`'s mirror process, now on the target's CPU."""
         for stable, url_or_none in ((mirroring, target_url), (other, None)):
             size = log(stable).stat().st_size
             if write_config(config(stable), url_or_none, 100):
                 said = f"to {url_or_none}, as" if url_or_none else "mirroring off, as"
                 wait_for_log(log(stable), said, size)
+        if target_url is None:
+            return None
         sender = mirror_process(processes[mirroring.label].pid)
         pin(sender, shadow_cpus)
         return sender
+
+    def constant(
+        side: S, rate: float, seconds: int, rows: int, processes: dict[str, Popen[bytes]]
+    ) -> Callable[[], Latency]:
+        pid = processes[side.label].pid
+        return lambda: run_vegeta(
+            vegeta, url(side), bodies[rows], rate, seconds, lambda: harness.own_cpu_seconds(pid)
+        )
+
+    def calibrate(processes: dict[str, Popen[bytes]]) -> dict[tuple[int, float], float]:
+        """The constant rates of the p99 runs, by rows and CPU share (neither mirrors yet)."""
+
+        def busy_at(rows: int, rate: float) -> float:
+            sides = at_once(
+                *(constant(s, rate, CALIBRATION_SECONDS, rows, processes) for s in stables)
+            )
+            busy = sum(side.cpu_seconds for side in sides) / CALIBRATION_SECONDS
+            print(
+                f"  calibrating: rows={rows} at {rate:,.0f}/s each: CPU {busy:.0%} busy", flush=True
+            )
+            return busy
+
+        return {
+            (rows, busy): calibrated_rate(functools.partial(busy_at, rows), busy)
+            for rows in ROWS
+            for busy in CPU_BUSY_TARGETS
+        }
 
     def measure(
         target: str,
         roles: dict[str, S],
         processes: dict[str, Popen[bytes]],
-        sender: int,
+        sender: int | None,
         rows: int,
+        rates: dict[tuple[int, float], float],
     ) -> None:
         def saturate(side: S) -> Callable[[], R]:
             pid = processes[side.label].pid
             return lambda: harness.run_wrk(url(side), bodies[rows], CONCURRENCY, seconds, pid)
 
-        def constant(side: S, rate: float) -> Callable[[], Latency]:
-            return lambda: run_vegeta(vegeta, url(side), bodies[rows], rate, seconds)
+        def sender_cpu() -> float:
+            return 0.0 if sender is None else harness.cpu_seconds(sender)
 
         before = copies(roles[MIRRORING].port)
-        sender_before = harness.cpu_seconds(sender)
+        sender_before = sender_cpu()
         saturated = dict(zip(roles, at_once(*map(saturate, roles.values())), strict=True))
         fixed_rate = {}
-        for busy in CPU_BUSY_AT_FIXED_RATES:
-            rate = busy * saturated[NONE].requests_per_second
-            latencies = at_once(*(constant(side, rate) for side in roles.values()))
+        for busy in CPU_BUSY_TARGETS:
+            rate = rates[(rows, busy)]
+            latencies = at_once(
+                *(constant(side, rate, seconds, rows, processes) for side in roles.values())
+            )
             fixed_rate[busy] = dict(zip(roles, latencies, strict=True))
         after = settled_copies(roles[MIRRORING].port)
         delta = {name: after[name] - before[name] for name in before}
-        sender_cpu = harness.cpu_seconds(sender) - sender_before
-        runs.setdefault((target, rows), []).append(Round(saturated, fixed_rate, delta, sender_cpu))
+        sender_seconds = sender_cpu() - sender_before
+        runs.setdefault((target, rows), []).append(
+            Round(saturated, fixed_rate, delta, sender_seconds)
+        )
         print(
             f"  rows={rows:<4} {roles[MIRRORING].label} mirrors; saturated c={CONCURRENCY}: "
             + "  ".join(
@@ -362,12 +448,15 @@ def mirror_section(
             )
             + "".join(
                 f" | at {sides[NONE].rate:,.0f}/s each: "
-                + "  ".join(f"{role} p99 {lat.p99_ms:.2f} ms" for role, lat in sides.items())
+                + "  ".join(
+                    f"{role} p99 {lat.p99_ms:.2f} ms, {lat.cpu_us:.0f} us"
+                    for role, lat in sides.items()
+                )
                 for sides in fixed_rate.values()
             )
             + " |"
             + "".join(f" {name} {count:,.0f}" for name, count in delta.items())
-            + f" | mirror process {sender_cpu:.2f} s CPU",
+            + f" | mirror process {sender_seconds:.2f} s CPU",
             flush=True,
         )
 
@@ -377,14 +466,17 @@ def mirror_section(
             f"http://127.0.0.1:{shadow.port}",
             stack.enter_context(answering_sink(shadow_cpus)),
             stack.enter_context(silent_port()),
+            None,
         )
         for stable in stables:
             write_config(config(stable), None, 100)
         processes = {s.label: stack.enter_context(harness.started(s, work)) for s in stables}
         for process in processes.values():
             pin(process.pid, stable_cpus)
+        print(f"# finding the rates that keep CPU {cpus[0]} busy", flush=True)
+        rates = calibrate(processes)
         for target, target_url in zip(TARGETS, urls, strict=True):
-            target_rounds = 2 if target == TARGETS[-1] else rounds
+            target_rounds = 2 if target == TARGETS[2] else rounds
             print(
                 f"# copies to {target}, {target_rounds} round(s), the stables taking turns to"
                 f" mirror; both on CPU {cpus[0]}, the target and the mirror process on CPU"
@@ -396,7 +488,7 @@ def mirror_section(
                 sender = assign(mirroring, other, target_url, processes)
                 for rows in ROWS:
                     roles = {NONE: other, MIRRORING: mirroring}
-                    measure(target, roles, processes, sender, rows)
+                    measure(target, roles, processes, sender, rows, rates)
 
     def report() -> None:
         print_mirror(rounds, runs)
@@ -408,17 +500,20 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int], list[Round[R]]]) -> No
     print(
         f"\n## Mirroring 100% vs none (both stables on one CPU, driven at once; median of"
         f" {rounds} rounds, 2 for the silent port, the stables taking turns to mirror;"
-        " x: mirroring / none, the median of the"
-        " rounds' ratios; CPU: the stable's processes', per request, and of it the mirror"
-        " process's, per copy; p99 at constant rates that keep"
-        f" the CPU {' and '.join(f'~{busy:.0%}' for busy in CPU_BUSY_AT_FIXED_RATES)} busy)"
+        " x: mirroring / none, the median of the rounds' ratios. Saturated: req/s, and CPU"
+        " per request of the stable's processes, and of it the mirror process's per copy."
+        " At constant rates found to keep the CPU"
+        f" {' and '.join(f'~{busy:.0%}' for busy in CPU_BUSY_TARGETS)} busy (busy: as"
+        " measured in the rounds, both serving processes): p99, and the serving process's"
+        " CPU per request)"
     )
     header = (
         f"{'rows':>4} | {'none req/s':>10} {'CPU us':>6} | {'mirror req/s':>12} {'CPU us':>6}"
         f" | {'mirror process us/copy':>22} | {'req/s x':>7} |"
         + "".join(
-            f" {'busy':>4} {'rate/s':>6} {'none p99':>8} {'mirror p99':>10} {'p99 x':>6} |"
-            for _ in CPU_BUSY_AT_FIXED_RATES
+            f" {'busy':>4} {'rate/s':>6} {'none p99':>8} {'mirror p99':>10} {'p99 x':>6}"
+            f" {'CPU us':>6} {'CPU x':>6} |"
+            for _ in CPU_BUSY_TARGETS
         )
         + f" {'sent':>7} {'dropped':>7} {'failed':>6}"
     )
@@ -448,7 +543,7 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int], list[Round[R]]]) -> No
                 f" {_median(mirrored, 'requests_per_second'):>12,.0f} {_cpu_us(mirrored):>6.0f} |"
                 f" {_sender_us(rounds_here):>22.1f} |"
                 f" {statistics.median(throughput):>7.3f} |"
-                + "".join(_fixed_rate_cells(rounds_here, busy) for busy in CPU_BUSY_AT_FIXED_RATES)
+                + "".join(_fixed_rate_cells(rounds_here, busy) for busy in CPU_BUSY_TARGETS)
                 + f" {totals['sent']:>7,.0f} {totals['dropped']:>7,.0f} {totals['failed']:>6,.0f}"
                 + (f" wrk errors {errors}" if errors else "")
                 + (f" not answered 200: {failed_share:.2%}" if failed_share else "")
@@ -456,14 +551,23 @@ def print_mirror(rounds: int, runs: dict[tuple[str, int], list[Round[R]]]) -> No
 
 
 def _fixed_rate_cells(rounds_here: list[Round[R]], busy: float) -> str:
-    """The medians of one constant rate's p99s and of the rounds' ratios."""
+    """One constant rate: the CPU as busy as measured, the p99s and the serving process's
+    CPU per request without mirroring, and the medians of the rounds' ratios."""
     at_rate = [r.fixed_rate[busy] for r in rounds_here]
-    ratios = [sides[MIRRORING].p99_ms / sides[NONE].p99_ms for sides in at_rate]
+    measured_busy = [
+        sum(side.cpu_seconds for side in sides.values()) / (sides[NONE].requests / sides[NONE].rate)
+        for sides in at_rate
+    ]
+    p99_ratios = [sides[MIRRORING].p99_ms / sides[NONE].p99_ms for sides in at_rate]
+    cpu_ratios = [sides[MIRRORING].cpu_us / sides[NONE].cpu_us for sides in at_rate]
     return (
-        f" {busy:>4.0%} {statistics.median(sides[NONE].rate for sides in at_rate):>6,.0f}"
+        f" {statistics.median(measured_busy):>4.0%}"
+        f" {statistics.median(sides[NONE].rate for sides in at_rate):>6,.0f}"
         f" {statistics.median(sides[NONE].p99_ms for sides in at_rate):>8.2f}"
         f" {statistics.median(sides[MIRRORING].p99_ms for sides in at_rate):>10.2f}"
-        f" {statistics.median(ratios):>6.3f} |"
+        f" {statistics.median(p99_ratios):>6.3f}"
+        f" {statistics.median(sides[NONE].cpu_us for sides in at_rate):>6.0f}"
+        f" {statistics.median(cpu_ratios):>6.3f} |"
     )
 
 
