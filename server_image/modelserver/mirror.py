@@ -97,6 +97,8 @@ class Mirror:
         """Selected copies waiting to be written into the ring."""
         self._gathering: asyncio.TimerHandle | None = None
         """Writes the pending copies at the end of GATHER_SECONDS."""
+        self._gather_most = min(GATHER_MOST, settings.mirror_queue_size)
+        """A smaller queue must not fill up while its copies are gathered."""
         self._counted = (0, 0, 0)
         """The mirror process's sent, failed and dropped counts already in the metrics."""
         self._too_large_logged = False
@@ -175,10 +177,10 @@ class Mirror:
         pending.append(copy)
         loop = self._loop
         assert loop is not None
-        if len(pending) == 1:
-            self._gathering = loop.call_later(GATHER_SECONDS, self._hand_over)
-        elif len(pending) == GATHER_MOST:
+        if len(pending) == self._gather_most:
             loop.call_soon(self._hand_over)
+        elif len(pending) == 1:
+            self._gathering = loop.call_later(GATHER_SECONDS, self._hand_over)
 
     def _hand_over(self) -> None:
         """Write what is pending into the ring, and tell the mirror process."""
