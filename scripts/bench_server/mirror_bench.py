@@ -331,10 +331,11 @@ def silent_port() -> Iterator[str]:
         yield f"http://127.0.0.1:{listening.getsockname()[1]}"
 
 
+SILENT_PORT = "a silent port"
 TARGETS = (
     "a shadow modelserver",
     "a sink that answers at once",
-    "a silent port",
+    SILENT_PORT,
     "nothing (neither mirrors)",
 )
 
@@ -476,7 +477,7 @@ def mirror_section(
         print(f"# finding the rates that keep CPU {cpus[0]} busy", flush=True)
         rates = calibrate(processes)
         for target, target_url in zip(TARGETS, urls, strict=True):
-            target_rounds = 2 if target == TARGETS[2] else rounds
+            target_rounds = 2 if target == SILENT_PORT else rounds
             print(
                 f"# copies to {target}, {target_rounds} round(s), the stables taking turns to"
                 f" mirror; both on CPU {cpus[0]}, the target and the mirror process on CPU"

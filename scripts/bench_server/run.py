@@ -97,11 +97,11 @@ def process_tree_stats(root: int) -> tuple[float, int]:
         if not entry.name.isdigit():
             continue
         try:
-            fields = _stat_fields(entry)
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # the process ended meanwhile
         parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = _cpu_seconds(fields)
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         resident[int(entry.name)] = int(fields[21]) * PAGE_BYTES
     tree = {root}
     grew = True
@@ -110,16 +110,6 @@ def process_tree_stats(root: int) -> tuple[float, int]:
         grew = bool(children)
         tree |= children
     return sum(times.get(pid, 0.0) for pid in tree), sum(resident.get(pid, 0) for pid in tree)
-
-
-def _stat_fields(process: Path) -> list[str]:
-    """The fields of /proc/PID/stat after the command's name (which may hold spaces)."""
-    return (process / "stat").read_text().rsplit(")", 1)[1].split()
-
-
-def _cpu_seconds(fields: list[str]) -> float:
-    """User + system CPU seconds, of /proc/PID/stat's fields."""
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def process_cpu_seconds(pid: int) -> float:
